@@ -1,0 +1,132 @@
+//! Builds the stand-in CUDA libraries and the C test clients in native/.
+//!
+//! They land in OUT_DIR/native and are copied next to the binaries
+//! (target/<profile>/kvscope-native) so that `kvscope` finds them relative
+//! to its own location; tests use the KVSCOPE_NATIVE_DIR compile-time path.
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const CLIENTS: &[&str] = &["scripted", "threads", "untracked", "errors"];
+
+fn main() {
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    let native = out.join("native");
+    fs::create_dir_all(&native).expect("create native dir");
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("manifest dir"));
+    let src = root.join("native");
+    println!("cargo:rerun-if-changed=native");
+
+    let cc = cc::Build::new().get_compiler();
+    let compile = |args: &[String], what: &str| {
+        let mut cmd = cc.to_command();
+        cmd.args([
+            "-O2",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-std=gnu11",
+            "-pthread",
+        ]);
+        cmd.arg(format!("-I{}", src.join("include").display()));
+        cmd.args(args);
+        let status = cmd
+            .status()
+            .unwrap_or_else(|e| panic!("running the C compiler for {what}: {e}"));
+        assert!(status.success(), "building {what} failed");
+    };
+    let files = |dir: &Path, names: &[&str]| -> Vec<String> {
+        names
+            .iter()
+            .map(|n| dir.join(n).display().to_string())
+            .collect()
+    };
+
+    let cuda = src.join("cuda");
+    let mut args = vec![
+        "-shared".into(),
+        "-fPIC".into(),
+        "-fvisibility=hidden".into(),
+        format!("-I{}", cuda.display()),
+        "-Wl,-soname,libcuda.so.1".into(),
+        "-o".into(),
+        native.join("libcuda.so.1").display().to_string(),
+    ];
+    args.extend(files(
+        &cuda,
+        &[
+            "sim_map.c",
+            "sim_state.c",
+            "sim_mem.c",
+            "sim_pool.c",
+            "sim_vmm.c",
+            "sim_procaddr.c",
+        ],
+    ));
+    compile(&args, "libcuda.so.1");
+
+    let mut args = vec![
+        "-shared".into(),
+        "-fPIC".into(),
+        "-fvisibility=hidden".into(),
+        "-Wl,-soname,libcudart.so.12".into(),
+        format!("-Wl,--version-script={}", cuda.join("cudart.map").display()),
+        "-o".into(),
+        native.join("libcudart.so.12").display().to_string(),
+    ];
+    args.extend(files(&cuda, &["libcudart.c"]));
+    args.push("-ldl".into());
+    compile(&args, "libcudart.so.12");
+
+    // Link names as a real program sees them: -lcudart -lcuda.
+    for (link, real) in [
+        ("libcuda.so", "libcuda.so.1"),
+        ("libcudart.so", "libcudart.so.12"),
+    ] {
+        let l = native.join(link);
+        let _ = fs::remove_file(&l);
+        std::os::unix::fs::symlink(real, &l).expect("symlink");
+    }
+
+    let clients = src.join("clients");
+    for name in CLIENTS {
+        let args = vec![
+            clients.join(format!("{name}.c")).display().to_string(),
+            format!("-I{}", clients.display()),
+            "-o".into(),
+            native.join(name).display().to_string(),
+            format!("-L{}", native.display()),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-lcudart".into(),
+            "-lcuda".into(),
+            "-ldl".into(),
+            "-lm".into(),
+        ];
+        compile(&args, name);
+    }
+
+    // A copy beside the binaries: target/<profile>/kvscope-native.
+    if let Some(profile_dir) = out.ancestors().nth(3) {
+        let beside = profile_dir.join("kvscope-native");
+        let _ = fs::remove_dir_all(&beside);
+        if fs::create_dir_all(&beside).is_ok() {
+            for entry in fs::read_dir(&native).expect("read native dir").flatten() {
+                let p = entry.path();
+                let dst = beside.join(entry.file_name());
+                if p.is_symlink() {
+                    if let Ok(t) = fs::read_link(&p) {
+                        let _ = std::os::unix::fs::symlink(t, dst);
+                    }
+                } else {
+                    let _ = fs::copy(&p, dst);
+                }
+            }
+        }
+    }
+
+    // The shim stays loaded once loaded: threads, atexit and atfork handlers point into it.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
+    println!("cargo:rustc-env=KVSCOPE_NATIVE_DIR={}", native.display());
+}

@@ -1,0 +1,46 @@
+/* Helpers shared by the test clients. */
+#ifndef KVSCOPE_CLIENT_H
+#define KVSCOPE_CLIENT_H
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda.h"
+#include "cuda_runtime_api.h"
+
+#define MiB (1024ull * 1024ull)
+#define GiB (1024ull * MiB)
+
+static inline void rt_check(cudaError_t e, const char *what, const char *file, int line) {
+    if (e != cudaSuccess) {
+        fprintf(stderr, "%s:%d: %s -> %d (%s)\n", file, line, what, (int)e, cudaGetErrorString(e));
+        exit(3);
+    }
+}
+
+static inline void drv_check(CUresult r, const char *what, const char *file, int line) {
+    if (r != CUDA_SUCCESS) {
+        fprintf(stderr, "%s:%d: %s -> %d\n", file, line, what, (int)r);
+        exit(3);
+    }
+}
+
+/* Expressions, so that `RT(call), bookkeeping;` reads as one step. */
+#define RT(call) rt_check((call), #call, __FILE__, __LINE__)
+#define DRV(call) drv_check((call), #call, __FILE__, __LINE__)
+
+/* kvscope_mark when the shim is loaded, as Python would find it with ctypes. */
+static inline void mark(const char *label) {
+    static void (*fn)(const char *);
+    static int looked;
+    if (!looked) {
+        fn = (void (*)(const char *))dlsym(RTLD_DEFAULT, "kvscope_mark");
+        looked = 1;
+    }
+    if (fn) fn(label);
+}
+
+#endif

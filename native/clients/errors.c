@@ -1,0 +1,35 @@
+/* Failing calls: the codes must reach the program unchanged.
+ * Usage: errors oom|invalid|nodevice */
+#include "client.h"
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "oom";
+    if (!strcmp(mode, "oom")) {
+        void *keep, *p;
+        RT(cudaMalloc(&keep, 512 * MiB));
+        size_t free_b = 0, total = 0;
+        RT(cudaMemGetInfo(&free_b, &total));
+        printf("cudaMalloc_huge=%d\n", (int)cudaMalloc(&p, total + GiB));
+        CUdeviceptr d;
+        printf("cuMemAlloc_huge=%d\n", (int)cuMemAlloc(&d, total + GiB));
+        printf("cudaMallocAsync_huge=%d\n", (int)cudaMallocAsync(&p, total + GiB, NULL));
+        printf("expect.failed_size=%llu\n", (unsigned long long)(total + GiB));
+    } else if (!strcmp(mode, "invalid")) {
+        void *p;
+        size_t pitch;
+        CUdeviceptr d;
+        printf("managed_bad_flags=%d\n", (int)cudaMallocManaged(&p, MiB, 0));
+        printf("pitch_zero_width=%d\n", (int)cudaMallocPitch(&p, &pitch, 0, 10));
+        printf("cuMemAlloc_zero=%d\n", (int)cuMemAlloc(&d, 0));
+        printf("cudaMalloc_null=%d\n", (int)cudaMalloc(NULL, MiB));
+    } else if (!strcmp(mode, "nodevice")) {
+        void *p;
+        int n = -1;
+        printf("cudaGetDeviceCount=%d\n", (int)cudaGetDeviceCount(&n));
+        printf("cudaMalloc=%d\n", (int)cudaMalloc(&p, MiB));
+        printf("cuInit=%d\n", (int)cuInit(0));
+    } else {
+        return 2;
+    }
+    return 0;
+}

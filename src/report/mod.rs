@@ -1,0 +1,447 @@
+//! The report format, `kvscope.report.v1`: written by the shim, read by the
+//! reader. Every field and its unit is described in docs/report-schema.md.
+//!
+//! Conventions: sizes are bytes (u64), times are milliseconds since the shim
+//! started in the process (`t_ms`, f64) unless the name says `unix_ms`.
+//! Readers accept reports with fields missing (`#[serde(default)]`), so a
+//! field may be added to v1 without breaking older readers; renaming or
+//! re-purposing one needs v2.
+
+mod api;
+
+pub use api::{error_name, Api, Space};
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub const SCHEMA: &str = "kvscope.report.v1";
+
+/// Why the report was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// At process exit (atexit).
+    Exit,
+    /// At the first out-of-memory failure: the post-mortem.
+    Oom,
+    /// On demand: `kvscope_dump()` or `kvscope dump PID`.
+    Dump,
+    /// Periodically while allocations change (KVSCOPE_CHECKPOINT_S), for
+    /// processes that end without running exit handlers.
+    Checkpoint,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Exit => "exit",
+            Reason::Oom => "oom",
+            Reason::Dump => "dump",
+            Reason::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Report {
+    pub schema: String,
+    pub reason: Option<Reason>,
+    /// The label given to `kvscope_dump`, or what triggered the report.
+    pub reason_detail: Option<String>,
+    /// How allocations reached the shim: "preload", "pluggable", or both.
+    pub modes: Vec<String>,
+    pub process: Process,
+    pub shim: ShimInfo,
+    /// Wall-clock time of writing, ms since the Unix epoch.
+    pub written_unix_ms: u64,
+    /// `t_ms` of writing.
+    pub t_ms: f64,
+    pub devices: Vec<DeviceStats>,
+    /// Pinned host memory (cudaMallocHost and friends), all devices together.
+    pub host: SpaceStats,
+    /// Calls per entry point, failed ones included.
+    pub calls: BTreeMap<String, u64>,
+    /// Failed calls per entry point and error code (the code as a decimal string).
+    pub failure_counts: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The first failures, in order (capped at `shim.failure_limit`).
+    pub failures: Vec<Failure>,
+    pub anomalies: Anomalies,
+    pub live: Live,
+    pub vmm: Vmm,
+    pub pools: Vec<PoolStats>,
+    pub markers: Vec<Marker>,
+    pub timeline: Vec<Sample>,
+    /// The flight recorder: the last allocation events before the report, oldest first.
+    pub events: Vec<Event>,
+    pub oom: Option<Oom>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: Option<String>,
+    pub hostname: Option<String>,
+    /// When the shim started in this process, ms since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// Distributed-launch variables (RANK, LOCAL_RANK, WORLD_SIZE,
+    /// CUDA_VISIBLE_DEVICES, ...) as the process saw them.
+    pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShimInfo {
+    pub version: String,
+    pub sample_ms: u64,
+    pub idle_ms: u64,
+    pub event_capacity: u64,
+    pub live_limit: u64,
+    pub failure_limit: u64,
+    /// Where reports go, and why, when the fallback was used.
+    pub out_dir: String,
+    pub out_dir_note: Option<String>,
+}
+
+/// One device: device memory (plain, pitched, pooled, VMM physical) and managed memory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceStats {
+    pub device: u32,
+    /// cuDeviceTotalMem, when the shim could ask.
+    pub total_bytes: Option<u64>,
+    /// cuMemGetInfo at the last sample (includes other processes and the context).
+    pub free_bytes: Option<u64>,
+    pub free_sampled_t_ms: Option<f64>,
+    /// Device memory: plain, pitched, pooled and VMM physical allocations.
+    pub memory: SpaceStats,
+    pub managed: SpaceStats,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SpaceStats {
+    pub live_bytes: u64,
+    pub live_count: u64,
+    pub peak_bytes: u64,
+    pub peak_t_ms: Option<f64>,
+    pub allocated_bytes: u64,
+    pub allocs: u64,
+    pub freed_bytes: u64,
+    pub frees: u64,
+    pub failures: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Failure {
+    pub t_ms: f64,
+    pub api: String,
+    pub device: u32,
+    pub size: u64,
+    pub code: i32,
+    pub code_name: String,
+    pub thread: u32,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Anomalies {
+    /// Frees of pointers the shim never saw allocated (passed through).
+    pub untracked_frees: u64,
+    /// Frees of pointers freed shortly before and not allocated again.
+    pub double_frees: u64,
+    /// Pluggable mode: frees whose size differs from the allocation's.
+    pub size_mismatched_frees: u64,
+    /// Driver entry points handed out unhooked (an unknown version or variant).
+    pub unrouted_entry_points: Vec<String>,
+    /// Reports or samples the shim could not produce, with the reason.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Live {
+    pub count: u64,
+    pub bytes: u64,
+    /// Rows were capped at `shim.live_limit` (largest kept).
+    pub truncated: bool,
+    /// Field names of each row of `allocations`, in order.
+    pub columns: Vec<String>,
+    /// Largest first.
+    pub allocations: Vec<LiveAlloc>,
+    pub by_kind: Vec<KindTotal>,
+    pub by_size_class: Vec<SizeClass>,
+}
+
+pub const LIVE_COLUMNS: [&str; 9] = [
+    "device", "address", "size", "api", "stream", "t_ms", "seq", "thread", "phase",
+];
+
+/// A live allocation; a JSON array in the order of `LIVE_COLUMNS`, to keep
+/// reports of a million allocations small and quick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveAlloc {
+    pub device: u32,
+    pub address: u64,
+    pub size: u64,
+    pub api: Api,
+    pub stream: u64,
+    pub t_ms: f64,
+    /// Per-thread allocation order; `t_ms` orders across threads.
+    pub seq: u64,
+    pub thread: u32,
+    /// Index of the phase (marker interval) the allocation was made in: 0
+    /// before the first marker, i after marker i-1.
+    pub phase: u32,
+}
+
+impl Serialize for LiveAlloc {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(LIVE_COLUMNS.len())?;
+        t.serialize_element(&self.device)?;
+        t.serialize_element(&self.address)?;
+        t.serialize_element(&self.size)?;
+        t.serialize_element(self.api.name())?;
+        t.serialize_element(&self.stream)?;
+        t.serialize_element(&self.t_ms)?;
+        t.serialize_element(&self.seq)?;
+        t.serialize_element(&self.thread)?;
+        t.serialize_element(&self.phase)?;
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LiveAlloc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> Visitor<'de> for Row {
+            type Value = LiveAlloc;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "an array [{}]", LIVE_COLUMNS.join(", "))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LiveAlloc, A::Error> {
+                let mut next = |i: usize| {
+                    seq.next_element::<serde_json::Value>()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))
+                };
+                let num = |v: serde_json::Value, i: usize| {
+                    v.as_u64().ok_or_else(|| {
+                        de::Error::custom(format!("{} must be an integer", LIVE_COLUMNS[i]))
+                    })
+                };
+                let device = num(next(0)?, 0)? as u32;
+                let address = num(next(1)?, 1)?;
+                let size = num(next(2)?, 2)?;
+                let api_v = next(3)?;
+                let api = api_v
+                    .as_str()
+                    .and_then(Api::from_name)
+                    .ok_or_else(|| de::Error::custom(format!("unknown api {api_v}")))?;
+                let stream = num(next(4)?, 4)?;
+                let t_ms = next(5)?
+                    .as_f64()
+                    .ok_or_else(|| de::Error::custom("t_ms must be a number"))?;
+                let seq_no = num(next(6)?, 6)?;
+                let thread = num(next(7)?, 7)? as u32;
+                let phase = num(next(8)?, 8)? as u32;
+                Ok(LiveAlloc {
+                    device,
+                    address,
+                    size,
+                    api,
+                    stream,
+                    t_ms,
+                    seq: seq_no,
+                    thread,
+                    phase,
+                })
+            }
+        }
+        d.deserialize_seq(Row)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct KindTotal {
+    pub device: u32,
+    pub space: Option<Space>,
+    pub api: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Live allocations with size in [min_bytes, max_bytes]: power-of-two classes.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SizeClass {
+    pub min_bytes: u64,
+    pub max_bytes: u64,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// Virtual memory (cuMemAddressReserve / cuMemCreate / cuMemMap).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Vmm {
+    /// Address space reserved (not memory).
+    pub reserved_bytes: u64,
+    /// Physical memory held by handles (created and not yet destroyed).
+    pub physical_bytes: u64,
+    /// Bytes of reserved address space currently mapped to handles.
+    pub mapped_bytes: u64,
+    pub reservations: Vec<VmmRange>,
+    pub handles: Vec<VmmHandle>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmmRange {
+    pub address: u64,
+    pub size: u64,
+    pub mapped_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VmmHandle {
+    pub handle: u64,
+    pub device: u32,
+    pub size: u64,
+    /// cuMemRelease was called; the memory lives on while mapped.
+    pub released: bool,
+    pub mappings: u64,
+    pub t_ms: f64,
+}
+
+/// A stream-ordered memory pool, from cuMemPoolGetAttribute at the last sample.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolStats {
+    pub device: u32,
+    pub handle: u64,
+    pub default_pool: bool,
+    pub reserved_bytes: u64,
+    pub used_bytes: u64,
+    pub reserved_high_bytes: u64,
+    pub used_high_bytes: u64,
+    pub release_threshold: u64,
+    pub sampled_t_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Marker {
+    pub t_ms: f64,
+    pub label: String,
+    /// "api" (kvscope_mark), "external" (kvscope mark PID), "auto" (idle detection).
+    pub source: String,
+}
+
+/// One point of the timeline.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sample {
+    pub t_ms: f64,
+    /// Set when the sample was taken for a marker.
+    pub marker: Option<String>,
+    pub devices: Vec<DeviceSample>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeviceSample {
+    pub device: u32,
+    /// Tracked device memory (the same figure as `devices[].memory.live_bytes`).
+    pub live_bytes: u64,
+    pub live_count: u64,
+    /// Highest live_bytes since the previous sample (so downsampling keeps spikes).
+    pub max_live_bytes: u64,
+    /// Pool reserved + VMM physical + plain device allocations, where known.
+    pub reserved_bytes: Option<u64>,
+    /// Device total - free (cuMemGetInfo): everything on the device, context and other processes included.
+    pub device_used_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Event {
+    pub t_ms: f64,
+    pub op: String,
+    pub api: String,
+    pub device: u32,
+    pub address: u64,
+    pub size: u64,
+    /// CUDA error code for failed calls, 0 otherwise.
+    pub code: i32,
+    pub thread: u32,
+}
+
+/// The post-mortem of the first out-of-memory failure.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Oom {
+    pub t_ms: f64,
+    pub api: String,
+    pub device: u32,
+    pub size: u64,
+    pub code: i32,
+    pub thread: u32,
+    /// cuMemGetInfo right after the failure, when it answered.
+    pub device_free_bytes: Option<u64>,
+    pub device_total_bytes: Option<u64>,
+    /// Tracked device memory on that device at the failure.
+    pub live_bytes: u64,
+    pub live_count: u64,
+    pub largest: Vec<LiveAlloc>,
+}
+
+impl Report {
+    pub fn device(&self, device: u32) -> Option<&DeviceStats> {
+        self.devices.iter().find(|d| d.device == device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_rows_round_trip_as_arrays() {
+        let row = LiveAlloc {
+            device: 1,
+            address: 0x1000_0000_0000,
+            size: 3 << 20,
+            api: Api::CudaMallocAsyncPtsz,
+            stream: 7,
+            t_ms: 12.5,
+            seq: 42,
+            thread: 99,
+            phase: 2,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        assert_eq!(
+            json,
+            "[1,17592186044416,3145728,\"cudaMallocAsync_ptsz\",7,12.5,42,99,2]"
+        );
+        let back: LiveAlloc = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, row);
+        assert!(serde_json::from_str::<LiveAlloc>("[1,2,3,\"nope\",0,0,0,0,0]").is_err());
+        assert!(serde_json::from_str::<LiveAlloc>("[1,2]").is_err());
+    }
+
+    #[test]
+    fn a_minimal_report_parses_with_defaults() {
+        let r: Report = serde_json::from_str(r#"{"schema":"kvscope.report.v1"}"#).unwrap();
+        assert_eq!(r.schema, SCHEMA);
+        assert!(r.devices.is_empty());
+    }
+}

@@ -1,0 +1,91 @@
+//! Timestamps for the hot path. On x86_64 the TSC (about 9 ns to read here,
+//! against 22 ns for clock_gettime through the vDSO); elsewhere the monotonic
+//! clock. Ticks become milliseconds since the shim started through a linear
+//! fit against CLOCK_MONOTONIC made when a report is written.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static START_TICKS: AtomicU64 = AtomicU64::new(0);
+static START_NS: AtomicU64 = AtomicU64::new(0);
+static START_UNIX_MS: AtomicU64 = AtomicU64::new(0);
+
+#[inline(always)]
+pub fn ticks() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: rdtsc has no preconditions.
+        unsafe { core::arch::x86_64::_rdtsc() }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        monotonic_ns()
+    }
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Marks the shim's time zero. Called once, at start.
+pub fn start() {
+    START_NS.store(monotonic_ns(), Ordering::Relaxed);
+    START_TICKS.store(ticks(), Ordering::Relaxed);
+    START_UNIX_MS.store(unix_ms(), Ordering::Relaxed);
+}
+
+pub fn start_unix_ms() -> u64 {
+    START_UNIX_MS.load(Ordering::Relaxed)
+}
+
+/// Converts ticks to milliseconds since start, using the tick rate measured
+/// over the whole run so far.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale {
+    start_ticks: u64,
+    ms_per_tick: f64,
+}
+
+impl Scale {
+    pub fn now() -> Scale {
+        let start_ticks = START_TICKS.load(Ordering::Relaxed);
+        let start_ns = START_NS.load(Ordering::Relaxed);
+        let (t, ns) = (ticks(), monotonic_ns());
+        let dt = t.saturating_sub(start_ticks);
+        let dns = ns.saturating_sub(start_ns);
+        let ms_per_tick = if cfg!(target_arch = "x86_64") {
+            if dt > 0 && dns > 0 {
+                dns as f64 / dt as f64 / 1e6
+            } else {
+                1.0 / 2.5e6 // a 2.5 GHz guess, only before any time has passed
+            }
+        } else {
+            1e-6
+        };
+        Scale {
+            start_ticks,
+            ms_per_tick,
+        }
+    }
+
+    pub fn ms(&self, ticks: u64) -> f64 {
+        let ms = ticks.saturating_sub(self.start_ticks) as f64 * self.ms_per_tick;
+        (ms * 1000.0).round() / 1000.0
+    }
+
+    pub fn ticks_per_ms(&self) -> f64 {
+        1.0 / self.ms_per_tick
+    }
+}

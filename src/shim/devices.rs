@@ -1,0 +1,98 @@
+//! What the shim knows about devices without asking CUDA on the hot path:
+//! which device each context and pool belongs to (learned from the calls
+//! that create them), which devices were used, and the figures the sampler
+//! read from the driver.
+
+use super::spin::SpinLock;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+#[derive(Clone, Copy, Debug)]
+pub struct PoolInfo {
+    pub handle: u64,
+    pub device: u32,
+    pub default_pool: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeviceInfo {
+    pub total_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    pub sampled_ticks: u64,
+}
+
+#[derive(Default)]
+pub struct Devices {
+    contexts: SpinLock<Vec<(u64, u32)>>,
+    pools: SpinLock<Vec<PoolInfo>>,
+    seen: AtomicU64,
+    info: SpinLock<Vec<DeviceInfo>>,
+}
+
+impl Devices {
+    pub fn set_context(&self, ctx: u64, device: u32) {
+        let mut c = self.contexts.lock();
+        match c.iter_mut().find(|(k, _)| *k == ctx) {
+            Some(e) => e.1 = device,
+            None => c.push((ctx, device)),
+        }
+    }
+
+    pub fn context_device(&self, ctx: u64) -> Option<u32> {
+        self.contexts
+            .lock()
+            .iter()
+            .find(|(k, _)| *k == ctx)
+            .map(|e| e.1)
+    }
+
+    pub fn set_pool(&self, info: PoolInfo) {
+        let mut p = self.pools.lock();
+        match p.iter_mut().find(|q| q.handle == info.handle) {
+            Some(e) => *e = info,
+            None => p.push(info),
+        }
+    }
+
+    pub fn pool_device(&self, handle: u64) -> Option<u32> {
+        self.pools
+            .lock()
+            .iter()
+            .find(|q| q.handle == handle)
+            .map(|q| q.device)
+    }
+
+    pub fn pools(&self) -> Vec<PoolInfo> {
+        self.pools.lock().clone()
+    }
+
+    #[inline]
+    pub fn mark_seen(&self, device: u32) {
+        let bit = 1u64 << device.min(63);
+        if self.seen.load(Relaxed) & bit == 0 {
+            self.seen.fetch_or(bit, Relaxed);
+        }
+    }
+
+    /// Devices that had allocation activity, ascending.
+    pub fn seen(&self) -> Vec<u32> {
+        let s = self.seen.load(Relaxed);
+        (0..64).filter(|d| s & (1 << d) != 0).collect()
+    }
+
+    pub fn set_info(&self, device: u32, info: DeviceInfo) {
+        let mut v = self.info.lock();
+        let i = device as usize;
+        if v.len() <= i {
+            v.resize(i + 1, DeviceInfo::default());
+        }
+        v[i] = info;
+    }
+
+    pub fn info(&self, device: u32) -> DeviceInfo {
+        self.info
+            .lock()
+            .get(device as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}

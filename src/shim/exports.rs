@@ -1,0 +1,35 @@
+//! kvscope's own C API, for programs that want to help (Python through
+//! ctypes: `ctypes.CDLL(None).kvscope_mark(b"serving")` when preloaded).
+
+use super::markers::Source;
+use super::record::protect;
+use super::{sampler, state, writer};
+use std::ffi::{c_char, c_int, CStr};
+
+fn text(p: *const c_char) -> Option<String> {
+    // SAFETY: a NUL-terminated string from the caller, or null.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Marks a point in time (a phase boundary) with a label; the timeline gets
+/// a point at once. Null means "mark".
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kvscope_mark(label: *const c_char) {
+    let Some(shim) = state::get() else { return };
+    protect(|| {
+        let m = shim
+            .markers
+            .add(text(label).as_deref().unwrap_or("mark"), Source::Api);
+        sampler::sample(shim, Some(m.label), false);
+    });
+}
+
+/// Writes a report now. Returns 0 when it was written, -1 otherwise.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn kvscope_dump(reason: *const c_char) -> c_int {
+    let Some(shim) = state::get() else { return -1 };
+    match protect(|| writer::write_dump(shim, text(reason))) {
+        Some(Some(_)) => 0,
+        _ => -1,
+    }
+}

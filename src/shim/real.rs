@@ -1,0 +1,196 @@
+//! The real functions behind the hooks.
+//!
+//! The shim defines `dlsym`, so calling the public `dlsym` from here would
+//! call the hook: the real one comes from `dlvsym`. Each hook has one slot
+//! for its real function, filled either by `dlsym(RTLD_NEXT, name)` on first
+//! use or by the router when a driver entry point handed out through
+//! cuGetProcAddress / cudaGetDriverEntryPoint / dlsym is mapped to the hook.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering::*};
+
+type DlsymFn = unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_void;
+
+static REAL_DLSYM: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The C library's dlsym (never the hook).
+pub fn dlsym_fn() -> Option<DlsymFn> {
+    let mut p = REAL_DLSYM.load(Acquire);
+    if p.is_null() {
+        // glibc 2.34 moved dlsym into libc under a new version; older ones
+        // have the architecture's base version.
+        let versions: &[&CStr] = &[
+            c"GLIBC_2.34",
+            #[cfg(target_arch = "x86_64")]
+            c"GLIBC_2.2.5",
+            #[cfg(target_arch = "aarch64")]
+            c"GLIBC_2.17",
+        ];
+        for v in versions {
+            // SAFETY: constant, NUL-terminated strings.
+            p = unsafe { libc::dlvsym(libc::RTLD_NEXT, c"dlsym".as_ptr(), v.as_ptr()) };
+            if !p.is_null() {
+                break;
+            }
+        }
+        if p.is_null() {
+            return None;
+        }
+        REAL_DLSYM.store(p, Release);
+    }
+    // SAFETY: p is the C library's dlsym, with this signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, DlsymFn>(p) })
+}
+
+/// `dlsym(handle, name)` through the real dlsym.
+pub fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
+    match dlsym_fn() {
+        // SAFETY: name is NUL-terminated; handle is the caller's.
+        Some(f) => unsafe { f(handle, name.as_ptr()) },
+        None => std::ptr::null_mut(),
+    }
+}
+
+/// Which library defines a hooked function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lib {
+    Runtime,
+    Driver,
+}
+
+impl Lib {
+    /// The file name prefix of the library, as loaded by real programs.
+    fn stem(self) -> &'static str {
+        match self {
+            Lib::Runtime => "libcudart.so",
+            Lib::Driver => "libcuda.so",
+        }
+    }
+}
+
+/// A handle (dlopen NOLOAD: the caller closes it) to each loaded library
+/// whose file name starts with the library's stem.
+pub fn loaded(lib: Lib) -> Vec<*mut c_void> {
+    struct Search {
+        stem: &'static str,
+        paths: Vec<std::ffi::CString>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _: usize,
+        data: *mut c_void,
+    ) -> libc::c_int {
+        // SAFETY: the loader passes a valid info; data is our Search.
+        let (info, search) = unsafe { (&*info, &mut *(data as *mut Search)) };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_name is NUL-terminated.
+        let path = unsafe { CStr::from_ptr(info.dlpi_name) };
+        let file = path
+            .to_bytes()
+            .rsplit(|&b| b == b'/')
+            .next()
+            .unwrap_or_default();
+        if file.starts_with(search.stem.as_bytes()) {
+            search.paths.push(path.to_owned());
+        }
+        0
+    }
+    let mut search = Search {
+        stem: lib.stem(),
+        paths: Vec::new(),
+    };
+    // SAFETY: the callback only reads what the loader hands it.
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut search as *mut Search as *mut c_void) };
+    search
+        .paths
+        .iter()
+        // SAFETY: NOLOAD only returns a handle to an object already loaded.
+        .map(|p| unsafe { libc::dlopen(p.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) })
+        .filter(|h| !h.is_null())
+        .collect()
+}
+
+/// `name` from an already-loaded CUDA library. Catches libraries that a
+/// dlopen() with RTLD_LOCAL put out of RTLD_NEXT's reach (Python extension
+/// modules load CUDA that way).
+fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
+    let mut found: *mut c_void = std::ptr::null_mut();
+    for h in loaded(lib) {
+        if found.is_null() {
+            found = lookup(h, name);
+        }
+        // SAFETY: h came from dlopen.
+        unsafe { libc::dlclose(h) };
+    }
+    found
+}
+
+/// The real function behind one hook.
+pub struct Real {
+    pub name: &'static CStr,
+    pub lib: Lib,
+    ptr: AtomicPtr<c_void>,
+}
+
+impl Real {
+    pub const fn new(name: &'static CStr, lib: Lib) -> Real {
+        Real {
+            name,
+            lib,
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
+        }
+    }
+
+    /// The real function: the next definition after the shim in load order,
+    /// or the one in a loaded CUDA library; looked up once.
+    #[inline]
+    pub fn get(&self) -> Option<*mut c_void> {
+        let p = self.ptr.load(Acquire);
+        if !p.is_null() {
+            return Some(p);
+        }
+        self.resolve()
+    }
+
+    #[cold]
+    fn resolve(&self) -> Option<*mut c_void> {
+        let mut p = lookup(libc::RTLD_NEXT, self.name);
+        if p.is_null() {
+            p = lookup_loaded(self.lib, self.name);
+        }
+        if p.is_null() {
+            return None;
+        }
+        self.offer(p)
+    }
+
+    /// Takes `p` as the real function unless the slot already holds another
+    /// one; returns what the slot holds.
+    pub fn offer(&self, p: *mut c_void) -> Option<*mut c_void> {
+        match self
+            .ptr
+            .compare_exchange(std::ptr::null_mut(), p, AcqRel, Acquire)
+        {
+            Ok(_) => Some(p),
+            Err(cur) => Some(cur),
+        }
+    }
+
+    pub fn current(&self) -> *mut c_void {
+        self.ptr.load(Acquire)
+    }
+}
+
+/// Declares a real-function slot and reads it as a typed function pointer.
+macro_rules! real_fn {
+    ($slot:expr, $ty:ty) => {
+        match $slot.get() {
+            // SAFETY: the slot holds the real function of this hook's signature.
+            Some(p) => Some(unsafe { std::mem::transmute::<*mut std::ffi::c_void, $ty>(p) }),
+            None => None,
+        }
+    };
+}
+pub(crate) use real_fn;

@@ -1,0 +1,411 @@
+//! The live table: every live allocation, keyed by address.
+//!
+//! Under unified virtual addressing an address names one allocation in the
+//! whole process, whatever the device; the device is stored in the entry
+//! (a free, cudaFree(ptr), does not say which device it is for).
+//!
+//! 64 shards chosen by a hash of the address, each behind its own spin lock:
+//! no global lock, and two threads meet only when their addresses hash to the
+//! same shard. A shard keeps entries densely in a chunked slab (40 bytes an
+//! entry, freed slots reused) and finds them through an open-addressing index
+//! of u32 slab positions. Chunks never move, so growth copies only the index.
+
+use super::spin::SpinLock;
+use crate::report::Api;
+
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+const CHUNK: usize = 256;
+const EMPTY: u32 = 0;
+const TOMB: u32 = u32::MAX;
+const NONE: u32 = u32::MAX;
+const RECENT: usize = 32;
+
+/// One live allocation: 40 bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Entry {
+    pub address: u64,
+    /// size:48 | api:8 | device:8
+    size_api_device: u64,
+    pub stream: u64,
+    pub ticks: u64,
+    /// seq:40 | thread:24
+    seq_thread: u64,
+}
+
+pub const MAX_SIZE: u64 = (1 << 48) - 1;
+
+impl Entry {
+    pub fn new(
+        address: u64,
+        size: u64,
+        api: Api,
+        device: u32,
+        stream: u64,
+        ticks: u64,
+        seq: u64,
+        thread: u32,
+    ) -> Entry {
+        Entry {
+            address,
+            size_api_device: size.min(MAX_SIZE) | (api as u64) << 48 | (device as u64 & 0xff) << 56,
+            stream,
+            ticks,
+            seq_thread: (seq & ((1 << 40) - 1)) | (thread as u64 & 0xff_ffff) << 40,
+        }
+    }
+    pub fn size(&self) -> u64 {
+        self.size_api_device & MAX_SIZE
+    }
+    pub fn api(&self) -> Api {
+        Api::from_u8((self.size_api_device >> 48) as u8).unwrap_or(Api::CudaMalloc)
+    }
+    pub fn device(&self) -> u32 {
+        (self.size_api_device >> 56) as u32
+    }
+    pub fn seq(&self) -> u64 {
+        self.seq_thread & ((1 << 40) - 1)
+    }
+    pub fn thread(&self) -> u32 {
+        (self.seq_thread >> 40) as u32
+    }
+}
+
+#[inline]
+fn hash(address: u64) -> u64 {
+    // splitmix64's finaliser: allocation addresses share their low bits.
+    let mut z = address;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+struct Shard {
+    /// 0 empty, TOMB deleted, else slab position + 1.
+    index: Vec<u32>,
+    chunks: Vec<Box<[Entry; CHUNK]>>,
+    /// High-water mark of slab positions.
+    slab_len: u32,
+    /// Head of the free-slot chain (threaded through `Entry::stream`).
+    free_head: u32,
+    len: u32,
+    tombs: u32,
+    /// Addresses freed last, to tell a double free from an unknown pointer.
+    recent: [u64; RECENT],
+    recent_at: usize,
+}
+
+impl Shard {
+    const fn new() -> Shard {
+        Shard {
+            index: Vec::new(),
+            chunks: Vec::new(),
+            slab_len: 0,
+            free_head: NONE,
+            len: 0,
+            tombs: 0,
+            recent: [0; RECENT],
+            recent_at: 0,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, pos: u32) -> &Entry {
+        &self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
+    }
+
+    #[inline]
+    fn slot_mut(&mut self, pos: u32) -> &mut Entry {
+        &mut self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
+    }
+
+    /// (index position of the key or of the first free place, found)
+    #[inline]
+    fn probe(&self, address: u64, h: u64) -> (usize, bool) {
+        let mask = self.index.len() - 1;
+        let mut i = (h as usize) & mask;
+        let mut first_tomb = usize::MAX;
+        loop {
+            match self.index[i] {
+                EMPTY => {
+                    return (
+                        if first_tomb != usize::MAX {
+                            first_tomb
+                        } else {
+                            i
+                        },
+                        false,
+                    )
+                }
+                TOMB => {
+                    if first_tomb == usize::MAX {
+                        first_tomb = i;
+                    }
+                }
+                v => {
+                    if self.slot(v - 1).address == address {
+                        return (i, true);
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let want = ((self.len as usize + 1) * 2).next_power_of_two().max(64);
+        let old = std::mem::replace(&mut self.index, vec![EMPTY; want]);
+        self.tombs = 0;
+        let mask = want - 1;
+        for v in old {
+            if v == EMPTY || v == TOMB {
+                continue;
+            }
+            let mut i = hash(self.slot(v - 1).address) as usize & mask;
+            while self.index[i] != EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.index[i] = v;
+        }
+    }
+
+    fn take_slot(&mut self) -> u32 {
+        if self.free_head != NONE {
+            let pos = self.free_head;
+            self.free_head = self.slot(pos).stream as u32;
+            return pos;
+        }
+        if self.slab_len as usize == self.chunks.len() * CHUNK {
+            self.chunks.push(Box::new([Entry::default(); CHUNK]));
+        }
+        self.slab_len += 1;
+        self.slab_len - 1
+    }
+
+    fn insert(&mut self, e: Entry, h: u64) -> Option<Entry> {
+        if (self.len + self.tombs + 1) as usize * 4 > self.index.len() * 3 {
+            self.grow();
+        }
+        let (i, found) = self.probe(e.address, h);
+        if found {
+            let pos = self.index[i] - 1;
+            let old = *self.slot(pos);
+            *self.slot_mut(pos) = e;
+            return Some(old);
+        }
+        if self.index[i] == TOMB {
+            self.tombs -= 1;
+        }
+        let pos = self.take_slot();
+        *self.slot_mut(pos) = e;
+        self.index[i] = pos + 1;
+        self.len += 1;
+        None
+    }
+
+    fn remove(&mut self, address: u64, h: u64) -> Option<Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        let (i, found) = self.probe(address, h);
+        if !found {
+            return None;
+        }
+        let pos = self.index[i] - 1;
+        let e = *self.slot(pos);
+        self.index[i] = TOMB;
+        self.tombs += 1;
+        self.len -= 1;
+        let head = self.free_head;
+        *self.slot_mut(pos) = Entry {
+            stream: head as u64,
+            ..Entry::default()
+        };
+        self.free_head = pos;
+        self.recent[self.recent_at] = address;
+        self.recent_at = (self.recent_at + 1) % RECENT;
+        Some(e)
+    }
+
+    fn bytes(&self) -> usize {
+        self.index.capacity() * 4 + self.chunks.len() * std::mem::size_of::<[Entry; CHUNK]>()
+    }
+}
+
+pub struct Table {
+    shards: [Padded; SHARDS],
+}
+
+#[repr(align(128))]
+struct Padded(SpinLock<Shard>);
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::new()
+    }
+}
+
+impl Table {
+    pub const fn new() -> Table {
+        Table {
+            shards: [const { Padded(SpinLock::new(Shard::new())) }; SHARDS],
+        }
+    }
+
+    #[inline]
+    fn shard(&self, h: u64) -> &SpinLock<Shard> {
+        &self.shards[(h >> (64 - SHARD_BITS)) as usize].0
+    }
+
+    /// Adds an allocation; returns the entry it replaced when the address
+    /// was still live (its free went unseen).
+    #[inline]
+    pub fn insert(&self, e: Entry) -> Option<Entry> {
+        let h = hash(e.address);
+        self.shard(h).lock().insert(e, h)
+    }
+
+    #[inline]
+    pub fn remove(&self, address: u64) -> Option<Entry> {
+        let h = hash(address);
+        self.shard(h).lock().remove(address, h)
+    }
+
+    pub fn get(&self, address: u64) -> Option<Entry> {
+        let h = hash(address);
+        let s = self.shard(h).lock();
+        if s.len == 0 {
+            return None;
+        }
+        let (i, found) = s.probe(address, h);
+        found.then(|| *s.slot(s.index[i] - 1))
+    }
+
+    /// Was `address` among the last addresses freed in its shard?
+    pub fn recently_freed(&self, address: u64) -> bool {
+        let h = hash(address);
+        self.shard(h).lock().recent.contains(&address)
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().len as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of every live entry. Each shard is locked only while it is copied.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut out = Vec::with_capacity(self.len());
+        for s in &self.shards {
+            let s = s.0.lock();
+            for &v in &s.index {
+                if v != EMPTY && v != TOMB {
+                    out.push(*s.slot(v - 1));
+                }
+            }
+        }
+        out
+    }
+
+    /// Heap bytes the table holds.
+    pub fn memory_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().bytes()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn entry(address: u64, size: u64) -> Entry {
+        Entry::new(address, size, Api::CudaMallocAsync, 3, 9, 100, 7, 1234)
+    }
+
+    #[test]
+    fn fields_pack_and_unpack() {
+        let e = Entry::new(
+            0xdead_0000,
+            5 << 30,
+            Api::CuMemCreate,
+            17,
+            0x55,
+            99,
+            (1 << 40) + 3,
+            0x12_3456,
+        );
+        assert_eq!(e.size(), 5 << 30);
+        assert_eq!(e.api(), Api::CuMemCreate);
+        assert_eq!(e.device(), 17);
+        assert_eq!(e.seq(), 3);
+        assert_eq!(e.thread(), 0x12_3456);
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
+    }
+
+    #[test]
+    fn matches_a_hashmap_under_random_operations() {
+        let t = Table::new();
+        let mut model: HashMap<u64, u64> = HashMap::new();
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // 2 MiB-aligned addresses from a small range: many collisions and reuse.
+            let addr = 0x7f00_0000_0000 + (x % 5000) * (2 << 20);
+            if x % 3 == 0 {
+                assert_eq!(
+                    t.remove(addr).map(|e| e.size()),
+                    model.remove(&addr),
+                    "op {i}"
+                );
+            } else {
+                let old = t.insert(entry(addr, i));
+                assert_eq!(old.map(|e| e.size()), model.insert(addr, i), "op {i}");
+            }
+        }
+        assert_eq!(t.len(), model.len());
+        let mut snap: Vec<_> = t.snapshot().iter().map(|e| (e.address, e.size())).collect();
+        let mut want: Vec<_> = model.into_iter().collect();
+        snap.sort();
+        want.sort();
+        assert_eq!(snap, want);
+    }
+
+    #[test]
+    fn remembers_recent_frees() {
+        let t = Table::new();
+        t.insert(entry(0x1000, 1));
+        assert!(!t.recently_freed(0x1000));
+        assert!(t.remove(0x1000).is_some());
+        assert!(t.recently_freed(0x1000));
+        assert!(t.remove(0x1000).is_none());
+        assert_eq!(t.get(0x1000), None);
+    }
+
+    #[test]
+    fn concurrent_inserts_and_removes_leave_the_exact_set() {
+        let t = std::sync::Arc::new(Table::new());
+        let threads: Vec<_> = (0..8u64)
+            .map(|id| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        let a = (id << 40) | (i << 9);
+                        t.insert(entry(a, i));
+                        if i % 4 != 0 {
+                            assert!(t.remove(a).is_some());
+                        }
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert_eq!(t.len(), 8 * 5000);
+    }
+}
