@@ -8,7 +8,14 @@ use std::env;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-const CLIENTS: &[&str] = &["scripted", "threads", "untracked", "errors"];
+const CLIENTS: &[&str] = &[
+    "serve_sim",
+    "scripted",
+    "threads",
+    "untracked",
+    "errors",
+    "probe",
+];
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -72,6 +79,8 @@ fn main() {
         "-fPIC".into(),
         "-fvisibility=hidden".into(),
         "-Wl,-soname,libcudart.so.12".into(),
+        // Its dlopen("libcuda.so.1") finds the stand-in driver beside it.
+        "-Wl,-rpath,$ORIGIN".into(),
         format!("-Wl,--version-script={}", cuda.join("cudart.map").display()),
         "-o".into(),
         native.join("libcudart.so.12").display().to_string(),

@@ -1,8 +1,12 @@
 //! kvscope, the reader. Compiles the shared report schema itself and never
 //! links the shim library, so no hook symbol is part of this binary.
 
+mod cli;
+// Shared with the shim (src/lib.rs), which uses the parts the reader does not.
+#[allow(dead_code)]
 mod report;
+mod units;
 
 fn main() {
-    let _ = report::SCHEMA;
+    std::process::exit(cli::main());
 }

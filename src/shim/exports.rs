@@ -1,5 +1,7 @@
 //! kvscope's own C API, for programs that want to help (Python through
 //! ctypes: `ctypes.CDLL(None).kvscope_mark(b"serving")` when preloaded).
+//! Strings are NUL-terminated or null.
+#![allow(clippy::missing_safety_doc)]
 
 use super::markers::Source;
 use super::record::protect;

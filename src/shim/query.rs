@@ -33,7 +33,8 @@ fn driver() -> Option<&'static Driver> {
             // A libcuda the program already loaded; the handle stays open.
             let h = *real::loaded(Lib::Driver).first()?;
             let get = |name: &CStr| {
-                let p = real::lookup(h, name);
+                // SAFETY: h stays open for the life of the process.
+                let p = unsafe { real::lookup(h, name) };
                 (!p.is_null()).then_some(p)
             };
             // SAFETY: each symbol has the documented CUDA driver signature.

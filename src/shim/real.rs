@@ -43,9 +43,12 @@ pub fn dlsym_fn() -> Option<DlsymFn> {
 }
 
 /// `dlsym(handle, name)` through the real dlsym.
-pub fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
+///
+/// # Safety
+/// `handle` is RTLD_DEFAULT, RTLD_NEXT or a handle from dlopen not yet closed.
+pub unsafe fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
     match dlsym_fn() {
-        // SAFETY: name is NUL-terminated; handle is the caller's.
+        // SAFETY: name is NUL-terminated; the caller vouches for handle.
         Some(f) => unsafe { f(handle, name.as_ptr()) },
         None => std::ptr::null_mut(),
     }
@@ -119,7 +122,8 @@ fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
     let mut found: *mut c_void = std::ptr::null_mut();
     for h in loaded(lib) {
         if found.is_null() {
-            found = lookup(h, name);
+            // SAFETY: h is open until the dlclose below.
+            found = unsafe { lookup(h, name) };
         }
         // SAFETY: h came from dlopen.
         unsafe { libc::dlclose(h) };
@@ -156,7 +160,8 @@ impl Real {
 
     #[cold]
     fn resolve(&self) -> Option<*mut c_void> {
-        let mut p = lookup(libc::RTLD_NEXT, self.name);
+        // SAFETY: RTLD_NEXT is always a valid handle.
+        let mut p = unsafe { lookup(libc::RTLD_NEXT, self.name) };
         if p.is_null() {
             p = lookup_loaded(self.lib, self.name);
         }

@@ -17,7 +17,7 @@ use std::ffi::{c_void, CStr};
 const PER_THREAD_DEFAULT_STREAM: u64 = 2;
 
 fn is_hook(p: *mut c_void) -> bool {
-    hooks::all().any(|h| h.addr == p as *const c_void)
+    hooks::all().any(|h| std::ptr::eq(h.addr, p))
 }
 
 fn take(h: &Hook, real: *mut c_void) -> Option<*mut c_void> {
@@ -78,7 +78,8 @@ pub fn entry_point(base: &CStr, version: i32, flags: u64, real: *mut c_void) -> 
     }
     if let Some(lib) = library_of(real) {
         for h in &candidates {
-            if real::lookup(lib.0, h.real.name) == real {
+            // SAFETY: lib is open until it drops.
+            if unsafe { real::lookup(lib.0, h.real.name) } == real {
                 if let Some(hook) = take(h, real) {
                     return hook;
                 }

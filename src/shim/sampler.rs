@@ -224,6 +224,62 @@ fn refresh_driver_figures(shim: &Shim, devices: &[u32], now: u64) {
     }
 }
 
+/// The last point, at exit: device totals (no context needed) and, for the
+/// exiting thread's device, free memory, when the driver still answers.
+pub fn final_sample(shim: &Shim) {
+    if shim.config.device_query {
+        let now = clock::ticks();
+        for d in shim.devices.seen() {
+            let mut info = shim.devices.info(d);
+            if info.total_bytes.is_none() {
+                info.total_bytes = query::total_mem(d);
+            }
+            shim.devices.set_info(d, info);
+        }
+        if let Some((free, total)) = query::mem_info_current() {
+            let d = super::tls::device();
+            shim.devices.set_info(
+                d,
+                DeviceInfo {
+                    total_bytes: Some(total),
+                    free_bytes: Some(free),
+                    sampled_ticks: now,
+                },
+            );
+            if let Ok(mut st) = shim.timeline.state.lock() {
+                st.device_used.insert(d, total.saturating_sub(free));
+            }
+        }
+        refresh_pools(shim, now);
+    }
+    sample(shim, None, false);
+}
+
+/// Pool attributes need no context: safe from any thread.
+pub fn refresh_pools(shim: &Shim, now: u64) {
+    let pools: Vec<_> = shim
+        .devices
+        .pools()
+        .into_iter()
+        .filter_map(|p| {
+            query::pool_attrs(p.handle).map(|attrs| {
+                (
+                    p.handle,
+                    PoolPoint {
+                        device: p.device,
+                        default_pool: p.default_pool,
+                        attrs,
+                        ticks: now,
+                    },
+                )
+            })
+        })
+        .collect();
+    if let Ok(mut st) = shim.timeline.state.lock() {
+        st.pools.extend(pools);
+    }
+}
+
 /// Where `kvscope mark PID` and `kvscope dump PID` leave requests for a process.
 pub fn control_dir(pid: u32) -> PathBuf {
     let base = std::env::var_os("KVSCOPE_CTL_DIR")

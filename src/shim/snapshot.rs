@@ -120,7 +120,7 @@ fn by_kind(rows: &[LiveAlloc]) -> Vec<KindTotal> {
             bytes,
         })
         .collect();
-    v.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    v.sort_by_key(|k| std::cmp::Reverse(k.bytes));
     v
 }
 

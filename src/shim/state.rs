@@ -163,6 +163,7 @@ extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(shim) = peek() {
             sampler::stop();
+            sampler::final_sample(shim);
             writer::write_exit(shim);
         }
     });

@@ -37,6 +37,7 @@ pub struct Entry {
 pub const MAX_SIZE: u64 = (1 << 48) - 1;
 
 impl Entry {
+    #[allow(clippy::too_many_arguments)] // one per packed field
     pub fn new(
         address: u64,
         size: u64,
@@ -356,7 +357,7 @@ mod tests {
             x ^= x << 17;
             // 2 MiB-aligned addresses from a small range: many collisions and reuse.
             let addr = 0x7f00_0000_0000 + (x % 5000) * (2 << 20);
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 assert_eq!(
                     t.remove(addr).map(|e| e.size()),
                     model.remove(&addr),

@@ -1,0 +1,100 @@
+//! The reader's command line.
+
+mod control;
+mod demo;
+mod load;
+mod locate;
+mod report_cmd;
+mod run;
+mod summary;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// An error for the user: one line, and the exit status it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: i32,
+}
+
+impl CliError {
+    /// Bad input: exit status 2.
+    pub fn input(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            code: 2,
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError::input(message)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, CliError>;
+
+#[derive(Parser)]
+#[command(name = "kvscope", version, about = "Finds GPU memory problems in LLM serving", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Summarise a report written by the shim.
+    Report {
+        /// A report file (kvscope-*.json).
+        file: PathBuf,
+        /// Print the report as JSON (normalised) instead of a summary.
+        #[arg(long)]
+        json: bool,
+        /// How many of the largest live allocations to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+    /// Run a command with the shim preloaded, then summarise its reports.
+    Run {
+        /// Where the reports go (default ./kvscope-reports).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run a simulated serving workload with a planted leak under the shim on the stand-in CUDA, and show the diagnosis.
+    Demo {
+        /// Keep the demo's reports in this directory (default: a temporary one, removed).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+    },
+    /// Ask a running process (with the shim loaded) to write a report now.
+    Dump {
+        pid: u32,
+        /// A note stored in the report.
+        reason: Option<String>,
+    },
+    /// Put a marker on the timeline of a running process (with the shim loaded).
+    Mark { pid: u32, label: String },
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report { file, json, top } => report_cmd::run(&file, json, top),
+        Command::Run { out, command } => run::run(out, &command),
+        Command::Demo { keep } => demo::run(keep),
+        Command::Dump { pid, reason } => control::dump(pid, reason.as_deref()),
+        Command::Mark { pid, label } => control::mark(pid, &label),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kvscope: error: {}", e.message);
+            e.code
+        }
+    }
+}

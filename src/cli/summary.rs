@@ -1,0 +1,200 @@
+//! The human summary of one report.
+
+use crate::report::{error_name, Report, SpaceStats};
+use crate::units::{bytes, count, duration_ms};
+use std::fmt::Write;
+
+fn space_line(out: &mut String, name: &str, s: &SpaceStats) {
+    if s.allocs == 0 && s.live_count == 0 && s.failures == 0 {
+        return;
+    }
+    let peak_at = s
+        .peak_t_ms
+        .map(|t| format!(" at {}", duration_ms(t)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "    {name:<8} live {} in {} allocations, peak {}{peak_at}; {} allocated / {} freed in total{}",
+        bytes(s.live_bytes),
+        count(s.live_count),
+        bytes(s.peak_bytes),
+        count(s.allocs),
+        count(s.frees),
+        if s.failures > 0 { format!(", {} failed", count(s.failures)) } else { String::new() }
+    );
+}
+
+fn phase_name(r: &Report, phase: u32) -> String {
+    match phase {
+        0 => "(start)".into(),
+        p => r
+            .markers
+            .get(p as usize - 1)
+            .map(|m| m.label.clone())
+            .unwrap_or_else(|| format!("#{p}")),
+    }
+}
+
+pub fn render(r: &Report, top: usize) -> String {
+    let mut out = String::new();
+    let p = &r.process;
+    let cmd = p.cmdline.join(" ");
+    let reason = r.reason.map(|x| x.name()).unwrap_or("?");
+    let _ = writeln!(
+        out,
+        "process {} ({}) on {}: {reason} report at {}{}",
+        p.pid,
+        if cmd.is_empty() { "?".into() } else { cmd },
+        p.hostname.as_deref().unwrap_or("?"),
+        duration_ms(r.t_ms),
+        r.reason_detail
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
+    if !r.modes.is_empty() {
+        let _ = writeln!(out, "seen through: {}", r.modes.join(", "));
+    }
+    for d in &r.devices {
+        let total = d
+            .total_bytes
+            .map(|t| format!(", {} total", bytes(t)))
+            .unwrap_or_default();
+        let free = d
+            .free_bytes
+            .map(|f| format!(", {} free at the last sample", bytes(f)))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  device {}{total}{free}", d.device);
+        space_line(&mut out, "memory", &d.memory);
+        space_line(&mut out, "managed", &d.managed);
+    }
+    space_line(&mut out, "pinned host", &r.host);
+
+    if !r.live.allocations.is_empty() {
+        let _ = writeln!(
+            out,
+            "  largest live allocations ({} of {}, {} in all{}):",
+            top.min(r.live.allocations.len()),
+            count(r.live.count),
+            bytes(r.live.bytes),
+            if r.live.truncated {
+                "; the report lists only the largest"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "    {:>10}  {:<28} {:>6}  {:<20} {:>10}",
+            "size", "api", "device", "phase", "made at"
+        );
+        for a in r.live.allocations.iter().take(top) {
+            let _ = writeln!(
+                out,
+                "    {:>10}  {:<28} {:>6}  {:<20} {:>10}",
+                bytes(a.size),
+                a.api.name(),
+                a.device,
+                phase_name(r, a.phase),
+                duration_ms(a.t_ms)
+            );
+        }
+    }
+    if !r.live.by_kind.is_empty() {
+        let _ = writeln!(out, "  live by entry point:");
+        for k in r.live.by_kind.iter().take(8) {
+            let _ = writeln!(
+                out,
+                "    {:>10} in {:>8} x {:<28} device {}",
+                bytes(k.bytes),
+                count(k.count),
+                k.api,
+                k.device
+            );
+        }
+    }
+    let v = &r.vmm;
+    if v.reserved_bytes > 0 || v.physical_bytes > 0 {
+        let _ = writeln!(
+            out,
+            "  virtual memory: {} reserved, {} physical in {} handles, {} mapped",
+            bytes(v.reserved_bytes),
+            bytes(v.physical_bytes),
+            v.handles.len(),
+            bytes(v.mapped_bytes)
+        );
+    }
+    for pool in &r.pools {
+        let _ = writeln!(
+            out,
+            "  pool {:#x} on device {}: {} reserved, {} used ({} held free)",
+            pool.handle,
+            pool.device,
+            bytes(pool.reserved_bytes),
+            bytes(pool.used_bytes),
+            bytes(pool.reserved_bytes.saturating_sub(pool.used_bytes))
+        );
+    }
+    for (api, codes) in &r.failure_counts {
+        for (code, n) in codes {
+            let c: i32 = code.parse().unwrap_or(-1);
+            let _ = writeln!(
+                out,
+                "  failed: {api} -> {code} ({}) x {}",
+                error_name(c),
+                count(*n)
+            );
+        }
+    }
+    let a = &r.anomalies;
+    if a.untracked_frees + a.double_frees + a.size_mismatched_frees > 0 {
+        let _ = writeln!(
+            out,
+            "  frees of unknown pointers: {}, double frees: {}, size mismatches: {}",
+            count(a.untracked_frees),
+            count(a.double_frees),
+            count(a.size_mismatched_frees)
+        );
+    }
+    for u in &a.unrouted_entry_points {
+        let _ = writeln!(
+            out,
+            "  note: driver entry point {u} was handed out unhooked"
+        );
+    }
+    for n in &a.notes {
+        let _ = writeln!(out, "  note: {n}");
+    }
+    if let Some(o) = &r.oom {
+        let free = match (o.device_free_bytes, o.device_total_bytes) {
+            (Some(f), Some(t)) => format!("; the device had {} free of {}", bytes(f), bytes(t)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  OUT OF MEMORY at {}: {} of {} on device {} failed ({}){free}; {} tracked live in {} allocations",
+            duration_ms(o.t_ms),
+            o.api,
+            bytes(o.size),
+            o.device,
+            error_name(o.code),
+            bytes(o.live_bytes),
+            count(o.live_count)
+        );
+    }
+    if !r.markers.is_empty() {
+        let shown: Vec<String> = r
+            .markers
+            .iter()
+            .take(12)
+            .map(|m| format!("{} @{}", m.label, duration_ms(m.t_ms)))
+            .collect();
+        let more = if r.markers.len() > 12 {
+            format!(" (+{} more)", r.markers.len() - 12)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  markers: {}{more}", shown.join(", "));
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! The kvscope binary: its commands, its errors, and what each artifact exports.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+
+const EXPORTED: &[&str] = &[
+    // runtime
+    "cudaMalloc",
+    "cudaFree",
+    "cudaMallocAsync",
+    "cudaMallocAsync_ptsz",
+    "cudaFreeAsync",
+    "cudaFreeAsync_ptsz",
+    "cudaMallocFromPoolAsync",
+    "cudaMallocFromPoolAsync_ptsz",
+    "cudaMallocManaged",
+    "cudaMallocPitch",
+    "cudaMallocHost",
+    "cudaHostAlloc",
+    "cudaFreeHost",
+    "cudaSetDevice",
+    "cudaDeviceGetDefaultMemPool",
+    "cudaGetDriverEntryPoint",
+    "cudaGetDriverEntryPointByVersion",
+    // driver
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
+    "cuMemAllocManaged",
+    "cuMemAllocPitch_v2",
+    "cuMemAllocHost_v2",
+    "cuMemHostAlloc",
+    "cuMemFreeHost",
+    "cuMemAllocAsync",
+    "cuMemAllocAsync_ptsz",
+    "cuMemFreeAsync",
+    "cuMemFreeAsync_ptsz",
+    "cuMemAllocFromPoolAsync",
+    "cuMemAllocFromPoolAsync_ptsz",
+    "cuDevicePrimaryCtxRetain",
+    "cuCtxCreate_v2",
+    "cuCtxSetCurrent",
+    "cuDeviceGetDefaultMemPool",
+    "cuMemPoolCreate",
+    "cuMemAddressReserve",
+    "cuMemAddressFree",
+    "cuMemCreate",
+    "cuMemRelease",
+    "cuMemMap",
+    "cuMemUnmap",
+    "cuGetProcAddress",
+    "cuGetProcAddress_v2",
+    // loader
+    "dlsym",
+    // kvscope's own API
+    "kvscope_mark",
+    "kvscope_dump",
+];
+
+fn defined_symbols(path: &std::path::Path, dynamic: bool) -> Vec<String> {
+    let mut cmd = Command::new("nm");
+    if dynamic {
+        cmd.arg("-D");
+    }
+    let out = cmd
+        .arg("--defined-only")
+        .arg(path)
+        .output()
+        .expect("nm (binutils) is needed");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_shim_exports_exactly_its_hooks_and_api() {
+    let mut got = defined_symbols(&shim_lib(), true);
+    got.sort();
+    let mut want: Vec<String> = EXPORTED.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn the_reader_binary_defines_no_hook() {
+    let syms = defined_symbols(&kvscope_bin(), false);
+    for hook in EXPORTED {
+        assert!(
+            !syms.iter().any(|s| s == hook),
+            "kvscope defines {hook}: it would capture its own calls"
+        );
+    }
+}
+
+fn make_report(name: &str, args: &[&str]) -> std::path::PathBuf {
+    let dir = scratch(name);
+    let r = run("serve_sim", args, &[], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    r.reports
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap()
+}
+
+#[test]
+fn report_prints_a_summary_and_json() {
+    let p = make_report("report-cmd", &["--requests", "2", "--leak", "8MiB"]);
+    let out = kvscope(&["report", p.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("largest live allocations"), "{text}");
+    assert!(
+        text.contains("kv_cache"),
+        "phases are named after markers: {text}"
+    );
+    let out = kvscope(&["report", "--json", p.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "kvscope.report.v1");
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = scratch("bad-input");
+    let not_json = dir.join("x.json");
+    std::fs::write(&not_json, "{oops").unwrap();
+    let other = dir.join("y.json");
+    std::fs::write(&other, r#"{"schema":"something.else"}"#).unwrap();
+    let future = dir.join("z.json");
+    std::fs::write(&future, r#"{"schema":"kvscope.report.v9"}"#).unwrap();
+    for (args, needle) in [
+        (vec!["report", "/nonexistent/report.json"], "No such file"),
+        (vec!["report", not_json.to_str().unwrap()], "not JSON"),
+        (vec!["report", other.to_str().unwrap()], "not supported"),
+        (vec!["report", future.to_str().unwrap()], "not supported"),
+        (vec!["mark", "999999999", "x"], "no process"),
+    ] {
+        let out = kvscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: one line, not: {err}");
+        assert!(
+            err.starts_with("kvscope: error: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn run_preloads_summarises_and_keeps_the_exit_status() {
+    let dir = scratch("run-cmd");
+    let sim = native("serve_sim");
+    let out = Command::new(kvscope_bin())
+        .args([
+            "run",
+            "--out",
+            dir.to_str().unwrap(),
+            "--",
+            sim.to_str().unwrap(),
+            "--requests",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("exit report") && err.contains("largest live allocations"),
+        "{err}"
+    );
+    // A long context beyond the budget: serve_sim dies of OOM with status 1.
+    let out = Command::new(kvscope_bin())
+        .args([
+            "run",
+            "--out",
+            dir.to_str().unwrap(),
+            "--",
+            sim.to_str().unwrap(),
+            "--pattern",
+            "hf",
+            "--long-context",
+            "400000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OUT OF MEMORY"));
+}
+
+#[test]
+fn demo_shows_the_planted_leak() {
+    let out = kvscope(&["demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("8 allocations of 64.0 MiB made while serving are still live"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_running_process_can_be_marked_and_dumped_from_outside() {
+    let dir = scratch("external");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "2", "--idle-ms", "3000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", dir.join("ctl"))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let ctl = dir.join("ctl");
+    let ctl_env = [("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())];
+    let call = |args: &[&str]| {
+        let mut c = Command::new(kvscope_bin());
+        c.args(args);
+        for (k, v) in ctl_env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let m = call(&["mark", &pid, "checked from outside"]);
+    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    let d = call(&["dump", &pid, "operator request"]);
+    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    assert!(child.wait().unwrap().success());
+    let reports: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let dump = reports
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-dump-1.json"))
+        .expect("dump report");
+    assert_eq!(load(dump)["reason_detail"], "operator request");
+    let exit = load(
+        reports
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+            .unwrap(),
+    );
+    let marks = exit["markers"].as_array().unwrap();
+    let m = marks
+        .iter()
+        .find(|m| m["label"] == "checked from outside")
+        .expect("external marker");
+    assert_eq!(m["source"], "external");
+    assert!(exit["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["marker"] == "checked from outside"));
+    assert!(marks
+        .iter()
+        .any(|m| m["label"] == "serve" && m["source"] == "api"));
+}

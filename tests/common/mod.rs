@@ -1,0 +1,140 @@
+//! Helpers for the integration tests: run the C clients of native/ with and
+//! without the shim, collect their reports. Reports are read as plain JSON so
+//! that no test binary links the shim library (and its dlsym hook).
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn kvscope_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kvscope"))
+}
+
+pub fn shim_lib() -> PathBuf {
+    let p = kvscope_bin().parent().unwrap().join("libkvscope.so");
+    assert!(
+        p.exists(),
+        "{} missing: cargo builds it with the package",
+        p.display()
+    );
+    p
+}
+
+pub fn native(name: &str) -> PathBuf {
+    PathBuf::from(env!("KVSCOPE_NATIVE_DIR")).join(name)
+}
+
+/// A fresh, empty directory under the target dir.
+pub fn scratch(name: &str) -> PathBuf {
+    let d = kvscope_bin()
+        .parent()
+        .unwrap()
+        .join("test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub struct Run {
+    pub out: Output,
+    pub reports: Vec<PathBuf>,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn code(&self) -> i32 {
+        self.out.status.code().unwrap_or(-1)
+    }
+    /// The one report whose name ends with `-{kind}.json`.
+    pub fn report(&self, kind: &str) -> Value {
+        let want = format!("-{kind}.json");
+        let found: Vec<_> = self
+            .reports
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(&want))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "want one {kind} report, have {:?}\nstderr: {}",
+            self.reports,
+            self.stderr()
+        );
+        load(found[0])
+    }
+}
+
+pub fn load(p: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Runs a client; with `shim`, preloaded with reports going to `out`.
+pub fn run(client: &str, args: &[&str], env: &[(&str, &str)], shim: bool, out: &Path) -> Run {
+    let mut cmd = Command::new(native(client));
+    cmd.args(args)
+        .env("KVSCOPE_OUT", out)
+        .env_remove("LD_PRELOAD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    if shim {
+        cmd.env("LD_PRELOAD", shim_lib());
+    }
+    let out_ = cmd.output().unwrap();
+    let mut reports: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    reports.sort();
+    Run { out: out_, reports }
+}
+
+/// `expect.<key>=<value>` lines printed by a client.
+pub fn expectations(stdout: &str) -> BTreeMap<String, u64> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("expect."))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim().parse().unwrap()))
+        .collect()
+}
+
+/// `key=value` lines printed by serve_sim.
+pub fn figures(stdout: &str) -> BTreeMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an integer: {v}"))
+}
+
+/// The device entry of a report.
+pub fn device(r: &Value, d: u64) -> &Value {
+    r["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| u(&x["device"]) == d)
+        .unwrap_or_else(|| panic!("no device {d}"))
+}
+
+pub fn kvscope(args: &[&str]) -> Output {
+    Command::new(kvscope_bin()).args(args).output().unwrap()
+}
