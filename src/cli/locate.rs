@@ -17,17 +17,22 @@ fn first_existing(candidates: Vec<PathBuf>) -> Option<PathBuf> {
     candidates.into_iter().find(|p| p.exists())
 }
 
-/// KVSCOPE_LIB, else libkvscope.so beside the binary (or in ../lib).
+fn newest(candidates: Vec<PathBuf>) -> Option<PathBuf> {
+    candidates.into_iter().filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p))).max().map(|(_, p)| p)
+}
+
+/// KVSCOPE_LIB, else the newest libkvscope.so beside the binary: cargo
+/// leaves it in deps/ when it was built only as the binary's dependency
+/// (`cargo run`, `cargo test`), and beside the binary after `cargo build`.
 pub fn shim_library() -> Result<PathBuf> {
-    let mut c = Vec::new();
     if let Some(p) = std::env::var_os("KVSCOPE_LIB") {
-        c.push(PathBuf::from(p));
+        return Ok(PathBuf::from(p));
     }
-    if let Some(d) = exe_dir() {
-        c.push(d.join("libkvscope.so"));
-        c.push(d.join("../lib/libkvscope.so"));
-    }
-    first_existing(c).ok_or_else(|| {
+    let c = match exe_dir() {
+        Some(d) => vec![d.join("libkvscope.so"), d.join("deps/libkvscope.so"), d.join("../lib/libkvscope.so")],
+        None => Vec::new(),
+    };
+    newest(c).ok_or_else(|| {
         CliError::input("cannot find libkvscope.so beside the kvscope binary; build it (cargo build --release) or set KVSCOPE_LIB")
     })
 }
