@@ -18,7 +18,11 @@ fn first_existing(candidates: Vec<PathBuf>) -> Option<PathBuf> {
 }
 
 fn newest(candidates: Vec<PathBuf>) -> Option<PathBuf> {
-    candidates.into_iter().filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p))).max().map(|(_, p)| p)
+    candidates
+        .into_iter()
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
 }
 
 /// KVSCOPE_LIB, else the newest libkvscope.so beside the binary: cargo
@@ -29,7 +33,11 @@ pub fn shim_library() -> Result<PathBuf> {
         return Ok(PathBuf::from(p));
     }
     let c = match exe_dir() {
-        Some(d) => vec![d.join("libkvscope.so"), d.join("deps/libkvscope.so"), d.join("../lib/libkvscope.so")],
+        Some(d) => vec![
+            d.join("libkvscope.so"),
+            d.join("deps/libkvscope.so"),
+            d.join("../lib/libkvscope.so"),
+        ],
         None => Vec::new(),
     };
     newest(c).ok_or_else(|| {

@@ -12,14 +12,16 @@ pub fn kvscope_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kvscope"))
 }
 
+/// The newest libkvscope.so cargo built: beside the binary after `cargo
+/// build`, in deps/ when built only as a dependency (as `cargo test` does).
 pub fn shim_lib() -> PathBuf {
-    let p = kvscope_bin().parent().unwrap().join("libkvscope.so");
-    assert!(
-        p.exists(),
-        "{} missing: cargo builds it with the package",
-        p.display()
-    );
-    p
+    let dir = kvscope_bin().parent().unwrap().to_path_buf();
+    [dir.join("libkvscope.so"), dir.join("deps/libkvscope.so")]
+        .into_iter()
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p)
+        .expect("libkvscope.so: cargo builds it with the package")
 }
 
 pub fn native(name: &str) -> PathBuf {
