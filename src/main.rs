@@ -2,6 +2,7 @@
 //! links the shim library, so no hook symbol is part of this binary.
 
 mod cli;
+mod kv;
 // Shared with the shim (src/lib.rs), which uses the parts the reader does not.
 #[allow(dead_code)]
 mod report;

@@ -264,3 +264,140 @@ fn a_running_process_can_be_marked_and_dumped_from_outside() {
         .iter()
         .any(|m| m["label"] == "serve" && m["source"] == "api"));
 }
+
+#[test]
+fn fit_prints_a_verdict_and_json() {
+    let out = kvscope(&[
+        "fit",
+        "--model",
+        "llama-3.1-8b",
+        "--context",
+        "8192",
+        "--concurrency",
+        "16",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("verdict: fits"), "{text}");
+    let out = kvscope(&[
+        "fit",
+        "--model",
+        "llama-3.1-70b",
+        "--tp",
+        "8",
+        "--context",
+        "131072",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "model",
+        "kv_bytes_per_token",
+        "kv_bytes_per_token_per_gpu",
+        "kv_bytes_per_request",
+        "state_bytes_per_sequence",
+        "weights_bytes",
+        "weights_bytes_per_gpu",
+        "available_bytes_per_gpu",
+        "kv_needed_bytes_per_gpu",
+        "will_fit",
+        "headroom_bytes_per_gpu",
+        "max_concurrency",
+        "max_context",
+    ] {
+        assert!(!v[k].is_null(), "{k} missing");
+    }
+    assert_eq!(v["kv_bytes_per_token"], 327_680);
+    assert_eq!(v["kv_bytes_per_token_per_gpu"], 40_960);
+    let list = kvscope(&["fit", "--list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    for name in [
+        "llama-2-7b",
+        "llama-3.1-8b",
+        "llama-3.1-70b",
+        "mistral-7b-v0.1",
+        "mixtral-8x7b-v0.1",
+        "qwen2.5-7b-instruct",
+        "deepseek-v2-lite",
+    ] {
+        assert!(text.contains(name), "{name} not listed");
+    }
+}
+
+#[test]
+fn fit_rejects_bad_input_in_one_line() {
+    let dir = scratch("fit-bad");
+    let not_json = dir.join("config.json");
+    std::fs::write(&not_json, "{").unwrap();
+    let missing = dir.join("missing.json");
+    std::fs::write(
+        &missing,
+        r#"{"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    for (args, needle) in [
+        (vec!["fit", "--model", "gpt-7"], "no such file or preset"),
+        (
+            vec!["fit", "--model", not_json.to_str().unwrap()],
+            "not JSON",
+        ),
+        (
+            vec!["fit", "--model", missing.to_str().unwrap()],
+            "missing num_hidden_layers",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--tp", "3"],
+            "--tp 3",
+        ),
+        (
+            vec!["fit", "--model", "qwen2.5-7b", "--tp", "7"],
+            "neither way",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--pp", "64"],
+            "--pp 64",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--gpu-mem", "0"],
+            "--gpu-mem",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--gpu-mem", "-8GiB"],
+            "not a size",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--context", "0"],
+            "--context",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--context", "-5"],
+            "--context",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--concurrency", "0"],
+            "--concurrency",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--gpu-util", "1.5"],
+            "--gpu-util",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--kv-dtype", "int4"],
+            "--kv-dtype",
+        ),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--gpus", "3", "--tp", "2"],
+            "--gpus 3",
+        ),
+        (vec!["fit"], "--model is required"),
+    ] {
+        let out = kvscope(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod control;
 mod demo;
+pub mod fit;
 mod load;
 mod locate;
 mod report_cmd;
@@ -79,16 +80,47 @@ enum Command {
     },
     /// Put a marker on the timeline of a running process (with the shim loaded).
     Mark { pid: u32, label: String },
+    /// KV cache and memory budget of a model: will it fit, with how much headroom.
+    Fit(fit::FitArgs),
+}
+
+/// clap's message on one line: what is wrong, without usage and tips.
+fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .collect();
+    parts.join(" ").trim_start_matches("error: ").to_string()
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return 2;
+        }
+        Err(e) => {
+            eprintln!("kvscope: error: {}", one_line(&e));
+            return 2;
+        }
+    };
     let result = match cli.command {
         Command::Report { file, json, top } => report_cmd::run(&file, json, top),
         Command::Run { out, command } => run::run(out, &command),
         Command::Demo { keep } => demo::run(keep),
         Command::Dump { pid, reason } => control::dump(pid, reason.as_deref()),
         Command::Mark { pid, label } => control::mark(pid, &label),
+        Command::Fit(a) => fit::run(&a),
     };
     match result {
         Ok(code) => code,

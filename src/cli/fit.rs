@@ -1,0 +1,307 @@
+//! `kvscope fit`: will a model and workload fit on these GPUs.
+
+use super::{CliError, Result};
+use crate::kv::fit::{self, Fit, FitInput};
+use crate::kv::{source, Dtype, Model, Parallel};
+use crate::units::{bytes, count, parse_size};
+use clap::Args;
+use std::fmt::Write;
+
+/// The model and deployment flags shared by `fit` and `check`.
+#[derive(Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A preset name (see --list), a config.json, or a directory holding one.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// GPU memory per GPU: 80GiB, 80GB, 81920MiB or bytes.
+    #[arg(long, value_parser = parse_size, default_value = "80GiB", allow_hyphen_values = true)]
+    pub gpu_mem: u64,
+    /// GPUs in the deployment (default tp x pp; more are data-parallel replicas).
+    #[arg(long, allow_negative_numbers = true)]
+    pub gpus: Option<u64>,
+    /// Tensor-parallel size.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub tp: u64,
+    /// Pipeline-parallel size.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub pp: u64,
+    /// KV cache dtype: auto (the model's; float32 as bfloat16), bf16, fp16, fp8, int8.
+    #[arg(long, default_value = "auto")]
+    pub kv_dtype: String,
+    /// Paged-attention block size in tokens.
+    #[arg(long, default_value_t = 16, allow_negative_numbers = true)]
+    pub block_size: u64,
+    /// The engine's share of GPU memory (vLLM's --gpu-memory-utilization).
+    #[arg(long, default_value_t = 0.9, allow_negative_numbers = true)]
+    pub gpu_util: f64,
+    /// Engine budget: activation peak per GPU (default: estimated from --max-batched-tokens).
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
+    pub activation: Option<u64>,
+    /// Engine budget: memory outside PyTorch per GPU (default 512 MiB, +512 MiB with tp or pp > 1).
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
+    pub non_torch: Option<u64>,
+    /// Tokens in the engine's profile batch (vLLM's max_num_batched_tokens).
+    #[arg(long, default_value_t = 8192)]
+    pub max_batched_tokens: u64,
+    /// Simple audit: CUDA context per GPU.
+    #[arg(long, value_parser = parse_size, default_value = "512MiB", allow_hyphen_values = true)]
+    pub context_mem: u64,
+    /// Simple audit: allocator overhead per GPU (default 5% of GPU memory).
+    #[arg(long, value_parser = parse_size, allow_hyphen_values = true)]
+    pub overhead: Option<u64>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Model> {
+        let spec = self.model.as_deref().ok_or_else(|| {
+            CliError::input(
+                "--model is required (a preset, see kvscope fit --list, or a config.json)",
+            )
+        })?;
+        source::load(spec).map_err(CliError::input)
+    }
+
+    pub fn input(&self, context: u64, concurrency: u64) -> Result<FitInput> {
+        let kv_dtype = match self.kv_dtype.to_ascii_lowercase().as_str() {
+            "auto" => None,
+            s => Some(
+                Dtype::parse(s)
+                    .filter(|d| *d != Dtype::F32)
+                    .ok_or_else(|| {
+                        CliError::input(format!(
+                            "--kv-dtype {s}: use auto, bf16, fp16, fp8 or int8"
+                        ))
+                    })?,
+            ),
+        };
+        let par = Parallel {
+            tp: self.tp,
+            pp: self.pp,
+        };
+        Ok(FitInput {
+            context,
+            concurrency,
+            gpu_mem: self.gpu_mem,
+            gpus: self.gpus.unwrap_or(self.tp.max(1) * self.pp.max(1)),
+            par,
+            kv_dtype,
+            block: self.block_size,
+            gpu_util: self.gpu_util,
+            activation: self.activation,
+            non_torch: self.non_torch,
+            max_batched_tokens: self.max_batched_tokens,
+            context_mem: self.context_mem,
+            overhead: self.overhead,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens per request (default: the model's max_position_embeddings).
+    #[arg(long, allow_negative_numbers = true)]
+    pub context: Option<u64>,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub concurrency: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// List the built-in presets.
+    #[arg(long)]
+    pub list: bool,
+}
+
+pub fn list() -> String {
+    let mut out = String::from("presets (--model NAME):\n");
+    for (name, _) in source::PRESETS {
+        if let Some(m) = source::preset(name) {
+            let f = fit::fit(
+                &m,
+                &FitInput {
+                    context: 1,
+                    ..FitInput::default()
+                },
+            );
+            let per_token = f.map(|f| bytes(f.kv_bytes_per_token)).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {name:<22} {:<10} {:>3} layers, {:>3} KV heads x {:>3}{}, {per_token} KV per token",
+                m.model_type,
+                m.num_layers(),
+                m.kv_heads,
+                m.head_dim,
+                if m.mla.is_some() { " (MLA)" } else { "" }
+            );
+        }
+    }
+    out
+}
+
+fn signed(n: i64) -> String {
+    if n < 0 {
+        format!("-{}", bytes(n.unsigned_abs()))
+    } else {
+        bytes(n as u64)
+    }
+}
+
+pub fn render(f: &Fit) -> String {
+    let mut o = String::new();
+    let gpu = bytes(f.gpu_mem_bytes);
+    let _ = writeln!(
+        o,
+        "{} ({}, weights {}, KV {}) on {} x {gpu}: tp {}, pp {}{}",
+        f.model,
+        if f.model_type.is_empty() {
+            "?"
+        } else {
+            &f.model_type
+        },
+        f.dtype,
+        f.kv_dtype,
+        f.gpus,
+        f.tp,
+        f.pp,
+        if f.replicas > 1 {
+            format!(", {} replicas", f.replicas)
+        } else {
+            String::new()
+        }
+    );
+    let geometry = if f.mla {
+        format!("{} layers x one MLA latent", f.attention_layers)
+    } else {
+        format!(
+            "{} attention layers x 2 (K, V) x {} KV heads x {}",
+            f.attention_layers, f.kv_heads, f.head_dim
+        )
+    };
+    let per_gpu = if f.tp * f.pp > 1 {
+        format!("; {} per GPU", bytes(f.kv_bytes_per_token_per_gpu))
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "  KV per token       {} ({geometry}){per_gpu}",
+        bytes(f.kv_bytes_per_token)
+    );
+    let _ = writeln!(
+        o,
+        "  one request        {} tokens hold {} of KV{}{}",
+        count(f.context),
+        bytes(f.kv_bytes_per_request),
+        if f.state_bytes_per_sequence > 0 {
+            format!(" + {} of fixed state", bytes(f.state_bytes_per_sequence))
+        } else {
+            String::new()
+        },
+        if f.tp * f.pp > 1 {
+            format!(
+                "; {} per GPU",
+                bytes(f.kv_bytes_per_request_per_gpu + f.state_bytes_per_sequence_per_gpu)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        o,
+        "  weights            {} ({} params, from the {}{}); {} per GPU",
+        bytes(f.weights_bytes),
+        count(f.weights_params),
+        f.weights_source,
+        f.quantization
+            .as_ref()
+            .map(|q| format!(", {q}"))
+            .unwrap_or_default(),
+        bytes(f.weights_bytes_per_gpu)
+    );
+    let b = &f.budget;
+    let _ = writeln!(
+        o,
+        "  engine budget      {gpu} x {} - weights {} - activations {}{} - non-torch {} = {} per GPU for KV",
+        b.gpu_util,
+        bytes(f.weights_bytes_per_gpu),
+        bytes(b.activation_bytes),
+        if b.activation_estimated { " (est.)" } else { "" },
+        bytes(b.non_torch_bytes),
+        signed(b.engine_available_bytes_per_gpu)
+    );
+    let _ = writeln!(
+        o,
+        "  simple audit       {gpu} - weights {} - context {} - overhead {} = {} per GPU",
+        bytes(f.weights_bytes_per_gpu),
+        bytes(b.audit_context_bytes),
+        bytes(b.audit_overhead_bytes),
+        signed(b.audit_available_bytes_per_gpu)
+    );
+    let share = if f.replicas > 1 {
+        format!(" (of {} over {} replicas)", f.concurrency, f.replicas)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        o,
+        "  needed             {} requests{share} x {} = {} per GPU{}",
+        f.concurrency.div_ceil(f.replicas),
+        bytes(f.kv_bytes_per_request_per_gpu + f.state_bytes_per_sequence_per_gpu),
+        bytes(f.kv_needed_bytes_per_gpu),
+        if f.pp > 1 {
+            format!(" (stage {} binds)", f.binding_stage)
+        } else {
+            String::new()
+        }
+    );
+    for n in &f.notes {
+        let _ = writeln!(o, "  note: {n}");
+    }
+    let ctx = if f.max_context_limited_by == "model" {
+        format!("{} tokens (the model's limit)", count(f.max_context))
+    } else {
+        format!("{} tokens", count(f.max_context))
+    };
+    let verdict = if f.will_fit {
+        format!(
+            "fits, {} headroom per GPU",
+            bytes(f.headroom_bytes_per_gpu as u64)
+        )
+    } else {
+        format!(
+            "does NOT fit, short by {} per GPU",
+            bytes(f.headroom_bytes_per_gpu.unsigned_abs())
+        )
+    };
+    let _ = writeln!(
+        o,
+        "verdict: {verdict}; at most {} concurrent requests of {} tokens; {} requests can each have up to {ctx}",
+        count(f.max_concurrency),
+        count(f.context),
+        count(f.concurrency)
+    );
+    o
+}
+
+pub fn run(a: &FitArgs) -> Result<i32> {
+    if a.list {
+        print!("{}", list());
+        return Ok(0);
+    }
+    let m = a.model.load()?;
+    let context = a
+        .context
+        .unwrap_or_else(|| m.max_position_embeddings.unwrap_or(4096));
+    let f = fit::fit(&m, &a.model.input(context, a.concurrency)?).map_err(CliError::input)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&f).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render(&f));
+    }
+    Ok(0)
+}

@@ -1,0 +1,171 @@
+//! Which layers attend over everything, which over a window, and which keep
+//! a fixed state instead (hybrid Mamba / linear-attention models); and how
+//! big that state is.
+
+use super::json::Obj;
+use super::model::LayerKind;
+
+/// Model types whose sliding/global interleaving is implicit in the
+/// architecture: every n-th layer is global, the others slide.
+fn implicit_pattern(model_type: &str) -> Option<u64> {
+    match model_type {
+        // Gemma 2: layers alternate, sliding first (layer 0 slides, layer 1 is global).
+        "gemma2" => Some(2),
+        // Gemma 3: five sliding layers, then a global one.
+        "gemma3" | "gemma3_text" => Some(6),
+        // Command R7B: three sliding, then a global one.
+        "cohere2" => Some(4),
+        _ => None,
+    }
+}
+
+fn kind_of(name: &str, window: Option<u64>, c: &Obj, i: usize) -> Result<LayerKind, String> {
+    Ok(match name {
+        "full_attention" | "attention" | "global" | "global_attention" => LayerKind::Full,
+        "sliding_attention" | "sliding" | "local" | "local_attention" => {
+            LayerKind::Sliding(window.ok_or_else(|| {
+                c.bad(
+                    "sliding_window",
+                    &format!("is needed by layer_types[{i}] = {name}"),
+                )
+            })?)
+        }
+        "linear_attention" | "mamba" | "mamba2" | "ssm" | "recurrent" => LayerKind::State,
+        other => {
+            return Err(c.bad(
+                &format!("layer_types[{i}]"),
+                &format!("has an unknown layer type '{other}'"),
+            ))
+        }
+    })
+}
+
+pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>, String> {
+    // `use_sliding_window: false` switches the window off (Qwen2 and kin).
+    let window = if c.bool("use_sliding_window") == Some(false) {
+        None
+    } else {
+        c.opt_u64(&["sliding_window", "attention_window_size"])?
+            .filter(|&w| w > 0)
+    };
+
+    if let Some(types) = c.array("layer_types") {
+        if types.len() != n {
+            return Err(c.bad(
+                "layer_types",
+                &format!("has {} entries for {n} layers", types.len()),
+            ));
+        }
+        return types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match t.as_str() {
+                Some(s) => kind_of(s, window, c, i),
+                None => Err(c.bad(&format!("layer_types[{i}]"), "must be a string")),
+            })
+            .collect();
+    }
+
+    let mut kinds = vec![LayerKind::Full; n];
+    // Hybrids: Jamba's attention period, Qwen3-Next's full-attention interval.
+    if let Some(period) = c.opt_u64(&["attn_layer_period"])? {
+        if period == 0 {
+            return Err(c.bad("attn_layer_period", "must be positive"));
+        }
+        let offset = c.opt_u64(&["attn_layer_offset"])?.unwrap_or(0);
+        for (i, k) in kinds.iter_mut().enumerate() {
+            if i as u64 % period != offset {
+                *k = LayerKind::State;
+            }
+        }
+    } else if let Some(interval) = c.opt_u64(&["full_attention_interval"])? {
+        if interval == 0 {
+            return Err(c.bad("full_attention_interval", "must be positive"));
+        }
+        for (i, k) in kinds.iter_mut().enumerate() {
+            if !(i as u64 + 1).is_multiple_of(interval) {
+                *k = LayerKind::State;
+            }
+        }
+    }
+
+    let Some(w) = window else { return Ok(kinds) };
+    let pattern = match c.opt_u64(&["sliding_window_pattern"])? {
+        Some(0) => return Err(c.bad("sliding_window_pattern", "must be positive")),
+        Some(p) => Some(p),
+        None => implicit_pattern(model_type),
+    };
+    let max_window_layers = if c.has("use_sliding_window") {
+        c.opt_u64(&["max_window_layers"])?
+    } else {
+        None
+    };
+    for (i, k) in kinds.iter_mut().enumerate() {
+        if *k == LayerKind::State {
+            continue;
+        }
+        let sliding = match (pattern, max_window_layers) {
+            // Every p-th layer (1-based) is global.
+            (Some(p), _) => !(i as u64 + 1).is_multiple_of(p),
+            // Qwen2: the first max_window_layers layers attend fully, the rest slide.
+            (None, Some(m)) => i as u64 >= m,
+            // Mistral: a window on every layer.
+            (None, None) => true,
+        };
+        if sliding {
+            *k = LayerKind::Sliding(w);
+        }
+    }
+    Ok(kinds)
+}
+
+/// Elements of state one Mamba or linear-attention layer keeps per sequence.
+///
+/// Mamba (Jamba): a convolution state of (d_conv - 1) x d_inner and an SSM
+/// state of d_inner x d_state, d_inner = expand x hidden. Mamba2 (Bamba,
+/// Zamba2, Falcon-H1, NemotronH): convolution over d_inner + 2 x n_groups x
+/// d_state channels, SSM state n_heads x head_dim x d_state. Gated DeltaNet
+/// (Qwen3-Next's linear attention): convolution over (2 x key heads x key
+/// dim) plus (value heads x value dim) channels, recurrent state value heads
+/// x key dim x value dim.
+pub fn state_elems(c: &Obj, hidden: u64) -> Result<u64, String> {
+    if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])? {
+        let nk = c.req_u64(&["linear_num_key_heads"])?;
+        let nv = c.req_u64(&["linear_num_value_heads"])?;
+        let dk = c.req_u64(&["linear_key_head_dim"])?;
+        let dv = c.req_u64(&["linear_value_head_dim"])?;
+        let conv = kernel.saturating_sub(1) * (2 * nk * dk + nv * dv);
+        return Ok(conv + nv * dk * dv);
+    }
+    let d_state = c.opt_u64(&["mamba_d_state", "ssm_state_size", "state_size"])?;
+    let d_conv = c.opt_u64(&["mamba_d_conv", "conv_kernel", "d_conv"])?;
+    let (Some(d_state), Some(d_conv)) = (d_state, d_conv) else {
+        return Err(c.bad(
+            "mamba_d_state",
+            "and mamba_d_conv (or linear_* sizes) are needed: the config has state layers (Mamba or linear attention)",
+        ));
+    };
+    let expand = c
+        .f64("mamba_expand")
+        .or_else(|| c.f64("expand"))
+        .unwrap_or(2.0);
+    let n_heads = c.opt_u64(&["mamba_n_heads"])?;
+    let d_head = c.opt_u64(&["mamba_d_head"])?;
+    let d_inner = match (n_heads, d_head) {
+        (Some(h), Some(d)) => h * d,
+        _ => c
+            .opt_u64(&["mamba_d_inner", "intermediate_size_mamba"])?
+            .unwrap_or((expand * hidden as f64) as u64),
+    };
+    let groups = c.opt_u64(&["mamba_n_groups", "n_groups"])?;
+    Ok(match groups {
+        // Mamba2
+        Some(g) => {
+            let heads = n_heads.unwrap_or(d_inner / d_head.unwrap_or(64).max(1));
+            let head_dim = d_inner / heads.max(1);
+            d_conv.saturating_sub(1) * (d_inner + 2 * g * d_state) + heads * head_dim * d_state
+        }
+        // Mamba
+        None => d_conv.saturating_sub(1) * d_inner + d_inner * d_state,
+    })
+}

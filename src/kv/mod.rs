@@ -1,0 +1,19 @@
+//! The KV model: what a served LLM costs in GPU memory, from its config.json.
+//! `model` reads a config, `cache` does the KV arithmetic, `params` the
+//! weights, `fit` the budget and the will-it-fit answer.
+
+pub mod cache;
+pub mod dtype;
+pub mod fit;
+mod json;
+mod layout;
+pub mod model;
+pub mod params;
+pub mod source;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::Parallel;
+pub use dtype::Dtype;
+pub use model::Model;

@@ -1,0 +1,200 @@
+//! A model as the KV arithmetic needs it, read from a Hugging Face
+//! config.json: attention geometry, what every layer keeps per token or per
+//! sequence, and what the parameter count needs.
+
+use super::dtype::Dtype;
+use super::json::Obj;
+use super::layout;
+use super::params::ParamSpec;
+
+/// What one decoder layer keeps while a sequence is served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Attention over the whole context: KV for every token.
+    Full,
+    /// Sliding-window attention: KV for the last `window` tokens at most.
+    Sliding(u64),
+    /// A Mamba or linear-attention layer: a fixed state per sequence, no KV.
+    State,
+}
+
+/// Multi-head latent attention (DeepSeek-V2/V3): one latent per token per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mla {
+    pub kv_lora_rank: u64,
+    pub qk_rope_head_dim: u64,
+    pub qk_nope_head_dim: u64,
+    pub v_head_dim: u64,
+    pub q_lora_rank: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub name: String,
+    pub model_type: String,
+    pub hidden: u64,
+    pub heads: u64,
+    /// KV heads (1 for multi-query; `heads` for multi-head). Ignored under MLA.
+    pub kv_heads: u64,
+    pub head_dim: u64,
+    pub mla: Option<Mla>,
+    pub layers: Vec<LayerKind>,
+    /// Elements of state one state layer keeps per sequence (whole layer, all ranks).
+    pub state_elems_per_layer: u64,
+    /// The checkpoint's dtype (torch_dtype).
+    pub dtype: Dtype,
+    pub max_position_embeddings: Option<u64>,
+    pub params: ParamSpec,
+    /// metadata.total_size of model.safetensors.index.json beside the config.
+    pub checkpoint_bytes: Option<u64>,
+    /// Things the user should know about how the figures were made.
+    pub notes: Vec<String>,
+}
+
+impl Model {
+    pub fn num_layers(&self) -> u64 {
+        self.layers.len() as u64
+    }
+
+    pub fn attention_layers(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|k| !matches!(k, LayerKind::State))
+            .count()
+    }
+
+    /// KV elements one attention layer keeps per token, over all ranks.
+    pub fn kv_elems_per_token_layer(&self) -> u64 {
+        match self.mla {
+            Some(m) => m.kv_lora_rank + m.qk_rope_head_dim,
+            None => 2 * self.kv_heads * self.head_dim,
+        }
+    }
+}
+
+fn heads_and_kv(c: &Obj, hidden: u64) -> Result<(u64, u64, u64), String> {
+    let heads = c.req_u64(&["num_attention_heads", "n_head", "num_heads"])?;
+    if heads == 0 {
+        return Err(c.bad("num_attention_heads", "must be positive"));
+    }
+    // Falcon: new_decoder_architecture has num_kv_heads; multi_query has one.
+    let kv = if let Some(kv) = c.opt_u64(&["num_key_value_heads", "num_kv_heads", "n_head_kv"])? {
+        kv
+    } else if c.bool("multi_query").unwrap_or(false)
+        && !c.bool("new_decoder_architecture").unwrap_or(false)
+    {
+        1
+    } else {
+        heads
+    };
+    if kv == 0 {
+        return Err(c.bad("num_key_value_heads", "must be positive"));
+    }
+    let head_dim = match c.opt_u64(&["head_dim"])? {
+        Some(d) if d > 0 => d,
+        _ => {
+            if !hidden.is_multiple_of(heads) {
+                return Err(c.bad(
+                    "hidden_size",
+                    &format!(
+                        "{hidden} is not a multiple of num_attention_heads {heads}; give head_dim"
+                    ),
+                ));
+            }
+            hidden / heads
+        }
+    };
+    Ok((heads, kv, head_dim))
+}
+
+fn mla(c: &Obj) -> Result<Option<Mla>, String> {
+    let Some(kv_lora_rank) = c.opt_u64(&["kv_lora_rank"])? else {
+        return Ok(None);
+    };
+    Ok(Some(Mla {
+        kv_lora_rank,
+        qk_rope_head_dim: c.req_u64(&["qk_rope_head_dim"])?,
+        qk_nope_head_dim: c.opt_u64(&["qk_nope_head_dim"])?.unwrap_or(0),
+        v_head_dim: c.opt_u64(&["v_head_dim"])?.unwrap_or(0),
+        q_lora_rank: c.opt_u64(&["q_lora_rank"])?,
+    }))
+}
+
+/// Reads a model from a parsed config.json. `name` labels it in output.
+pub fn from_config(
+    name: &str,
+    root: &serde_json::Value,
+    checkpoint_bytes: Option<u64>,
+) -> Result<Model, String> {
+    let top = Obj::root(root)?;
+    // Multimodal wrappers keep the language model under text_config.
+    let (c, wrapped) = match top.child("text_config")? {
+        Some(t) => (t.with_fallback(top), true),
+        None => (top, false),
+    };
+    let model_type = c.str("model_type").unwrap_or_default();
+    let hidden = c.req_u64(&["hidden_size", "n_embd", "d_model"])?;
+    let num_layers = c.req_u64(&["num_hidden_layers", "n_layer", "num_layers"])?;
+    if num_layers == 0 || hidden == 0 {
+        return Err(c.bad(
+            if hidden == 0 {
+                "hidden_size"
+            } else {
+                "num_hidden_layers"
+            },
+            "must be positive",
+        ));
+    }
+    let (heads, kv_heads, head_dim) = heads_and_kv(&c, hidden)?;
+    let mla = mla(&c)?;
+    let dtype = match c.str("torch_dtype").or_else(|| c.str("dtype")) {
+        Some(s) => {
+            Dtype::parse(&s).ok_or_else(|| c.bad("torch_dtype", &format!("unknown dtype '{s}'")))?
+        }
+        None => Dtype::BF16,
+    };
+    let layers = layout::layer_kinds(&c, &model_type, num_layers as usize)?;
+    let state_elems_per_layer = if layers.contains(&LayerKind::State) {
+        layout::state_elems(&c, hidden)?
+    } else {
+        0
+    };
+    let mut notes = Vec::new();
+    if c.str("torch_dtype").is_none() && c.str("dtype").is_none() {
+        notes.push("config has no torch_dtype: bfloat16 assumed".into());
+    }
+    if wrapped {
+        notes.push("multimodal config: the language model under text_config is modelled; vision weights count only through model.safetensors.index.json".into());
+    }
+    let params = ParamSpec::from_config(
+        &c,
+        &model_type,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        mla,
+        &layers,
+        &mut notes,
+    )?;
+    Ok(Model {
+        name: name.to_string(),
+        model_type,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        mla,
+        layers,
+        state_elems_per_layer,
+        dtype,
+        max_position_embeddings: c.opt_u64(&[
+            "max_position_embeddings",
+            "n_positions",
+            "max_seq_len",
+        ])?,
+        params,
+        checkpoint_bytes,
+        notes,
+    })
+}

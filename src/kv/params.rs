@@ -1,0 +1,480 @@
+//! Parameter counts from config.json, per layer, and the bytes they take.
+//!
+//! Decoder layers: attention projections (with MLA's low-rank projections),
+//! the MLP (gated SwiGLU, or two matrices for GPT-style models; MoE with
+//! routed and shared experts and dense-first layers), Mamba / linear-attention
+//! mixers for state layers, norms and biases. Plus the embedding and, unless
+//! tied, the LM head. "Linear" parameters are the ones a quantization_config
+//! changes; norms, biases, routers, embeddings and the LM head keep the
+//! model's dtype.
+
+use super::dtype::Dtype;
+use super::json::Obj;
+use super::model::{LayerKind, Mla};
+use std::ops::Range;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerParams {
+    pub linear: u64,
+    pub other: u64,
+}
+
+/// How quantized linear weights are stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Quant {
+    pub method: String,
+    pub bytes_per_param: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub vocab: u64,
+    /// The widest MLP intermediate one token goes through (top-k experts for MoE).
+    pub token_inter: u64,
+    pub embed: u64,
+    pub lm_head: u64,
+    pub final_norm: u64,
+    pub layers: Vec<LayerParams>,
+    pub quant: Option<Quant>,
+}
+
+/// GPT-style MLPs: up and down, no gate.
+const PLAIN_MLP: &[&str] = &[
+    "falcon",
+    "gpt2",
+    "gpt_neox",
+    "gptj",
+    "gpt_bigcode",
+    "opt",
+    "bloom",
+    "phi",
+    "mpt",
+    "starcoder2",
+];
+/// Models with LayerNorm (weight and bias) rather than RMSNorm.
+const LAYER_NORM: &[&str] = &[
+    "falcon",
+    "gpt2",
+    "gpt_neox",
+    "gptj",
+    "gpt_bigcode",
+    "opt",
+    "bloom",
+    "phi",
+    "starcoder2",
+];
+/// Models whose config class ties the LM head to the embedding by default.
+const TIED_BY_DEFAULT: &[&str] = &[
+    "gemma",
+    "gemma2",
+    "gemma3",
+    "gemma3_text",
+    "falcon",
+    "gpt2",
+    "opt",
+    "bloom",
+    "qwen3",
+];
+
+impl ParamSpec {
+    pub fn total(&self) -> u64 {
+        self.embed
+            + self.lm_head
+            + self.final_norm
+            + self.layers.iter().map(|l| l.linear + l.other).sum::<u64>()
+    }
+
+    fn linear_bytes(&self, linear: u64, dtype: Dtype) -> u64 {
+        match &self.quant {
+            Some(q) => (linear as f64 * q.bytes_per_param).ceil() as u64,
+            None => linear * dtype.bytes(),
+        }
+    }
+
+    /// Bytes of the whole model at `dtype` (linear layers as quantized).
+    pub fn bytes(&self, dtype: Dtype) -> u64 {
+        self.stage_bytes(dtype, 0..self.layers.len(), true, true)
+    }
+
+    /// Bytes of a pipeline stage: its layers, plus the embedding on the first
+    /// stage and the LM head (or the tied embedding) on the last.
+    pub fn stage_bytes(&self, dtype: Dtype, layers: Range<usize>, first: bool, last: bool) -> u64 {
+        let ls = &self.layers[layers];
+        let linear: u64 = ls.iter().map(|l| l.linear).sum();
+        let mut other: u64 = ls.iter().map(|l| l.other).sum();
+        if first {
+            other += self.embed;
+        }
+        if last {
+            other += self.final_norm
+                + if self.lm_head > 0 {
+                    self.lm_head
+                } else if !first {
+                    self.embed
+                } else {
+                    0
+                };
+        }
+        self.linear_bytes(linear, dtype) + other * dtype.bytes()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_config(
+        c: &Obj,
+        model_type: &str,
+        hidden: u64,
+        heads: u64,
+        kv_heads: u64,
+        head_dim: u64,
+        mla: Option<Mla>,
+        kinds: &[LayerKind],
+        notes: &mut Vec<String>,
+    ) -> Result<ParamSpec, String> {
+        let vocab = c.req_u64(&["vocab_size", "padded_vocab_size"])?;
+        let tied = c
+            .bool("tie_word_embeddings")
+            .unwrap_or_else(|| TIED_BY_DEFAULT.contains(&model_type));
+        let layer_norm = LAYER_NORM.contains(&model_type);
+        let norm = if layer_norm { 2 * hidden } else { hidden };
+        let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
+        let mlp = Mlp::from_config(c, model_type, hidden)?;
+        let mut layers = Vec::with_capacity(kinds.len());
+        for (i, kind) in kinds.iter().enumerate() {
+            let mixer = match kind {
+                LayerKind::State => state_mixer(c, hidden, notes)?,
+                _ => attn,
+            };
+            let ffn = mlp.layer(i as u64);
+            layers.push(LayerParams {
+                linear: mixer.linear + ffn.linear,
+                other: mixer.other + ffn.other + 2 * norm,
+            });
+        }
+        Ok(ParamSpec {
+            vocab,
+            token_inter: mlp.token_inter(c)?,
+            embed: vocab * hidden,
+            lm_head: if tied { 0 } else { vocab * hidden },
+            final_norm: norm,
+            layers,
+            quant: quant(c, notes)?,
+        })
+    }
+}
+
+fn attention(
+    c: &Obj,
+    model_type: &str,
+    h: u64,
+    heads: u64,
+    kv: u64,
+    hd: u64,
+    mla: Option<Mla>,
+) -> Result<LayerParams, String> {
+    if let Some(m) = mla {
+        let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
+        let (q, q_norm) = match m.q_lora_rank {
+            Some(r) => (h * r + r * heads * qk, r),
+            None => (h * heads * qk, 0),
+        };
+        let kv_a = h * (m.kv_lora_rank + m.qk_rope_head_dim);
+        let kv_b = m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim);
+        let o = heads * m.v_head_dim * h;
+        return Ok(LayerParams {
+            linear: q + kv_a + kv_b + o,
+            other: q_norm + m.kv_lora_rank,
+        });
+    }
+    let q = heads * hd;
+    let k = kv * hd;
+    let linear = h * q + 2 * h * k + q * h;
+    // Biases: attention_bias (q, k, v, o) where stated; Qwen2's q, k, v biases; Falcon's `bias`.
+    let other = match c
+        .bool("attention_bias")
+        .or_else(|| (model_type == "falcon").then(|| c.bool("bias").unwrap_or(false)))
+    {
+        Some(true) => q + 2 * k + h,
+        Some(false) => 0,
+        None if model_type.starts_with("qwen2") => q + 2 * k,
+        None => 0,
+    };
+    Ok(LayerParams { linear, other })
+}
+
+/// Mamba, Mamba2 or Gated DeltaNet mixer parameters (see layout::state_elems for the keys).
+fn state_mixer(c: &Obj, h: u64, notes: &mut Vec<String>) -> Result<LayerParams, String> {
+    if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])? {
+        let nk = c.req_u64(&["linear_num_key_heads"])?;
+        let nv = c.req_u64(&["linear_num_value_heads"])?;
+        let dk = c.req_u64(&["linear_key_head_dim"])?;
+        let dv = c.req_u64(&["linear_value_head_dim"])?;
+        let conv_ch = 2 * nk * dk + nv * dv;
+        let linear = h * (2 * nk * dk + 2 * nv * dv) + h * 2 * nv + nv * dv * h;
+        return Ok(LayerParams {
+            linear,
+            other: conv_ch * kernel + 3 * nv + dv,
+        });
+    }
+    let d_state = c
+        .opt_u64(&["mamba_d_state", "ssm_state_size", "state_size"])?
+        .unwrap_or(16);
+    let d_conv = c
+        .opt_u64(&["mamba_d_conv", "conv_kernel", "d_conv"])?
+        .unwrap_or(4);
+    let expand = c
+        .f64("mamba_expand")
+        .or_else(|| c.f64("expand"))
+        .unwrap_or(2.0);
+    let d_inner = match (
+        c.opt_u64(&["mamba_n_heads"])?,
+        c.opt_u64(&["mamba_d_head"])?,
+    ) {
+        (Some(n), Some(d)) => n * d,
+        _ => (expand * h as f64) as u64,
+    };
+    Ok(match c.opt_u64(&["mamba_n_groups", "n_groups"])? {
+        Some(g) => {
+            let n_heads = c
+                .opt_u64(&["mamba_n_heads"])?
+                .unwrap_or(d_inner / 64)
+                .max(1);
+            let conv_ch = d_inner + 2 * g * d_state;
+            let linear = h * (2 * d_inner + 2 * g * d_state + n_heads) + d_inner * h;
+            LayerParams {
+                linear,
+                other: conv_ch * (d_conv + 1) + 3 * n_heads + d_inner,
+            }
+        }
+        None => {
+            let dt_rank = c
+                .opt_u64(&["mamba_dt_rank", "time_step_rank"])?
+                .unwrap_or(h.div_ceil(16));
+            if c.opt_u64(&["mamba_dt_rank"])?.is_none() {
+                notes.push(format!(
+                    "Mamba dt_rank not in the config: ceil(hidden/16) = {dt_rank} assumed"
+                ));
+            }
+            let linear = h * 2 * d_inner
+                + d_inner * (dt_rank + 2 * d_state)
+                + dt_rank * d_inner
+                + d_inner * h;
+            LayerParams {
+                linear,
+                other: d_inner * (d_conv + 1) + d_inner + d_inner * d_state + d_inner,
+            }
+        }
+    })
+}
+
+/// The feed-forward part of each layer.
+struct Mlp {
+    hidden: u64,
+    dense_inter: u64,
+    gated: bool,
+    bias: bool,
+    moe: Option<Moe>,
+}
+
+struct Moe {
+    experts: u64,
+    inter: u64,
+    shared_inter: u64,
+    shared_gate: bool,
+    /// Which layers are MoE.
+    first_dense: u64,
+    every: u64,
+    dense_layers: Vec<u64>,
+    one_based_step: bool,
+}
+
+impl Mlp {
+    fn from_config(c: &Obj, model_type: &str, h: u64) -> Result<Mlp, String> {
+        let dense_inter = c
+            .opt_u64(&["intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"])?
+            .unwrap_or(4 * h);
+        let gated = !PLAIN_MLP.contains(&model_type);
+        let bias = c
+            .bool("mlp_bias")
+            .unwrap_or(!gated && model_type != "falcon");
+        let moe = if let Some(e) = c.opt_u64(&["num_local_experts"])? {
+            // Mixtral: every layer, experts as large as the dense MLP.
+            Some(Moe {
+                experts: e,
+                inter: dense_inter,
+                shared_inter: 0,
+                shared_gate: false,
+                first_dense: 0,
+                every: 1,
+                dense_layers: vec![],
+                one_based_step: false,
+            })
+        } else if let Some(e) = c.opt_u64(&["n_routed_experts"])? {
+            // DeepSeek: dense first layers, then MoE every moe_layer_freq, plus shared experts.
+            let inter = c.req_u64(&["moe_intermediate_size"])?;
+            let shared = c.opt_u64(&["n_shared_experts"])?.unwrap_or(0);
+            Some(Moe {
+                experts: e,
+                inter,
+                shared_inter: shared * inter,
+                shared_gate: false,
+                first_dense: c.opt_u64(&["first_k_dense_replace"])?.unwrap_or(0),
+                every: c.opt_u64(&["moe_layer_freq"])?.unwrap_or(1).max(1),
+                dense_layers: vec![],
+                one_based_step: false,
+            })
+        } else if let Some(e) = c.opt_u64(&["num_experts"])?.filter(|&e| e > 0) {
+            // Qwen2-MoE / Qwen3-MoE / OLMoE: MoE every decoder_sparse_step, but mlp_only_layers.
+            let shared = c
+                .opt_u64(&["shared_expert_intermediate_size"])?
+                .unwrap_or(0);
+            Some(Moe {
+                experts: e,
+                inter: c
+                    .opt_u64(&["moe_intermediate_size"])?
+                    .unwrap_or(dense_inter),
+                shared_inter: shared,
+                shared_gate: shared > 0,
+                first_dense: 0,
+                every: c.opt_u64(&["decoder_sparse_step"])?.unwrap_or(1).max(1),
+                dense_layers: c
+                    .array("mlp_only_layers")
+                    .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                    .unwrap_or_default(),
+                one_based_step: true,
+            })
+        } else {
+            None
+        };
+        Ok(Mlp {
+            hidden: h,
+            dense_inter,
+            gated,
+            bias,
+            moe,
+        })
+    }
+
+    fn token_inter(&self, c: &Obj) -> Result<u64, String> {
+        Ok(match &self.moe {
+            Some(m) => {
+                c.opt_u64(&["num_experts_per_tok", "moe_topk"])?
+                    .unwrap_or(2)
+                    * m.inter
+                    + m.shared_inter
+            }
+            None => self.dense_inter,
+        }
+        .max(self.dense_inter))
+    }
+
+    fn ffn(&self, inter: u64) -> u64 {
+        (if self.gated { 3 } else { 2 }) * self.hidden * inter
+    }
+
+    fn layer(&self, i: u64) -> LayerParams {
+        let bias = |inter: u64| {
+            if self.bias {
+                (if self.gated { 2 } else { 1 }) * inter + self.hidden
+            } else {
+                0
+            }
+        };
+        let moe = self.moe.as_ref().filter(|m| {
+            let step = if m.one_based_step {
+                (i + 1).is_multiple_of(m.every)
+            } else {
+                i.is_multiple_of(m.every)
+            };
+            i >= m.first_dense && step && !m.dense_layers.contains(&i)
+        });
+        match moe {
+            Some(m) => LayerParams {
+                linear: m.experts * self.ffn(m.inter) + self.ffn(m.shared_inter),
+                other: self.hidden * m.experts + if m.shared_gate { self.hidden } else { 0 },
+            },
+            None => LayerParams {
+                linear: self.ffn(self.dense_inter),
+                other: bias(self.dense_inter),
+            },
+        }
+    }
+}
+
+/// Bytes per linear parameter stated by quantization_config.
+fn quant(c: &Obj, notes: &mut Vec<String>) -> Result<Option<Quant>, String> {
+    let Some(q) = c.object("quantization_config") else {
+        return Ok(None);
+    };
+    let num = |k: &str| q.get(k).and_then(|v| v.as_f64());
+    let method = q
+        .get("quant_method")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    // Packed low-bit weights with an fp16 scale and a packed zero per group.
+    let grouped = |bits: f64, group: f64| {
+        bits / 8.0
+            + if group > 0.0 {
+                (2.0 + bits / 8.0) / group
+            } else {
+                0.0
+            }
+    };
+    let bytes = match method.as_str() {
+        "fp8" | "fbgemm_fp8" => {
+            let block = q
+                .get("weight_block_size")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).product::<f64>());
+            1.0 + block.map_or(0.0, |b| 4.0 / b)
+        }
+        "awq" | "gptq" | "awq_marlin" | "gptq_marlin" | "marlin" => {
+            let bits = num("bits").or_else(|| num("w_bit")).unwrap_or(4.0);
+            let group = num("group_size")
+                .or_else(|| num("q_group_size"))
+                .unwrap_or(128.0);
+            grouped(bits, group)
+        }
+        "bitsandbytes" => {
+            if q.get("load_in_4bit")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+            {
+                // 4-bit values, an fp32 absmax per block of 64 (8 bits when double-quantized).
+                let double = q
+                    .get("bnb_4bit_use_double_quant")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
+                0.5 + if double { 1.0 / 64.0 } else { 4.0 / 64.0 }
+            } else {
+                1.0
+            }
+        }
+        "compressed-tensors" => {
+            let group = q
+                .get("config_groups")
+                .and_then(|g| g.as_object())
+                .and_then(|g| g.values().next())
+                .and_then(|g| g.get("weights"));
+            let bits = group
+                .and_then(|w| w.get("num_bits"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(8.0);
+            let size = group
+                .and_then(|w| w.get("group_size"))
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0);
+            bits / 8.0 + if size > 0.0 { 2.0 / size } else { 0.0 }
+        }
+        // MXFP4: 4-bit values and an 8-bit scale per 32.
+        "mxfp4" => 4.25 / 8.0,
+        other => {
+            notes.push(format!("quantization_config.quant_method '{other}' is not understood: weights counted at the model's dtype"));
+            return Ok(None);
+        }
+    };
+    Ok(Some(Quant {
+        method,
+        bytes_per_param: bytes,
+    }))
+}
