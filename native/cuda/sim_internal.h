@@ -25,6 +25,10 @@ void *sim_map_get(const sim_map *m, uint64_t key);
 int sim_map_put(sim_map *m, uint64_t key, void *val); /* 0 ok, -1 no memory */
 void *sim_map_del(sim_map *m, uint64_t key);
 
+typedef struct {
+    uint64_t start, size;
+} sim_range;
+
 /* --- devices, contexts, pools (sim_state.c) --- */
 struct sim_pool;
 
@@ -38,7 +42,8 @@ typedef struct {
     uint64_t used;       /* bytes charged: context + allocations + pool reserves + VMM */
     uint64_t va_next;    /* bump pointer of the device's address range */
     uint64_t va_end;
-    sim_map free_va;     /* rounded size -> stack of freed ranges, for reuse */
+    sim_range *free_va;  /* freed ranges below va_next, sorted, coalesced */
+    size_t free_n, free_cap;
     int ctx_refcount;
     struct CUctx_st ctx;
     struct sim_pool *default_pool;

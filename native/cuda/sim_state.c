@@ -113,19 +113,22 @@ void sim_uncharge(int dev, uint64_t bytes) {
     d->used = bytes > d->used ? 0 : d->used - bytes;
 }
 
-typedef struct va_node {
-    uint64_t addr;
-    struct va_node *next;
-} va_node;
-
+/* Device address space: first fit over the freed ranges (lowest address
+ * first, so a range freed a moment ago comes back for the next request that
+ * fits), else the bump pointer. Freed ranges coalesce with their neighbours
+ * and with the bump pointer, so address space is reused whatever the sizes. */
 uint64_t sim_va_take(int dev, uint64_t size) {
     sim_device *d = &sim_devices[dev];
-    va_node *n = sim_map_get(&d->free_va, size);
-    if (n) { /* most recently freed range of this size first, as real allocators do */
-        if (n->next) sim_map_put(&d->free_va, size, n->next);
-        else sim_map_del(&d->free_va, size);
-        uint64_t a = n->addr;
-        free(n);
+    for (size_t i = 0; i < d->free_n; i++) {
+        sim_range *r = &d->free_va[i];
+        if (r->size < size) continue;
+        uint64_t a = r->start;
+        r->start += size;
+        r->size -= size;
+        if (r->size == 0) {
+            memmove(r, r + 1, (d->free_n - i - 1) * sizeof *r);
+            d->free_n--;
+        }
         return a;
     }
     if (size > d->va_end - d->va_next) return 0;
@@ -136,11 +139,38 @@ uint64_t sim_va_take(int dev, uint64_t size) {
 
 void sim_va_give(int dev, uint64_t addr, uint64_t size) {
     sim_device *d = &sim_devices[dev];
-    va_node *n = malloc(sizeof *n);
-    if (!n) return; /* the range is lost, nothing else */
-    n->addr = addr;
-    n->next = sim_map_get(&d->free_va, size);
-    if (sim_map_put(&d->free_va, size, n) != 0) free(n);
+    size_t i = 0;
+    while (i < d->free_n && d->free_va[i].start < addr) i++;
+    int joins_prev = i > 0 && d->free_va[i - 1].start + d->free_va[i - 1].size == addr;
+    int joins_next = i < d->free_n && addr + size == d->free_va[i].start;
+    if (joins_prev && joins_next) {
+        d->free_va[i - 1].size += size + d->free_va[i].size;
+        memmove(&d->free_va[i], &d->free_va[i + 1], (d->free_n - i - 1) * sizeof *d->free_va);
+        d->free_n--;
+        i--;
+    } else if (joins_prev) {
+        d->free_va[--i].size += size;
+    } else if (joins_next) {
+        d->free_va[i].start = addr;
+        d->free_va[i].size += size;
+    } else {
+        if (d->free_n == d->free_cap) {
+            size_t cap = d->free_cap ? d->free_cap * 2 : 64;
+            sim_range *v = realloc(d->free_va, cap * sizeof *v);
+            if (!v) return; /* the range is lost to reuse, nothing else */
+            d->free_va = v;
+            d->free_cap = cap;
+        }
+        memmove(&d->free_va[i + 1], &d->free_va[i], (d->free_n - i) * sizeof *d->free_va);
+        d->free_va[i] = (sim_range){addr, size};
+        d->free_n++;
+    }
+    /* A free range at the top goes back to the bump pointer. */
+    sim_range *last = &d->free_va[d->free_n - 1];
+    if (last->start + last->size == d->va_next) {
+        d->va_next = last->start;
+        d->free_n--;
+    }
 }
 
 EXPORT CUresult cuDeviceGetCount(int *count) {
