@@ -181,8 +181,9 @@ fn run_preloads_summarises_and_keeps_the_exit_status() {
             "--pattern",
             "hf",
             "--long-context",
-            "400000",
+            "200000",
         ])
+        .env("SIMCUDA_DEVICE_MEM", "40GiB")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
