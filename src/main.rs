@@ -1,6 +1,7 @@
 //! kvscope, the reader. Compiles the shared report schema itself and never
 //! links the shim library, so no hook symbol is part of this binary.
 
+mod check;
 mod cli;
 mod kv;
 // Shared with the shim (src/lib.rs), which uses the parts the reader does not.

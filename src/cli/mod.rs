@@ -1,5 +1,6 @@
 //! The reader's command line.
 
+mod check_cmd;
 mod control;
 mod demo;
 pub mod fit;
@@ -82,6 +83,8 @@ enum Command {
     Mark { pid: u32, label: String },
     /// KV cache and memory budget of a model: will it fit, with how much headroom.
     Fit(fit::FitArgs),
+    /// Check reports against the KV model: breakdown, diagnostic steps, findings, alerts.
+    Check(check_cmd::CheckArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -121,6 +124,7 @@ pub fn main() -> i32 {
         Command::Dump { pid, reason } => control::dump(pid, reason.as_deref()),
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
+        Command::Check(a) => check_cmd::run(&a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,143 @@
+//! Where one device's memory goes, by the rules written next to each part.
+
+use super::kv_detect::KvFound;
+use super::markers::Phases;
+use crate::report::{Api, Report, Space};
+use serde::Serialize;
+
+const GRANULARITY: u64 = 2 << 20;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Part {
+    pub category: &'static str,
+    pub bytes: u64,
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Breakdown {
+    pub device: u32,
+    pub total_bytes: Option<u64>,
+    /// Device memory in use (cuMemGetInfo: total - free), when known.
+    pub used_bytes: Option<u64>,
+    pub tracked_bytes: u64,
+    pub parts: Vec<Part>,
+    pub peak_bytes: u64,
+    pub peak_t_ms: Option<f64>,
+    /// At the peak: peak - weights - KV cache.
+    pub peak_activations_bytes: Option<u64>,
+    pub weights_bytes: u64,
+    pub kv_bytes: u64,
+    pub serving_leftover_bytes: u64,
+    pub serving_leftover_count: u64,
+    pub pool_held_bytes: u64,
+}
+
+fn plain(api: Api) -> bool {
+    matches!(
+        api,
+        Api::CudaMalloc | Api::CuMemAlloc | Api::CudaMallocPitch | Api::CuMemAllocPitch
+    )
+}
+
+/// Device memory in use at the end of the report: the last sample that knew it.
+pub fn device_used(r: &Report, device: u32) -> Option<u64> {
+    r.timeline
+        .iter()
+        .rev()
+        .find_map(|s| {
+            s.devices
+                .iter()
+                .find(|d| d.device == device)
+                .and_then(|d| d.device_used_bytes)
+        })
+        .or_else(|| {
+            let d = r.device(device)?;
+            Some(d.total_bytes?.saturating_sub(d.free_bytes?))
+        })
+}
+
+pub fn pool_held(r: &Report, device: u32) -> u64 {
+    r.pools
+        .iter()
+        .filter(|p| p.device == device)
+        .map(|p| p.reserved_bytes.saturating_sub(p.used_bytes))
+        .sum()
+}
+
+pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Breakdown {
+    let stats = r.device(device).cloned().unwrap_or_default();
+    let tracked = stats.memory.live_bytes;
+    let serving = phases.serving_phase(r);
+    let first_kv_t = r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| kv.addresses.contains(&a.address))
+        .map(|a| a.t_ms)
+        .fold(f64::INFINITY, f64::min);
+    let (mut weights, mut leftovers, mut leftover_n, mut waste) = (0u64, 0u64, 0u64, 0u64);
+    for a in r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| a.device == device && a.api.space() == Space::Device)
+    {
+        if plain(a.api) {
+            waste += a.size.div_ceil(GRANULARITY) * GRANULARITY - a.size;
+        }
+        if kv.addresses.contains(&a.address) {
+            continue;
+        }
+        let before_serving = match serving {
+            Some(s) => a.phase < s,
+            None => a.t_ms < first_kv_t,
+        };
+        if before_serving {
+            weights += a.size;
+        } else if serving.is_some() {
+            leftovers += a.size;
+            leftover_n += 1;
+        }
+    }
+    let kv_bytes = kv.bytes();
+    let held = pool_held(r, device);
+    let overhead = held + waste;
+    let used = device_used(r, device);
+    let unknown = tracked.saturating_sub(weights + kv_bytes + leftovers);
+    let mut parts = vec![
+        Part { category: "weights", bytes: weights, rule: "allocations made before serving began (before the `serve` marker, or before the KV cache without one) that are not KV cache" },
+        Part { category: "KV cache", bytes: kv_bytes, rule: "allocations whose sizes and count match the model's KV layout (paged, token pool or per request)" },
+        Part { category: "activations & temporaries", bytes: leftovers, rule: "allocations made while serving that are not KV cache and were still live (at exit, anything here outlived its step)" },
+        Part { category: "allocator overhead", bytes: overhead, rule: "memory pools hold free (reserved - used) + the driver's 2 MiB rounding of plain allocations" },
+    ];
+    if let Some(u) = used {
+        parts.push(Part {
+            category: "CUDA context & untracked",
+            bytes: u.saturating_sub(tracked + overhead),
+            rule: "device memory in use (cuMemGetInfo) beyond what was tracked: the context, other processes, unhooked paths",
+        });
+    }
+    parts.push(Part { category: "unknown", bytes: unknown, rule: "tracked allocations none of the rules above claims (and rows beyond the report's live limit)" });
+    let peak_act = (stats.memory.peak_bytes > 0).then(|| {
+        stats
+            .memory
+            .peak_bytes
+            .saturating_sub(weights + kv.preallocated_bytes())
+    });
+    Breakdown {
+        device,
+        total_bytes: stats.total_bytes,
+        used_bytes: used,
+        tracked_bytes: tracked,
+        parts,
+        peak_bytes: stats.memory.peak_bytes,
+        peak_t_ms: stats.memory.peak_t_ms,
+        peak_activations_bytes: peak_act,
+        weights_bytes: weights,
+        kv_bytes,
+        serving_leftover_bytes: leftovers,
+        serving_leftover_count: leftover_n,
+        pool_held_bytes: held,
+    }
+}

@@ -1,0 +1,223 @@
+//! Everything the steps and detectors of one device look at, gathered once.
+
+use super::breakdown::{self, Breakdown};
+use super::kv_detect::{self, Geometry, KvFound};
+use super::markers::Phases;
+use crate::kv::fit::{self, Fit, FitInput};
+use crate::kv::{Dtype, Model, Parallel};
+use crate::report::{Failure, Report};
+
+/// The model and deployment the reports are checked against.
+pub struct ModelCtx {
+    pub model: Model,
+    pub par: Parallel,
+    pub kv: Dtype,
+    pub fit: FitInput,
+    pub geometry: Geometry,
+}
+
+impl ModelCtx {
+    pub fn new(model: Model, fit: FitInput) -> ModelCtx {
+        let kv = fit.kv_dtype.unwrap_or(model.dtype.served());
+        let geometry = Geometry::new(&model, fit.par, kv, fit.block);
+        ModelCtx {
+            par: fit.par,
+            kv,
+            geometry,
+            model,
+            fit,
+        }
+    }
+
+    /// The model's answer for this GPU at a given context and concurrency.
+    pub fn fit_for(&self, gpu_mem: Option<u64>, context: u64, concurrency: u64) -> Option<Fit> {
+        let gpus = self.par.tp * self.par.pp;
+        let inp = FitInput {
+            context: context.max(1),
+            concurrency: concurrency.max(1),
+            gpu_mem: gpu_mem.unwrap_or(self.fit.gpu_mem),
+            gpus,
+            ..self.fit.clone()
+        };
+        fit::fit(&self.model, &inp).ok()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Thresholds {
+    pub util_warn: f64,
+    pub util_crit: f64,
+    pub frag_bytes: u64,
+    pub concurrency_frac: f64,
+    pub spike_factor: f64,
+    pub leak_bytes: u64,
+    pub weights_factor: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            util_warn: 0.8,
+            util_crit: 0.9,
+            frag_bytes: 2 << 30,
+            concurrency_frac: 0.8,
+            spike_factor: 2.0,
+            leak_bytes: 1 << 20,
+            weights_factor: 1.5,
+        }
+    }
+}
+
+/// A point of the device's timeline.
+#[derive(Clone, Debug)]
+pub struct Level {
+    pub t_ms: f64,
+    pub live: u64,
+    pub max_live: u64,
+    pub marker: Option<String>,
+}
+
+pub struct DeviceCtx<'a> {
+    pub report: &'a Report,
+    pub device: u32,
+    pub phases: &'a Phases,
+    pub model: Option<&'a ModelCtx>,
+    pub kv: KvFound,
+    pub breakdown: Breakdown,
+    pub levels: Vec<Level>,
+    /// Live bytes when serving began.
+    pub baseline: Option<u64>,
+    /// The first out-of-memory failure on this device.
+    pub oom: Option<Failure>,
+    pub thresholds: Thresholds,
+}
+
+impl<'a> DeviceCtx<'a> {
+    pub fn new(
+        report: &'a Report,
+        device: u32,
+        phases: &'a Phases,
+        model: Option<&'a ModelCtx>,
+        thresholds: Thresholds,
+    ) -> DeviceCtx<'a> {
+        let kv = model
+            .map(|m| kv_detect::detect(report, device, &m.geometry, phases))
+            .unwrap_or_default();
+        let breakdown = breakdown::breakdown(report, device, &kv, phases);
+        let levels: Vec<Level> = report
+            .timeline
+            .iter()
+            .filter_map(|s| {
+                s.devices
+                    .iter()
+                    .find(|d| d.device == device)
+                    .map(|d| Level {
+                        t_ms: s.t_ms,
+                        live: d.live_bytes,
+                        max_live: d.max_live_bytes.max(d.live_bytes),
+                        marker: s.marker.clone(),
+                    })
+            })
+            .collect();
+        let baseline = match phases.serve.map(|i| &report.markers[i]) {
+            Some(m) => levels
+                .iter()
+                .find(|l| l.marker.as_deref() == Some(m.label.as_str()) && l.t_ms >= m.t_ms)
+                .map(|l| l.live),
+            None => phases
+                .serve_ms
+                .and_then(|t| levels.iter().find(|l| l.t_ms >= t).map(|l| l.live)),
+        };
+        let oom = report
+            .failures
+            .iter()
+            .find(|f| {
+                f.device == device
+                    && f.code == 2
+                    && crate::report::Api::from_name(&f.api).is_some_and(|a| a.allocates())
+            })
+            .cloned();
+        DeviceCtx {
+            report,
+            device,
+            phases,
+            model,
+            kv,
+            breakdown,
+            levels,
+            baseline,
+            oom,
+            thresholds,
+        }
+    }
+
+    pub fn total(&self) -> Option<u64> {
+        self.breakdown
+            .total_bytes
+            .or(self.model.map(|m| m.fit.gpu_mem))
+    }
+
+    /// Live bytes right after completed requests, when no other request was
+    /// in flight (a request's memory must be back by then), in order.
+    pub fn done_levels(&self) -> Vec<&Level> {
+        self.levels
+            .iter()
+            .filter(|l| {
+                l.marker.as_deref().is_some_and(|m| {
+                    m.starts_with("request ") && (m.ends_with(" done") || m.ends_with(" end"))
+                })
+            })
+            .filter(|l| self.phases.in_flight(l.t_ms).is_empty())
+            .collect()
+    }
+
+    /// Samples taken while requests were in flight: (sample, KV the
+    /// requests in flight can hold at most: their tokens x KV per token).
+    pub fn in_flight_levels(&self, per_token: u64) -> Vec<(&Level, u64, usize)> {
+        self.levels
+            .iter()
+            .filter_map(|l| {
+                let q = self.phases.in_flight(l.t_ms);
+                let tokens: u64 = q.iter().filter_map(|r| r.tokens).sum();
+                (!q.is_empty() && tokens > 0).then_some((l, tokens * per_token, q.len()))
+            })
+            .collect()
+    }
+
+    /// Allocations made while completed requests were served and still live,
+    /// not KV cache: (bytes, count, groups by size as (size, count)).
+    pub fn leftovers_of_requests(&self) -> (u64, u64, Vec<(u64, u64)>) {
+        // Phase p: made after marker p - 1 and before marker p.
+        let Some(first) = self.phases.serving_phase(self.report) else {
+            return (0, 0, Vec::new());
+        };
+        // Up to the last completed request, and never into a request cut short.
+        let mut last = self.phases.last_done_marker.map_or(u32::MAX, |i| i as u32);
+        if let Some(cut) = self
+            .phases
+            .requests
+            .iter()
+            .filter(|q| q.done_ms.is_none())
+            .map(|q| q.start_marker as u32)
+            .min()
+        {
+            last = last.min(cut);
+        }
+        let mut groups: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        let (mut bytes, mut n) = (0, 0);
+        for a in self.report.live.allocations.iter().filter(|a| {
+            a.device == self.device
+                && a.api.space() == crate::report::Space::Device
+                && a.phase >= first
+                && a.phase <= last
+                && !self.kv.addresses.contains(&a.address)
+        }) {
+            bytes += a.size;
+            n += 1;
+            *groups.entry(a.size).or_default() += 1;
+        }
+        let mut g: Vec<(u64, u64)> = groups.into_iter().collect();
+        g.sort_by_key(|(s, c)| std::cmp::Reverse(s * c));
+        (bytes, n, g)
+    }
+}

@@ -1,0 +1,227 @@
+//! Recognising the KV cache among live allocations, from their sizes and
+//! the KV model, in the three layouts serving engines use:
+//!
+//! - paged (vLLM): one tensor per attention layer, a whole number of pages;
+//!   page = block_size x 2 (K, V) x KV heads x head_dim x dtype (MLA: one
+//!   latent, no 2). Capacity = pages x block_size tokens.
+//! - token pool (SGLang): K and V buffers per layer (one latent buffer under
+//!   MLA) of (tokens + 1) rows of KV heads x head_dim x dtype. Capacity = rows - 1.
+//! - per request (Hugging Face): K and V tensors per layer for each request
+//!   still in flight when the report was written, a whole number of token
+//!   rows each.
+
+use super::markers::Phases;
+use crate::kv::{cache, Dtype, Model, Parallel};
+use crate::report::{LiveAlloc, Report, Space};
+use std::collections::{BTreeMap, HashSet};
+
+/// The KV geometry of one GPU of the deployment.
+#[derive(Clone, Debug)]
+pub struct Geometry {
+    /// Attention layers on a GPU, for each pipeline stage.
+    pub layers_per_stage: Vec<u64>,
+    /// One token of K (or V, or the MLA latent) of one layer on one GPU.
+    pub token_row: u64,
+    /// vLLM's page of one layer: block_size tokens of K and V.
+    pub page: u64,
+    pub block: u64,
+    pub mla: bool,
+    /// KV bytes per token on one GPU (the largest stage), no window cap.
+    pub per_token: u64,
+}
+
+impl Geometry {
+    pub fn new(m: &Model, par: Parallel, kv: Dtype, block: u64) -> Geometry {
+        let token_row = match m.mla {
+            Some(mla) => (mla.kv_lora_rank + mla.qk_rope_head_dim) * kv.bytes(),
+            None => par.kv_heads_per_rank(m) * m.head_dim * kv.bytes(),
+        };
+        let stages = par.stages(m.layers.len());
+        let layers_per_stage = stages
+            .iter()
+            .map(|r| {
+                m.layers[r.clone()]
+                    .iter()
+                    .filter(|k| !matches!(k, crate::kv::model::LayerKind::State))
+                    .count() as u64
+            })
+            .collect();
+        let per_token = stages
+            .into_iter()
+            .map(|layers| {
+                cache::per_token(
+                    m,
+                    kv,
+                    &cache::Share {
+                        layers,
+                        rank_of: Some(par),
+                    },
+                )
+            })
+            .max()
+            .unwrap_or(0);
+        Geometry {
+            layers_per_stage,
+            token_row,
+            page: block * token_row * if m.mla.is_some() { 1 } else { 2 },
+            block,
+            mla: m.mla.is_some(),
+            per_token,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Paged,
+    TokenPool,
+    PerRequest,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Paged => "paged, one tensor per layer (vLLM)",
+            Layout::TokenPool => "token pool, K and V buffers per layer (SGLang)",
+            Layout::PerRequest => "per request, K and V tensors per layer (Hugging Face)",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct KvGroup {
+    pub layout: Layout,
+    pub tensors: u64,
+    pub tensor_bytes: u64,
+    /// Tokens the group holds (the cache's capacity; for per-request tensors, their length).
+    pub tokens: u64,
+    pub made_t_ms: f64,
+}
+
+impl KvGroup {
+    pub fn bytes(&self) -> u64 {
+        self.tensors * self.tensor_bytes
+    }
+
+    pub fn describe(&self, g: &Geometry) -> String {
+        match self.layout {
+            Layout::Paged => format!(
+                "{} tensors of {} = {} pages of {} each, {} tokens per page: {} tokens",
+                self.tensors,
+                crate::units::bytes(self.tensor_bytes),
+                crate::units::count(self.tensor_bytes / g.page.max(1)),
+                crate::units::bytes(g.page),
+                g.block,
+                crate::units::count(self.tokens)
+            ),
+            Layout::TokenPool => format!(
+                "{} buffers of {} = {} token rows of {} (one kept for padding): {} tokens",
+                self.tensors,
+                crate::units::bytes(self.tensor_bytes),
+                crate::units::count(self.tensor_bytes / g.token_row.max(1)),
+                crate::units::bytes(g.token_row),
+                crate::units::count(self.tokens)
+            ),
+            Layout::PerRequest => format!(
+                "{} tensors of {} ({} token rows each): {} requests' caches",
+                self.tensors,
+                crate::units::bytes(self.tensor_bytes),
+                crate::units::count(self.tokens),
+                self.tensors / (2 * g.layers_per_stage.iter().copied().max().unwrap_or(1)).max(1)
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct KvFound {
+    pub groups: Vec<KvGroup>,
+    /// Addresses of the allocations recognised as KV cache.
+    pub addresses: HashSet<u64>,
+}
+
+impl KvFound {
+    pub fn bytes(&self) -> u64 {
+        self.groups.iter().map(|g| g.bytes()).sum()
+    }
+
+    /// Tokens of the preallocated cache (paged or pool), if one was found.
+    pub fn capacity_tokens(&self) -> Option<u64> {
+        self.groups
+            .iter()
+            .filter(|g| g.layout != Layout::PerRequest)
+            .map(|g| g.tokens)
+            .min()
+    }
+
+    pub fn preallocated_bytes(&self) -> u64 {
+        self.groups
+            .iter()
+            .filter(|g| g.layout != Layout::PerRequest)
+            .map(|g| g.bytes())
+            .sum()
+    }
+}
+
+pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound {
+    let serving = phases.serving_phase(r);
+    // Per-request caches belong to requests still in flight when the report was written.
+    let in_flight_from = phases
+        .requests
+        .iter()
+        .filter(|q| q.done_ms.is_none())
+        .map(|q| q.start_marker as u32 + 1)
+        .min();
+    let mut by_size: BTreeMap<u64, Vec<&LiveAlloc>> = BTreeMap::new();
+    for a in r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| a.device == device && a.api.space() == Space::Device)
+    {
+        by_size.entry(a.size).or_default().push(a);
+    }
+    let mut found = KvFound::default();
+    for (size, rows) in by_size {
+        let n = rows.len() as u64;
+        let made_while_serving = serving.is_some_and(|s| rows.iter().all(|a| a.phase >= s));
+        let per_layer = |k: u64| g.layers_per_stage.iter().any(|&l| l > 0 && n == k * l);
+        let whole = |unit: u64| unit > 0 && size % unit == 0;
+        let group = if !made_while_serving && per_layer(1) && whole(g.page) {
+            Some(KvGroup {
+                layout: Layout::Paged,
+                tensors: n,
+                tensor_bytes: size,
+                tokens: size / g.page * g.block,
+                made_t_ms: 0.0,
+            })
+        } else if !made_while_serving && per_layer(if g.mla { 1 } else { 2 }) && whole(g.token_row)
+        {
+            Some(KvGroup {
+                layout: Layout::TokenPool,
+                tensors: n,
+                tensor_bytes: size,
+                tokens: (size / g.token_row).saturating_sub(1),
+                made_t_ms: 0.0,
+            })
+        } else if in_flight_from.is_some_and(|p| rows.iter().all(|a| a.phase >= p))
+            && whole(g.token_row)
+        {
+            Some(KvGroup {
+                layout: Layout::PerRequest,
+                tensors: n,
+                tensor_bytes: size,
+                tokens: size / g.token_row,
+                made_t_ms: 0.0,
+            })
+        } else {
+            None
+        };
+        if let Some(mut grp) = group {
+            grp.made_t_ms = rows.iter().map(|a| a.t_ms).fold(f64::INFINITY, f64::min);
+            found.addresses.extend(rows.iter().map(|a| a.address));
+            found.groups.push(grp);
+        }
+    }
+    found
+}

@@ -1,0 +1,248 @@
+//! The diagnostic discipline of the field, one step at a time: a baseline
+//! with no requests; one request, after which memory must return to the
+//! baseline; N concurrent requests, whose KV must be N x context x KV bytes
+//! per token; one long request, whose growth must be linear in tokens.
+
+use super::context::DeviceCtx;
+use super::finding::Finding;
+use super::kv_detect::Layout;
+use crate::units::{bytes, count, signed_bytes};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Problem,
+    Skipped,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Step {
+    pub number: u8,
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+fn step(number: u8, name: &'static str, status: Status, detail: impl Into<String>) -> Step {
+    Step {
+        number,
+        name,
+        status,
+        detail: detail.into(),
+    }
+}
+
+fn has(findings: &[Finding], names: &[&str]) -> bool {
+    findings.iter().any(|f| names.contains(&f.name))
+}
+
+pub fn run(c: &DeviceCtx, findings: &[Finding]) -> Vec<Step> {
+    vec![
+        baseline(c, findings),
+        one_request(c, findings),
+        concurrency(c, findings),
+        long_request(c, findings),
+    ]
+}
+
+fn baseline(c: &DeviceCtx, f: &[Finding]) -> Step {
+    let Some(base) = c.baseline else {
+        return step(
+            1,
+            "baseline",
+            Status::Skipped,
+            "no `serve` marker or request markers: mark when serving begins",
+        );
+    };
+    let b = &c.breakdown;
+    let mut detail = format!(
+        "{} live when serving began: weights {}, KV cache {}",
+        bytes(base),
+        bytes(b.weights_bytes),
+        bytes(c.kv.preallocated_bytes())
+    );
+    if let Some(fit) = c.model.and_then(|m| m.fit_for(c.total(), 1, 1)) {
+        detail += &format!(
+            "; the model needs {} of weights per GPU",
+            bytes(fit.weights_bytes_per_gpu)
+        );
+    }
+    let status = if has(f, &["baseline_too_high"]) {
+        Status::Problem
+    } else {
+        Status::Ok
+    };
+    step(1, "baseline", status, detail)
+}
+
+fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
+    let levels = c.done_levels();
+    let (Some(base), Some(last)) = (c.baseline, levels.last()) else {
+        return step(
+            2,
+            "one request returns to baseline",
+            Status::Skipped,
+            "no `request <id> done` markers",
+        );
+    };
+    let worst = levels
+        .iter()
+        .map(|l| l.live as i64 - base as i64)
+        .max_by_key(|d| d.unsigned_abs())
+        .unwrap_or(0);
+    let detail = format!(
+        "after {} requests: {} from the baseline (largest difference after a request {})",
+        levels.len(),
+        signed_bytes(last.live as i64 - base as i64),
+        signed_bytes(worst)
+    );
+    let status = if has(f, &["leak_per_request", "unbounded_growth"]) {
+        Status::Problem
+    } else {
+        Status::Ok
+    };
+    step(2, "one request returns to baseline", status, detail)
+}
+
+fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
+    let n = c.phases.max_in_flight() as u64;
+    let Some(mean) = c.phases.mean_tokens() else {
+        return step(
+            3,
+            "N concurrent requests",
+            Status::Skipped,
+            "no request markers with token counts",
+        );
+    };
+    let Some(m) = c.model else {
+        return step(
+            3,
+            "N concurrent requests",
+            Status::Skipped,
+            "no --model to compare with",
+        );
+    };
+    let per_token = m.geometry.per_token;
+    let expect = n * mean.round() as u64 * per_token;
+    if let Some(cap) = c.kv.capacity_tokens() {
+        let need = n * mean.round() as u64;
+        let status = if has(f, &["kv_capacity_short", "concurrency_high"]) {
+            Status::Problem
+        } else {
+            Status::Ok
+        };
+        return step(
+            3,
+            "N concurrent requests",
+            status,
+            format!(
+                "{n} concurrent x {} tokens = {} tokens ({}) of a preallocated {}-token cache ({:.1}%); the cache does not grow",
+                count(mean.round() as u64),
+                count(need),
+                bytes(expect),
+                count(cap),
+                need as f64 * 100.0 / cap.max(1) as f64
+            ),
+        );
+    }
+    // A cache that grows: growth sampled while requests were in flight, against
+    // what their tokens can hold at most.
+    let Some(base) = c.baseline else {
+        return step(3, "N concurrent requests", Status::Skipped, "no baseline");
+    };
+    let worst = c
+        .in_flight_levels(per_token)
+        .into_iter()
+        .filter(|(_, _, n)| *n >= 2)
+        .map(|(l, exp, n)| (l.max_live.saturating_sub(base), exp, n))
+        .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
+    let Some((grew, exp, k)) = worst else {
+        return step(3, "N concurrent requests", Status::Skipped, format!("no sample while several requests were in flight (expected at most {} of KV for {n} x {} tokens)", bytes(expect), count(mean.round() as u64)));
+    };
+    let ratio = grew as f64 / exp.max(1) as f64;
+    step(
+        3,
+        "N concurrent requests",
+        if ratio > 1.5 { Status::Problem } else { Status::Ok },
+        format!("sampled growth {} with {k} requests in flight, whose tokens hold at most {} of KV ({ratio:.2}x)", bytes(grew), bytes(exp)),
+    )
+}
+
+fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
+    let Some(long) = c
+        .phases
+        .requests
+        .iter()
+        .filter(|q| q.tokens.is_some())
+        .max_by_key(|q| q.tokens)
+    else {
+        return step(
+            4,
+            "one long request",
+            Status::Skipped,
+            "no request markers with token counts",
+        );
+    };
+    let tokens = long.tokens.unwrap_or(0);
+    let Some(m) = c.model else {
+        return step(
+            4,
+            "one long request",
+            Status::Skipped,
+            "no --model to compare with",
+        );
+    };
+    let expect = tokens * m.geometry.per_token;
+    if has(f, &["long_context_oom"]) {
+        return step(
+            4,
+            "one long request",
+            Status::Problem,
+            format!(
+                "request {} of {} tokens needs {} of KV and ran out of memory",
+                long.id,
+                count(tokens),
+                bytes(expect)
+            ),
+        );
+    }
+    if c.kv.groups.iter().any(|g| g.layout != Layout::PerRequest) {
+        return step(4, "one long request", Status::Ok, format!("the longest request, {} tokens ({} of KV), fits the preallocated cache; memory does not grow with tokens", count(tokens), bytes(expect)));
+    }
+    let mean = c.phases.mean_tokens().unwrap_or(0.0);
+    if (tokens as f64) < 2.0 * mean || c.phases.requests.len() < 2 {
+        return step(
+            4,
+            "one long request",
+            Status::Skipped,
+            format!(
+                "no request longer than twice the average ({} tokens)",
+                count(mean.round() as u64)
+            ),
+        );
+    }
+    let worst = c
+        .in_flight_levels(m.geometry.per_token)
+        .into_iter()
+        .filter(|(l, _, _)| l.t_ms >= long.start_ms && long.done_ms.is_none_or(|d| l.t_ms <= d))
+        .filter_map(|(l, exp, _)| Some((l.max_live.checked_sub(c.baseline?)?, exp)))
+        .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
+    match worst {
+        Some((grew, exp)) => {
+            let ratio = grew as f64 / exp.max(1) as f64;
+            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x)", count(tokens), bytes(grew), bytes(exp)))
+        }
+        None => step(
+            4,
+            "one long request",
+            Status::Skipped,
+            format!(
+                "no sample during the longest request ({} tokens, {} of KV expected)",
+                count(tokens),
+                bytes(expect)
+            ),
+        ),
+    }
+}

@@ -1,0 +1,145 @@
+//! `kvscope check REPORT... --model M`.
+
+use super::fit::ModelArgs;
+use super::{load, CliError, Result};
+use crate::check::context::{ModelCtx, Thresholds};
+use crate::check::finding::Severity;
+use crate::check::{check, render};
+use crate::units::parse_size;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Report files of one job (several processes: one per tensor-parallel rank).
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The context the deployment must serve (tokens per request).
+    #[arg(long, allow_negative_numbers = true)]
+    pub context: Option<u64>,
+    /// Concurrent requests of --context it must serve.
+    #[arg(long, allow_negative_numbers = true)]
+    pub concurrency: Option<u64>,
+    /// Utilisation warning threshold (fraction of device memory).
+    #[arg(long, default_value_t = 0.8)]
+    pub util_warn: f64,
+    /// Utilisation critical threshold.
+    #[arg(long, default_value_t = 0.9)]
+    pub util_crit: f64,
+    /// Memory held free by pools beyond which fragmentation is reported.
+    #[arg(long, value_parser = parse_size, default_value = "2GiB", allow_hyphen_values = true)]
+    pub frag: u64,
+    /// Requests in flight, as a fraction of the most the KV cache holds, that raise an alert.
+    #[arg(long, default_value_t = 0.8)]
+    pub concurrency_frac: f64,
+    /// A request this many times the average length is a spike.
+    #[arg(long, default_value_t = 2.0)]
+    pub spike_factor: f64,
+    /// Growth per request below this is not a leak.
+    #[arg(long, value_parser = parse_size, default_value = "1MiB", allow_hyphen_values = true)]
+    pub leak_min: u64,
+    /// Weights this many times the model's are "loaded twice".
+    #[arg(long, default_value_t = 1.5)]
+    pub weights_factor: f64,
+    /// Exit with status 1 when a finding is at or above this level.
+    #[arg(long, value_enum, default_value_t = Severity::Critical)]
+    pub fail_on: Severity,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckArgs {
+    fn thresholds(&self) -> Result<Thresholds> {
+        for (v, flag) in [
+            (self.util_warn, "--util-warn"),
+            (self.util_crit, "--util-crit"),
+            (self.concurrency_frac, "--concurrency-frac"),
+        ] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(CliError::input(format!("{flag} {v} must be in (0, 1]")));
+            }
+        }
+        if self.util_warn > self.util_crit {
+            return Err(CliError::input("--util-warn must not exceed --util-crit"));
+        }
+        if self.spike_factor <= 1.0 || self.weights_factor <= 1.0 {
+            return Err(CliError::input(
+                "--spike-factor and --weights-factor must be above 1",
+            ));
+        }
+        Ok(Thresholds {
+            util_warn: self.util_warn,
+            util_crit: self.util_crit,
+            frag_bytes: self.frag,
+            concurrency_frac: self.concurrency_frac,
+            spike_factor: self.spike_factor,
+            leak_bytes: self.leak_min,
+            weights_factor: self.weights_factor,
+        })
+    }
+}
+
+/// The model context, when --model is given; one report per rank sets --tp.
+pub fn model_ctx(
+    m: &ModelArgs,
+    processes: usize,
+    context: Option<u64>,
+    concurrency: Option<u64>,
+    notes: &mut Vec<String>,
+) -> Result<Option<ModelCtx>> {
+    if m.model.is_none() {
+        return Ok(None);
+    }
+    let model = m.load()?;
+    let mut args = m.clone();
+    if processes > 1 && m.tp == 1 && m.pp == 1 && m.gpus.is_none() {
+        args.tp = processes as u64;
+        notes.push(format!("{processes} processes checked as the tensor-parallel ranks of one job (--tp {processes}); give --tp / --pp otherwise"));
+    }
+    let mut input = args.input(context.unwrap_or(0), concurrency.unwrap_or(1))?;
+    // The check's own context may be 0 (not given); validate the rest with 1.
+    crate::kv::fit::fit(
+        &model,
+        &crate::kv::fit::FitInput {
+            context: 1,
+            concurrency: 1,
+            ..input.clone()
+        },
+    )
+    .map_err(CliError::input)?;
+    input.context = context.unwrap_or(0);
+    Ok(Some(ModelCtx::new(model, input)))
+}
+
+pub fn run(a: &CheckArgs) -> Result<i32> {
+    let thresholds = a.thresholds()?;
+    if a.context == Some(0) || a.concurrency == Some(0) {
+        return Err(CliError::input(
+            "--context and --concurrency must be at least 1",
+        ));
+    }
+    let mut reports = Vec::new();
+    for p in &a.reports {
+        reports.push((p.display().to_string(), load::load(p)?));
+    }
+    let pids: std::collections::BTreeSet<_> = reports
+        .iter()
+        .map(|(_, r)| (r.process.hostname.clone(), r.process.pid))
+        .collect();
+    let mut notes = Vec::new();
+    let ctx = model_ctx(&a.model, pids.len(), a.context, a.concurrency, &mut notes)?;
+    let mut result = check(reports, ctx.as_ref(), thresholds, a.fail_on);
+    result.notes.extend(notes);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
+        );
+    } else {
+        print!("{}", render::render(&result));
+    }
+    Ok(result.exit_status)
+}
