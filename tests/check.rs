@@ -158,7 +158,7 @@ fn unbounded_growth_is_found_and_told_from_a_leak() {
     assert_eq!(c.names("warning"), ["unbounded_growth"]);
     let f = c.finding("unbounded_growth");
     // 8 requests x 128 generated tokens x 1 MiB, one allocation each.
-    assert_eq!(f["numbers"]["growth_bytes"], 8 * 128 << 20);
+    assert_eq!(f["numbers"]["growth_bytes"], (8 * 128) << 20);
     assert_eq!(f["numbers"]["allocations"], 1024);
     assert_eq!(f["numbers"]["growth_bytes"], c.sim("unbounded_bytes"));
 }

@@ -247,13 +247,13 @@ fn growth(c: &DeviceCtx) -> Option<Finding> {
             format!("memory only grows while serving: {} in {} allocations never freed", bytes(left), count(n)),
         )
         .next("something caches per token or per step without a bound (a prefix or logits cache, a growing buffer): bound it or evict");
-        if done > 0 {
-            f = f.number("bytes_per_request", left / done);
+        if let Some(per) = left.checked_div(done) {
+            f = f.number("bytes_per_request", per);
         }
-        if tokens > 0 {
-            f = f.number("bytes_per_token", left / tokens).evidence(format!(
+        if let Some(per) = left.checked_div(tokens) {
+            f = f.number("bytes_per_token", per).evidence(format!(
                 "{} per token over {} tokens of {} completed requests",
-                bytes(left / tokens),
+                bytes(per),
                 count(tokens),
                 done
             ));
@@ -272,12 +272,12 @@ fn growth(c: &DeviceCtx) -> Option<Finding> {
         x = x.evidence(t);
     }
     if let (Some(total), Some(used)) = (c.total(), c.breakdown.used_bytes) {
-        let per = left / done.max(1);
-        if per > 0 {
+        let free = total.saturating_sub(used);
+        if let Some(more) = free.checked_div(left / done.max(1)) {
             x = x.evidence(format!(
                 "at this rate the {} still free last about {} more requests",
-                bytes(total.saturating_sub(used)),
-                count(total.saturating_sub(used) / per)
+                bytes(free),
+                count(more)
             ));
         }
     }

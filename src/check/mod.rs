@@ -159,7 +159,7 @@ pub fn check(
         });
     }
     findings.extend(balance(&capacities));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let n = |s| findings.iter().filter(|f| f.severity == s).count();
     let exit_status = if findings.iter().any(|f| f.severity >= fail_on) {
         1
