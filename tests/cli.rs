@@ -199,9 +199,11 @@ fn demo_shows_the_planted_leak() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(text.contains("CRITICAL leak_per_request"), "{text}");
+    assert!(text.contains("64.0 MiB more per request"), "{text}");
     assert!(
-        text.contains("8 allocations of 64.0 MiB made while serving are still live"),
-        "{text}"
+        text.contains("450,912 tokens"),
+        "the KV cache is recognised: {text}"
     );
 }
 
@@ -401,4 +403,31 @@ fn fit_rejects_bad_input_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn diff_shows_what_grew() {
+    let dir = scratch("diff");
+    let child = Command::new(native("probe"))
+        .arg("dump")
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .output()
+        .unwrap();
+    assert!(child.status.success());
+    let dump = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dump-1.json"))
+        .unwrap();
+    let leak = make_report("diff-leak", &["--requests", "4", "--leak", "32MiB"]);
+    let clean = make_report("diff-clean", &["--requests", "4"]);
+    let out = kvscope(&["diff", clean.to_str().unwrap(), leak.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("+4 x 32.0 MiB cudaMalloc"), "{text}");
+    assert!(text.contains("grew 128 MiB"), "{text}");
+    let out = kvscope(&["diff", dump.to_str().unwrap(), dump.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no change"));
 }

@@ -377,3 +377,68 @@ fn runtime_driver_calls_are_routed_through_get_proc_address() {
     let kv: u64 = f["kv_cache_bytes"].parse().unwrap();
     assert_eq!(u(&device(&rep, 0)["memory"]["live_bytes"]), weights + kv);
 }
+
+#[test]
+fn idle_gets_a_marker_of_its_own() {
+    let dir = scratch("idle");
+    let r = run(
+        "serve_sim",
+        &["--requests", "2", "--idle-ms", "700"],
+        &[("KVSCOPE_SAMPLE_MS", "20"), ("KVSCOPE_IDLE_MS", "200")],
+        true,
+        &dir,
+    );
+    let rep = r.report("exit");
+    let idle = rep["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "idle")
+        .expect("an idle marker");
+    assert_eq!(idle["source"], "auto");
+    let drain = rep["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["label"] == "drain")
+        .unwrap();
+    let gap = idle["t_ms"].as_f64().unwrap() - drain["t_ms"].as_f64().unwrap();
+    assert!(
+        (200.0..600.0).contains(&gap),
+        "idle marked {gap} ms after the last activity"
+    );
+    // Periodic samples were taken, with device figures.
+    let samples = rep["timeline"].as_array().unwrap();
+    assert!(samples.iter().filter(|s| s["marker"].is_null()).count() >= 10);
+    assert!(samples
+        .iter()
+        .any(|s| s["devices"][0]["device_used_bytes"].as_u64().is_some()));
+}
+
+#[test]
+fn the_flight_recorder_keeps_the_last_events() {
+    let dir = scratch("events");
+    let r = run(
+        "serve_sim",
+        &["--requests", "2"],
+        &[("KVSCOPE_EVENTS", "16")],
+        true,
+        &dir,
+    );
+    let rep = r.report("exit");
+    let ev = rep["events"].as_array().unwrap();
+    assert_eq!(ev.len(), 16);
+    let times: Vec<f64> = ev.iter().map(|e| e["t_ms"].as_f64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    // serve_sim ends with the last request's activation step: an alloc and its free.
+    assert_eq!(ev.last().unwrap()["op"], "free");
+    // Every row carries its phase: the KV tensors were made in `kv_cache`.
+    let markers = rep["markers"].as_array().unwrap();
+    let kv_phase = markers
+        .iter()
+        .position(|m| m["label"] == "kv_cache")
+        .unwrap() as u64
+        + 1;
+    let big = &rep["live"]["allocations"][0];
+    assert_eq!(u(&big[8]), kv_phase);
+}

@@ -222,7 +222,7 @@ fn growth(c: &DeviceCtx) -> Option<Finding> {
     let levels = c.done_levels();
     let level_text = match (c.baseline, levels.first(), levels.last()) {
         (Some(b), Some(first), Some(last)) => Some(format!(
-            "live memory after each request: {} at `serve`, {} after the first, {} after the last ({} requests)",
+            "live memory when no request was in flight: {} at `serve`, {} at the first such point, {} at the last ({} points)",
             bytes(b),
             bytes(first.live),
             bytes(last.live),

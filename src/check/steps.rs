@@ -93,7 +93,8 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         .max_by_key(|d| d.unsigned_abs())
         .unwrap_or(0);
     let detail = format!(
-        "after {} requests: {} from the baseline (largest difference after a request {})",
+        "{} requests done; at the last of {} points with no request in flight {} from the baseline (largest difference {})",
+        c.phases.completed(),
         levels.len(),
         signed_bytes(last.live as i64 - base as i64),
         signed_bytes(worst)
@@ -208,9 +209,6 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
             ),
         );
     }
-    if c.kv.groups.iter().any(|g| g.layout != Layout::PerRequest) {
-        return step(4, "one long request", Status::Ok, format!("the longest request, {} tokens ({} of KV), fits the preallocated cache; memory does not grow with tokens", count(tokens), bytes(expect)));
-    }
     let mean = c.phases.mean_tokens().unwrap_or(0.0);
     if (tokens as f64) < 2.0 * mean || c.phases.requests.len() < 2 {
         return step(
@@ -222,6 +220,9 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
                 count(mean.round() as u64)
             ),
         );
+    }
+    if c.kv.groups.iter().any(|g| g.layout != Layout::PerRequest) {
+        return step(4, "one long request", Status::Ok, format!("the longest request, {} tokens ({} of KV), fits the preallocated cache; memory does not grow with tokens", count(tokens), bytes(expect)));
     }
     let worst = c
         .in_flight_levels(m.geometry.per_token)

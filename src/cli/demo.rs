@@ -1,15 +1,29 @@
 //! `kvscope demo`: serve_sim under the shim on the stand-in CUDA, with a
-//! leak planted, then what the report shows.
+//! leak planted, then the whole diagnosis against the model it simulates.
 
-use super::{load, locate, run, summary, CliError, Result};
-use crate::units::{bytes, count};
-use std::collections::BTreeMap;
+use super::check_cmd::model_ctx;
+use super::fit::ModelArgs;
+use super::{html, load, locate, run, CliError, Result};
+use crate::check::{check, context::Thresholds, finding::Severity, render};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
 
-/// The planted fault: this much device memory kept after every request.
-const LEAK: &str = "64MiB";
+/// The simulated workload: Llama-3.1-8B's shape (serve_sim's defaults) in
+/// vLLM's layout, 8 requests 4 at a time, 64 MiB kept after each.
+const ARGS: &[&str] = &[
+    "--pattern",
+    "vllm",
+    "--requests",
+    "8",
+    "--concurrency",
+    "4",
+    "--step-ms",
+    "2",
+    "--leak",
+    "64MiB",
+];
+const MODEL: &str = "llama-3.1-8b";
 
 pub fn run(keep: Option<PathBuf>) -> Result<i32> {
     let lib = locate::shim_library()?;
@@ -24,29 +38,18 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display())))?;
     let since = SystemTime::now() - std::time::Duration::from_secs(1);
-    let args = [
-        "--pattern",
-        "vllm",
-        "--requests",
-        "8",
-        "--concurrency",
-        "4",
-        "--leak",
-        LEAK,
-    ];
-    println!(
-        "== serve_sim {} (Llama-3.1-8B shape, one 80 GiB simulated GPU), under libkvscope.so",
-        args.join(" ")
-    );
+    println!("== 1. a serving workload under the shim");
+    println!("   LD_PRELOAD=libkvscope.so serve_sim {}", ARGS.join(" "));
+    println!("   (Llama-3.1-8B's shape on one simulated 80 GiB GPU; a leak of 64 MiB per request is planted)");
     let output = Command::new(native.join("serve_sim"))
-        .args(args)
+        .args(ARGS)
         .env("LD_PRELOAD", run::preload_value(&lib))
         .env("KVSCOPE_OUT", &dir)
-        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_SAMPLE_MS", "10")
         .output()
         .map_err(|e| CliError::input(format!("cannot run serve_sim: {e}")))?;
     for line in String::from_utf8_lossy(&output.stdout).lines() {
-        println!("   {line}");
+        println!("   | {line}");
     }
     if !output.status.success() {
         return Err(CliError {
@@ -68,49 +71,48 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
         });
     };
     let r = load::load(path)?;
+
     println!(
-        "\n== the report ({})",
+        "\n== 2. kvscope check {} --model {MODEL}",
         if temporary {
-            "temporary".into()
+            "<the exit report>".to_string()
         } else {
             path.display().to_string()
         }
     );
-    print!("{}", summary::render(&r, 6));
-
-    // Allocations made while serving and still live at exit, by size.
-    let serve_phase = r
-        .markers
-        .iter()
-        .position(|m| m.label == "serve")
-        .map(|i| i as u32 + 1);
-    let mut survivors: BTreeMap<u64, u64> = BTreeMap::new();
-    for a in &r.live.allocations {
-        if serve_phase.is_some_and(|p| a.phase >= p) {
-            *survivors.entry(a.size).or_default() += 1;
-        }
+    let args = ModelArgs {
+        model: Some(MODEL.into()),
+        ..default_model_args()
+    };
+    let mut notes = Vec::new();
+    let ctx = model_ctx(&args, 1, None, None, &mut notes)?;
+    let result = check(
+        vec![(path.display().to_string(), r.clone())],
+        ctx.as_ref(),
+        Thresholds::default(),
+        Severity::Critical,
+    );
+    for line in render::render(&result).lines() {
+        println!("   {line}");
     }
-    println!("\n== what it shows");
-    let requests = r
-        .markers
-        .iter()
-        .filter(|m| m.label.ends_with(" done"))
-        .count() as u64;
-    for (size, n) in &survivors {
+    if !temporary {
+        let page = dir.join("demo.html");
+        let text = html::render(&r, &result).map_err(CliError::input)?;
+        std::fs::write(&page, text)
+            .map_err(|e| CliError::input(format!("{}: {e}", page.display())))?;
+        println!("\n== 3. the same as a page: {}", page.display());
+    } else {
         println!(
-            "   {} allocations of {} made while serving are still live at exit ({} in all) after {} completed requests{}",
-            count(*n),
-            bytes(*size),
-            bytes(size * n),
-            requests,
-            if *n == requests { ": one per request, a leak" } else { "" }
+            "\n   (kvscope demo --keep DIR keeps the report and writes it as an HTML page too)"
         );
-    }
-    if survivors.is_empty() {
-        println!("   nothing made while serving is still live");
-    }
-    if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(0)
+}
+
+/// The fit flags at their defaults, as clap would fill them.
+fn default_model_args() -> ModelArgs {
+    use clap::{Args, Command, FromArgMatches};
+    let m = ModelArgs::augment_args(Command::new("demo")).get_matches_from(["demo"]);
+    ModelArgs::from_arg_matches(&m).unwrap_or_else(|_| unreachable!("defaults always parse"))
 }

@@ -3,7 +3,9 @@
 mod check_cmd;
 mod control;
 mod demo;
+mod diff;
 pub mod fit;
+mod html;
 mod load;
 mod locate;
 mod report_cmd;
@@ -47,17 +49,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Summarise a report written by the shim.
-    Report {
-        /// A report file (kvscope-*.json).
-        file: PathBuf,
-        /// Print the report as JSON (normalised) instead of a summary.
-        #[arg(long)]
-        json: bool,
-        /// How many of the largest live allocations to list.
-        #[arg(long, default_value_t = 10)]
-        top: usize,
-    },
+    /// Summarise a report written by the shim (or render it as an HTML page).
+    Report(report_cmd::ReportArgs),
     /// Run a command with the shim preloaded, then summarise its reports.
     Run {
         /// Where the reports go (default ./kvscope-reports).
@@ -85,6 +78,8 @@ enum Command {
     Fit(fit::FitArgs),
     /// Check reports against the KV model: breakdown, diagnostic steps, findings, alerts.
     Check(check_cmd::CheckArgs),
+    /// What grew between two reports, grouped by kind of allocation.
+    Diff { a: PathBuf, b: PathBuf },
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -118,7 +113,8 @@ pub fn main() -> i32 {
         }
     };
     let result = match cli.command {
-        Command::Report { file, json, top } => report_cmd::run(&file, json, top),
+        Command::Report(a) => report_cmd::run(&a),
+        Command::Diff { a, b } => diff::run(&a, &b),
         Command::Run { out, command } => run::run(out, &command),
         Command::Demo { keep } => demo::run(keep),
         Command::Dump { pid, reason } => control::dump(pid, reason.as_deref()),

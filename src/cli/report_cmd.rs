@@ -1,15 +1,50 @@
-//! `kvscope report FILE`.
+//! `kvscope report FILE [--json | --html OUT]`.
 
-use super::{load, summary, Result};
-use std::path::Path;
+use super::check_cmd::model_ctx;
+use super::fit::ModelArgs;
+use super::{html, load, summary, CliError, Result};
+use crate::check::{check, context::Thresholds, finding::Severity};
+use clap::Args;
+use std::path::PathBuf;
 
-pub fn run(file: &Path, json: bool, top: usize) -> Result<i32> {
-    let r = load::load(file)?;
-    if json {
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A report file (kvscope-*.json).
+    pub file: PathBuf,
+    /// Print the report as JSON (normalised) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a self-contained HTML page: timeline, breakdown, findings.
+    #[arg(long, value_name = "OUT.html")]
+    pub html: Option<PathBuf>,
+    /// How many of the largest live allocations to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// For --html: the model to check against (optional).
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+pub fn run(a: &ReportArgs) -> Result<i32> {
+    let r = load::load(&a.file)?;
+    if let Some(out) = &a.html {
+        let mut notes = Vec::new();
+        let ctx = model_ctx(&a.model, 1, None, None, &mut notes)?;
+        let result = check(
+            vec![(a.file.display().to_string(), r.clone())],
+            ctx.as_ref(),
+            Thresholds::default(),
+            Severity::Critical,
+        );
+        let page = html::render(&r, &result).map_err(CliError::input)?;
+        std::fs::write(out, page)
+            .map_err(|e| CliError::input(format!("{}: {e}", out.display())))?;
+        println!("wrote {}", out.display());
+    } else if a.json {
         let s = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
         println!("{s}");
     } else {
-        print!("{}", summary::render(&r, top));
+        print!("{}", summary::render(&r, a.top));
     }
     Ok(0)
 }

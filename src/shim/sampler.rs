@@ -406,3 +406,50 @@ pub fn spawn(shim: &'static Shim) {
 pub fn stop() {
     STOP.store(true, Release);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(t: u64, live: u64, marker: Option<&str>) -> Point {
+        Point {
+            ticks: t,
+            marker: marker.map(String::from),
+            devices: vec![DeviceSample {
+                device: 0,
+                live_bytes: live,
+                max_live_bytes: live,
+                ..DeviceSample::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn downsampling_halves_periodic_points_and_keeps_markers_and_spikes() {
+        let mut pts: Vec<Point> = (0..8)
+            .map(|i| point(i, if i == 2 { 900 } else { 100 + i }, None))
+            .collect();
+        pts.insert(4, point(4, 50, Some("serve")));
+        let out = downsample(pts);
+        let markers: Vec<_> = out.iter().filter_map(|p| p.marker.clone()).collect();
+        assert_eq!(markers, ["serve"]);
+        assert_eq!(out.len(), 1 + 4, "8 periodic points become 4");
+        // The spike at point 2 survives in max_live_bytes of its merged point.
+        assert_eq!(
+            out.iter().map(|p| p.devices[0].max_live_bytes).max(),
+            Some(900)
+        );
+        // Later values win: the merged point of (2, 3) says live 103.
+        assert_eq!(out[1].devices[0].live_bytes, 103);
+    }
+
+    #[test]
+    fn the_timeline_stays_within_its_bound() {
+        let t = Timeline::new(16);
+        for i in 0..10_000 {
+            t.push(point(i, i, if i % 1000 == 0 { Some("m") } else { None }));
+        }
+        let n = t.state.lock().unwrap().points.len();
+        assert!(n <= 16 + 10, "{n} points kept");
+    }
+}

@@ -34,7 +34,8 @@ pub fn scratch(name: &str) -> PathBuf {
         .parent()
         .unwrap()
         .join("test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
+        .join(env!("CARGO_CRATE_NAME"))
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d

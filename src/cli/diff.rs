@@ -1,0 +1,167 @@
+//! `kvscope diff A B`: what grew between two reports, grouped.
+
+use super::{load, Result};
+use crate::report::{LiveAlloc, Report};
+use crate::units::{bytes, count, signed_bytes};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Live allocations of one kind: device, entry point, size.
+type Key = (u32, String, u64);
+
+fn groups(r: &Report) -> BTreeMap<Key, (u64, Vec<&LiveAlloc>)> {
+    let mut g: BTreeMap<Key, (u64, Vec<&LiveAlloc>)> = BTreeMap::new();
+    for a in &r.live.allocations {
+        let e = g
+            .entry((a.device, a.api.name().to_string(), a.size))
+            .or_default();
+        e.0 += 1;
+        e.1.push(a);
+    }
+    g
+}
+
+fn phase(r: &Report, p: u32) -> String {
+    match p {
+        0 => "(start)".into(),
+        p => r
+            .markers
+            .get(p as usize - 1)
+            .map_or(format!("#{p}"), |m| m.label.clone()),
+    }
+}
+
+pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "from {an} (pid {}, {:?} at {:.0} ms)",
+        a.process.pid,
+        a.reason.map(|r| r.name()).unwrap_or("?"),
+        a.t_ms
+    );
+    let _ = writeln!(
+        o,
+        "  to {bn} (pid {}, {:?} at {:.0} ms)",
+        b.process.pid,
+        b.reason.map(|r| r.name()).unwrap_or("?"),
+        b.t_ms
+    );
+    let mut devices: Vec<u32> = a
+        .devices
+        .iter()
+        .chain(&b.devices)
+        .map(|d| d.device)
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    for d in devices {
+        let (x, y) = (
+            a.device(d).cloned().unwrap_or_default(),
+            b.device(d).cloned().unwrap_or_default(),
+        );
+        let _ = writeln!(
+            o,
+            "device {d}: live {} -> {} ({}), {} -> {} allocations, peak {} -> {}",
+            bytes(x.memory.live_bytes),
+            bytes(y.memory.live_bytes),
+            signed_bytes(y.memory.live_bytes as i64 - x.memory.live_bytes as i64),
+            count(x.memory.live_count),
+            count(y.memory.live_count),
+            bytes(x.memory.peak_bytes),
+            bytes(y.memory.peak_bytes)
+        );
+    }
+    let (ga, gb) = (groups(a), groups(b));
+    let mut changes: Vec<(i64, String)> = Vec::new();
+    for (k, (nb, rows)) in &gb {
+        let na = ga.get(k).map_or(0, |g| g.0);
+        if *nb != na {
+            let delta = (*nb as i64 - na as i64) * k.2 as i64;
+            // Where the newest allocations of the group were made.
+            let newest = rows
+                .iter()
+                .max_by(|p, q| p.t_ms.total_cmp(&q.t_ms))
+                .map(|r| phase(b, r.phase))
+                .unwrap_or_default();
+            changes.push((
+                delta,
+                format!(
+                    "{:>11}  {:+} x {} {} on device {} (newest made in `{newest}`)",
+                    signed_bytes(delta),
+                    *nb as i64 - na as i64,
+                    bytes(k.2),
+                    k.1,
+                    k.0
+                ),
+            ));
+        }
+    }
+    for (k, (na, _)) in &ga {
+        if !gb.contains_key(k) {
+            let delta = -(*na as i64 * k.2 as i64);
+            changes.push((
+                delta,
+                format!(
+                    "{:>11}  -{} x {} {} on device {} (all freed)",
+                    signed_bytes(delta),
+                    na,
+                    bytes(k.2),
+                    k.1,
+                    k.0
+                ),
+            ));
+        }
+    }
+    changes.sort_by_key(|(d, _)| std::cmp::Reverse(d.unsigned_abs()));
+    if changes.is_empty() {
+        let _ = writeln!(o, "no change in live allocations");
+    } else {
+        let grew: i64 = changes.iter().map(|c| c.0).filter(|d| *d > 0).sum();
+        let _ = writeln!(
+            o,
+            "live allocations that changed (grew {} in all), largest first:",
+            bytes(grew.max(0) as u64)
+        );
+        for (_, line) in changes.iter().take(20) {
+            let _ = writeln!(o, "  {line}");
+        }
+        if changes.len() > 20 {
+            let _ = writeln!(o, "  ... {} more groups", changes.len() - 20);
+        }
+    }
+    let vd = b.vmm.physical_bytes as i64 - a.vmm.physical_bytes as i64;
+    if vd != 0 {
+        let _ = writeln!(o, "VMM physical memory: {}", signed_bytes(vd));
+    }
+    let held = |r: &Report| {
+        r.pools
+            .iter()
+            .map(|p| p.reserved_bytes.saturating_sub(p.used_bytes))
+            .sum::<u64>() as i64
+    };
+    if held(b) != held(a) {
+        let _ = writeln!(
+            o,
+            "memory held free by pools: {}",
+            signed_bytes(held(b) - held(a))
+        );
+    }
+    if a.process.pid != b.process.pid {
+        let _ = writeln!(
+            o,
+            "note: two different processes; addresses are not compared, only kinds of allocations"
+        );
+    }
+    o
+}
+
+pub fn run(a: &Path, b: &Path) -> Result<i32> {
+    let (ra, rb) = (load::load(a)?, load::load(b)?);
+    print!(
+        "{}",
+        render(&ra, &rb, &a.display().to_string(), &b.display().to_string())
+    );
+    Ok(0)
+}
