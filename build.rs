@@ -15,6 +15,7 @@ const CLIENTS: &[&str] = &[
     "untracked",
     "errors",
     "probe",
+    "bench_client",
 ];
 
 fn main() {

@@ -21,7 +21,7 @@
 use super::clock;
 use super::events::EventRing;
 use super::spin::SpinLock;
-use super::tls::TLS;
+use super::tls::{self, Tls};
 use crate::report::{Api, Space};
 use std::cell::RefCell;
 use std::ptr;
@@ -31,11 +31,16 @@ use std::sync::OnceLock;
 pub const MAX_DEVICES: usize = 32;
 pub const LANES: usize = 2 * MAX_DEVICES + 1;
 const HOST_LANE: usize = 2 * MAX_DEVICES;
-const MAX_BLOCKS: usize = 4096;
+pub const MAX_BLOCKS: usize = 4096;
 const API_COUNT: usize = Api::ALL.len();
 /// A thread that frees more than it allocated publishes past this, so the
 /// published total does not drift far above the truth.
 const NEG_LIMIT: i64 = 64 << 20;
+/// The least lease a thread gets while other threads allocate on the same
+/// lane: a process that sits at its peak with several threads allocating
+/// and freeing would otherwise publish on every call. The peak may then be
+/// missed by up to this much per such thread; with one thread it is exact.
+pub const LEASE_FLOOR: u64 = 2 << 20;
 
 /// Device ordinals at or above MAX_DEVICES share the last device's lanes.
 #[inline]
@@ -58,11 +63,16 @@ struct Lane {
     /// Bytes allocated minus freed by this thread and not yet published.
     pending: AtomicI64,
     lease: AtomicU64,
+    /// The part of `lease` carved from the room below the peak (the rest is the floor).
+    backed: AtomicU64,
     epoch: AtomicU64,
 }
 
 #[repr(align(128))]
 pub struct ThreadBlock {
+    /// Its place among the blocks (MAX_BLOCKS for the overflow block); the
+    /// live table keeps one shard per block.
+    pub index: usize,
     in_use: AtomicBool,
     /// The overflow block, shared by threads that found no block of their own.
     shared: bool,
@@ -73,8 +83,9 @@ pub struct ThreadBlock {
 }
 
 impl ThreadBlock {
-    fn new(shared: bool, events: usize) -> ThreadBlock {
+    fn new(index: usize, shared: bool, events: usize) -> ThreadBlock {
         ThreadBlock {
+            index,
             in_use: AtomicBool::new(true),
             shared,
             next_seq: AtomicU64::new(0),
@@ -173,18 +184,21 @@ impl ThreadBlock {
             return;
         }
         if l.epoch.load(Relaxed) == epoch {
-            g.leased -= l.lease.load(Relaxed).min(g.leased);
+            g.leased -= l.backed.load(Relaxed).min(g.leased);
         }
         l.lease.store(0, Relaxed);
+        l.backed.store(0, Relaxed);
 
-        let (others, mut revoked) = others_pending(self, lane, epoch);
+        let (others, mut revoked, floored) = others_pending(self, lane, epoch);
         let live = g.published + others;
         if live > g.peak as i64 {
             g.peak = live as u64;
             g.peak_ticks = clock::ticks();
         }
         let mut epoch = epoch;
-        if g.published + g.leased as i64 + revoked > g.peak as i64 {
+        // Floors are the tolerance: only what lies beyond them forces a revocation.
+        let tolerance = floored as i64 * LEASE_FLOOR as i64;
+        if g.published + g.leased as i64 + revoked > g.peak as i64 + tolerance {
             // Outstanding leases could carry the total past the peak unseen: void them.
             epoch += 1;
             peak.epoch.store(epoch, Relaxed);
@@ -192,21 +206,29 @@ impl ThreadBlock {
             revoked = others_pending(self, lane, epoch).1;
         }
         let room = g.peak as i64 - g.published - g.leased as i64 - revoked;
-        let grant = if room > 0 && !self.shared {
+        let backed = if room > 0 && !self.shared {
             (room / 2) as u64
         } else {
             0
         };
-        l.lease.store(grant, Relaxed);
+        let others_active = floored > 0 || others != 0;
+        let floor = if others_active && !self.shared {
+            LEASE_FLOOR
+        } else {
+            0
+        };
+        l.lease.store(backed.max(floor), Relaxed);
+        l.backed.store(backed, Relaxed);
         l.epoch.store(epoch, Relaxed);
-        g.leased += grant;
+        g.leased += backed;
     }
 }
 
-/// Sum of other threads' pending bytes, and of the positive ones whose lease
-/// is void (they cannot grow without publishing, but are not yet published).
-fn others_pending(me: &ThreadBlock, lane: usize, epoch: u64) -> (i64, i64) {
-    let (mut all, mut revoked) = (0i64, 0i64);
+/// Sum of other threads' pending bytes, of the positive ones whose lease is
+/// void (they cannot grow without publishing, but are not yet published), and
+/// the number of other threads holding a valid floor lease.
+fn others_pending(me: &ThreadBlock, lane: usize, epoch: u64) -> (i64, i64, u64) {
+    let (mut all, mut revoked, mut floored) = (0i64, 0i64, 0u64);
     for b in blocks() {
         if ptr::eq(b, me) {
             continue;
@@ -214,11 +236,15 @@ fn others_pending(me: &ThreadBlock, lane: usize, epoch: u64) -> (i64, i64) {
         let l = &b.lanes[lane];
         let p = l.pending.load(Relaxed);
         all += p;
-        if p > 0 && (b.shared || l.epoch.load(Relaxed) != epoch) {
+        let valid = !b.shared && l.epoch.load(Relaxed) == epoch;
+        if p > 0 && !valid {
             revoked += p;
         }
+        if valid && l.lease.load(Relaxed) > l.backed.load(Relaxed) {
+            floored += 1;
+        }
     }
-    (all, revoked)
+    (all, revoked, floored)
 }
 
 struct PeakState {
@@ -259,6 +285,7 @@ pub fn set_events_per_thread(n: usize) {
 fn overflow() -> &'static ThreadBlock {
     OVERFLOW.get_or_init(|| {
         Box::leak(Box::new(ThreadBlock::new(
+            MAX_BLOCKS,
             true,
             EVENTS_PER_THREAD.load(Relaxed),
         )))
@@ -301,6 +328,7 @@ fn claim() -> &'static ThreadBlock {
         return overflow();
     }
     let b: &'static ThreadBlock = Box::leak(Box::new(ThreadBlock::new(
+        i,
         false,
         EVENTS_PER_THREAD.load(Relaxed),
     )));
@@ -314,7 +342,7 @@ struct Owner(&'static ThreadBlock);
 impl Drop for Owner {
     fn drop(&mut self) {
         // Hooks that still run during this thread's teardown use the overflow block.
-        TLS.with(|t| t.block.set(overflow()));
+        tls::get().block.set(overflow());
         self.0.in_use.store(false, Release);
     }
 }
@@ -326,24 +354,32 @@ thread_local! {
 /// The calling thread's block.
 #[inline]
 pub fn current() -> &'static ThreadBlock {
-    TLS.with(|t| {
-        let p = t.block.get();
-        if !p.is_null() {
-            // SAFETY: blocks are leaked, never freed.
-            return unsafe { &*p };
-        }
-        let b = claim();
-        let owned = !b.shared && OWNER.try_with(|o| *o.borrow_mut() = Some(Owner(b))).is_ok();
-        let b = if owned || b.shared {
-            b
-        } else {
-            // Thread teardown already ran: nobody would give the block back.
-            b.in_use.store(false, Release);
-            overflow()
-        };
-        t.block.set(b);
+    block_of(tls::get())
+}
+
+#[inline]
+pub fn block_of(t: &Tls) -> &'static ThreadBlock {
+    let p = t.block.get();
+    if !p.is_null() {
+        // SAFETY: blocks are leaked, never freed.
+        return unsafe { &*p };
+    }
+    first_block(t)
+}
+
+#[cold]
+fn first_block(t: &Tls) -> &'static ThreadBlock {
+    let b = claim();
+    let owned = !b.shared && OWNER.try_with(|o| *o.borrow_mut() = Some(Owner(b))).is_ok();
+    let b = if owned || b.shared {
         b
-    })
+    } else {
+        // Thread teardown already ran: nobody would give the block back.
+        b.in_use.store(false, Release);
+        overflow()
+    };
+    t.block.set(b);
+    b
 }
 
 /// Totals of one lane over all threads.
@@ -405,7 +441,8 @@ pub fn calls() -> [u64; API_COUNT] {
     c
 }
 
-/// Memory the counters use (for the benchmark's per-allocation figure).
-pub fn memory_bytes() -> usize {
-    blocks().count() * std::mem::size_of::<ThreadBlock>()
+/// Memory one thread's counters and flight recorder take.
+pub fn block_bytes() -> usize {
+    std::mem::size_of::<ThreadBlock>()
+        + EVENTS_PER_THREAD.load(Relaxed).next_power_of_two() * super::events::SLOT_BYTES
 }

@@ -54,16 +54,23 @@ struct Slot {
     meta: AtomicU64,
 }
 
+pub const SLOT_BYTES: usize = std::mem::size_of::<Slot>();
+
 pub struct EventRing {
     slots: Box<[Slot]>,
+    /// slots.len() - 1: the capacity is a power of two.
+    mask: u64,
     next: AtomicU64,
 }
 
 impl EventRing {
+    /// Holds the last `capacity` events (rounded up to a power of two).
     pub fn new(capacity: usize) -> EventRing {
-        let slots = (0..capacity.max(1)).map(|_| Slot::default()).collect();
+        let n = capacity.max(1).next_power_of_two();
+        let slots = (0..n).map(|_| Slot::default()).collect();
         EventRing {
             slots,
+            mask: n as u64 - 1,
             next: AtomicU64::new(0),
         }
     }
@@ -78,7 +85,7 @@ impl EventRing {
             self.next.store(n + 1, Relaxed);
             n
         };
-        let slot = &self.slots[(n % self.slots.len() as u64) as usize];
+        let slot = &self.slots[(n & self.mask) as usize];
         slot.stamp.store(0, Relaxed);
         fence(Release);
         slot.ticks.store(e.ticks, Relaxed);

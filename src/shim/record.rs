@@ -2,15 +2,15 @@
 //! on its allocation path: no locks but a table shard's, no allocation, no
 //! syscalls, except on failures and in the first out-of-memory post-mortem.
 
-use super::counters::{self, lane};
+use super::counters::{self, lane, ThreadBlock};
 use super::events::{EventRec, Op};
 use super::failures::FailureRec;
-use super::state::{self, Shim};
-use super::table::Entry;
-use super::tls::{self, Depth};
+use super::state::{self, Anomalies, Shim};
+use super::table::{Entry, Table};
+use super::tls::{self, Tls};
 use super::vmm::{Handle, Undo};
 use super::{clock, writer};
-use crate::report::Api;
+use crate::report::{Api, Space};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::*;
 
@@ -20,38 +20,53 @@ pub fn protect<R>(f: impl FnOnce() -> R) -> Option<R> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
+/// The thread recording a call: its state and its counter block.
+#[derive(Clone, Copy)]
+pub struct Recorder {
+    pub tls: &'static Tls,
+    pub block: &'static ThreadBlock,
+}
+
 /// One hooked call. Records only when the shim is on and this is the
 /// outermost hook of the thread; nested hooks (the runtime's own driver
-/// calls) pass through, so an allocation counts once.
+/// calls) pass through after one thread-local read, so an allocation counts once.
 pub struct Call {
     shim: Option<&'static Shim>,
+    rec: Option<Recorder>,
     api: Api,
-    _depth: Option<Depth>,
+    /// When the call began: read before the real call, so that the clock's
+    /// latency overlaps it. Allocations are stamped with the time they were asked for.
+    ticks: u64,
 }
 
 impl Call {
     #[inline]
     pub fn begin(api: Api) -> Call {
+        let t = tls::get();
+        if t.depth.get() != 0 {
+            return Call {
+                shim: None,
+                rec: None,
+                api,
+                ticks: 0,
+            };
+        }
         let Some(shim) = state::get() else {
             return Call {
                 shim: None,
+                rec: None,
                 api,
-                _depth: None,
+                ticks: 0,
             };
         };
-        let depth = Depth::enter();
-        if !depth.outer {
-            return Call {
-                shim: None,
-                api,
-                _depth: Some(depth),
-            };
-        }
-        protect(|| counters::current().count_call(api));
+        t.depth.set(1);
+        let block = counters::block_of(t);
+        block.count_call(api);
         Call {
             shim: Some(shim),
+            rec: Some(Recorder { tls: t, block }),
             api,
-            _depth: Some(depth),
+            ticks: clock::ticks(),
         }
     }
 
@@ -59,26 +74,41 @@ impl Call {
         self.shim
     }
 
-    /// After an allocating call: record it, or its failure.
+    /// After an allocating call: record it, or its failure. `device` maps the
+    /// thread's current device to the allocation's.
     #[inline]
     pub fn allocated(
         &self,
         rc: i32,
         address: impl FnOnce() -> u64,
         size: impl FnOnce() -> u64,
-        device: u32,
+        device: impl FnOnce(u32) -> u32,
         stream: u64,
     ) {
-        let Some(shim) = self.shim else { return };
+        let (Some(shim), Some(r)) = (self.shim, self.rec) else {
+            return;
+        };
         let api = self.api;
         protect(|| {
+            let device = device(r.tls.device.get());
             if rc == 0 {
                 let a = address();
                 if a != 0 {
-                    alloc(shim, api, device, a, size(), stream);
+                    track_alloc(
+                        &shim.table,
+                        &shim.anomalies,
+                        r,
+                        self.ticks,
+                        api,
+                        device,
+                        a,
+                        size(),
+                        stream,
+                    );
+                    shim.devices.mark_seen(device);
                 }
             } else {
-                failed(shim, api, device, size(), rc);
+                note_failure(shim, r, api, device, size(), rc, true);
             }
         });
     }
@@ -86,26 +116,31 @@ impl Call {
     /// Before a free: take the allocation out of the table.
     #[inline]
     pub fn free_begin(&self, address: u64) -> Option<Entry> {
-        let shim = self.shim?;
+        let (Some(shim), Some(r)) = (self.shim, self.rec) else {
+            return None;
+        };
         if address == 0 {
             return None;
         }
-        protect(|| free(shim, self.api, address)).flatten()
+        protect(|| track_free(&shim.table, r, self.ticks, self.api, address)).flatten()
     }
 
     /// After a free: put the allocation back if the call failed; count frees
     /// of unknown pointers.
     #[inline]
     pub fn free_end(&self, address: u64, removed: Option<Entry>, rc: i32) {
-        let Some(shim) = self.shim else { return };
+        let (Some(shim), Some(r)) = (self.shim, self.rec) else {
+            return;
+        };
         if address == 0 {
             return;
         }
         let api = self.api;
         protect(|| match removed {
             Some(e) if rc != 0 => {
-                unfree(shim, e);
-                note_failure(shim, api, e.device(), e.size(), rc, false);
+                shim.table.insert(e, r.block.index);
+                r.block.unfree(lane(e.api().space(), e.device()), e.size());
+                note_failure(shim, r, api, e.device(), e.size(), rc, false);
             }
             Some(_) => {}
             None => {
@@ -115,7 +150,7 @@ impl Call {
                     shim.anomalies.untracked_frees.fetch_add(1, Relaxed);
                 }
                 if rc != 0 {
-                    note_failure(shim, api, tls::device(), 0, rc, false);
+                    note_failure(shim, r, api, r.tls.device.get(), 0, rc, false);
                 }
             }
         });
@@ -123,18 +158,46 @@ impl Call {
 
     /// A failed call that allocates nothing the table tracks (VMM calls).
     pub fn failed_plain(&self, rc: i32, device: u32, size: u64) {
-        if let (Some(shim), true) = (self.shim, rc != 0) {
+        if let (Some(shim), Some(r), true) = (self.shim, self.rec, rc != 0) {
             let api = self.api;
-            protect(|| note_failure(shim, api, device, size, rc, api.allocates()));
+            protect(|| note_failure(shim, r, api, device, size, rc, api.allocates()));
+        }
+    }
+
+    pub fn recorder(&self) -> Option<Recorder> {
+        self.rec
+    }
+
+    pub fn device(&self) -> u32 {
+        self.rec.map_or_else(tls::device, |r| r.tls.device.get())
+    }
+}
+
+impl Drop for Call {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(r) = self.rec {
+            r.tls.depth.set(0);
         }
     }
 }
 
+/// An allocation: into the table, the thread's counters and its flight recorder.
+#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn alloc(shim: &Shim, api: Api, device: u32, address: u64, size: u64, stream: u64) {
-    let b = counters::current();
-    let ticks = clock::ticks();
-    let thread = tls::tid();
+pub fn track_alloc(
+    table: &Table,
+    anomalies: &Anomalies,
+    r: Recorder,
+    ticks: u64,
+    api: Api,
+    device: u32,
+    address: u64,
+    size: u64,
+    stream: u64,
+) {
+    let b = r.block;
+    let thread = r.tls.tid();
     let e = Entry::new(
         address,
         size,
@@ -145,12 +208,11 @@ pub fn alloc(shim: &Shim, api: Api, device: u32, address: u64, size: u64, stream
         b.next_seq(),
         thread,
     );
-    if let Some(old) = shim.table.insert(e) {
+    if let Some(old) = table.insert(e, b.index) {
         b.free(lane(old.api().space(), old.device()), old.size());
-        shim.anomalies.replaced.fetch_add(1, Relaxed);
+        anomalies.replaced.fetch_add(1, Relaxed);
     }
     b.alloc(lane(api.space(), device), size);
-    shim.devices.mark_seen(device);
     b.ring.push(
         b.is_shared(),
         &EventRec {
@@ -166,41 +228,40 @@ pub fn alloc(shim: &Shim, api: Api, device: u32, address: u64, size: u64, stream
     );
 }
 
+/// A free of a tracked allocation, recorded before the real free.
 #[inline]
-pub fn free(shim: &Shim, api: Api, address: u64) -> Option<Entry> {
-    let e = shim.table.remove(address)?;
-    let b = counters::current();
+pub fn track_free(table: &Table, r: Recorder, ticks: u64, api: Api, address: u64) -> Option<Entry> {
+    let e = table.remove(address, r.block.index)?;
+    let b = r.block;
     b.free(lane(e.api().space(), e.device()), e.size());
     let ev = EventRec {
-        ticks: clock::ticks(),
+        ticks,
         op: Op::Free,
         api,
         device: e.device(),
         address,
         size: e.size(),
         code: 0,
-        thread: tls::tid(),
+        thread: r.tls.tid(),
     };
     b.ring.push(b.is_shared(), &ev);
     Some(e)
 }
 
-/// The real free failed: the allocation is still there.
-fn unfree(shim: &Shim, e: Entry) {
-    shim.table.insert(e);
-    counters::current().unfree(lane(e.api().space(), e.device()), e.size());
-}
-
-fn failed(shim: &Shim, api: Api, device: u32, size: u64, rc: i32) {
-    note_failure(shim, api, device, size, rc, true);
-}
-
-fn note_failure(shim: &Shim, api: Api, device: u32, size: u64, code: i32, allocating: bool) {
-    let b = counters::current();
+#[allow(clippy::too_many_arguments)]
+fn note_failure(
+    shim: &Shim,
+    r: Recorder,
+    api: Api,
+    device: u32,
+    size: u64,
+    code: i32,
+    allocating: bool,
+) {
     let ticks = clock::ticks();
-    let thread = tls::tid();
+    let thread = r.tls.tid();
     if allocating {
-        b.count_failure(lane(api.space(), device));
+        r.block.count_failure(lane(api.space(), device));
     }
     shim.failures.record(FailureRec {
         ticks,
@@ -210,8 +271,8 @@ fn note_failure(shim: &Shim, api: Api, device: u32, size: u64, code: i32, alloca
         code,
         thread,
     });
-    b.ring.push(
-        b.is_shared(),
+    r.block.ring.push(
+        r.block.is_shared(),
         &EventRec {
             ticks,
             op: Op::Fail,
@@ -240,8 +301,8 @@ fn note_failure(shim: &Shim, api: Api, device: u32, size: u64, code: i32, alloca
 }
 
 /// A physical VMM handle created: live device memory.
-pub fn vmm_create(shim: &Shim, handle: u64, device: u32, size: u64) {
-    let b = counters::current();
+pub fn vmm_create(shim: &Shim, r: Recorder, handle: u64, device: u32, size: u64) {
+    let b = r.block;
     let h = Handle {
         size,
         device,
@@ -249,13 +310,13 @@ pub fn vmm_create(shim: &Shim, handle: u64, device: u32, size: u64) {
         maps: 0,
         ticks: clock::ticks(),
         seq: b.next_seq(),
-        thread: tls::tid(),
+        thread: r.tls.tid(),
     };
     if let Some(old) = shim.vmm.create(handle, h) {
-        b.free(lane(crate::report::Space::Device, old.device), old.size);
+        b.free(lane(Space::Device, old.device), old.size);
         shim.anomalies.replaced.fetch_add(1, Relaxed);
     }
-    b.alloc(lane(crate::report::Space::Device, device), size);
+    b.alloc(lane(Space::Device, device), size);
     shim.devices.mark_seen(device);
     let ev = EventRec {
         ticks: h.ticks,
@@ -271,10 +332,10 @@ pub fn vmm_create(shim: &Shim, handle: u64, device: u32, size: u64) {
 }
 
 /// Handles whose memory a release or unmap gave back.
-pub fn vmm_destroyed(undo: &Undo, api: Api) {
-    let b = counters::current();
+pub fn vmm_destroyed(r: Recorder, undo: &Undo, api: Api) {
+    let b = r.block;
     for (handle, h) in undo.destroyed() {
-        b.free(lane(crate::report::Space::Device, h.device), h.size);
+        b.free(lane(Space::Device, h.device), h.size);
         let ev = EventRec {
             ticks: clock::ticks(),
             op: Op::Free,
@@ -283,17 +344,16 @@ pub fn vmm_destroyed(undo: &Undo, api: Api) {
             address: *handle,
             size: h.size,
             code: 0,
-            thread: tls::tid(),
+            thread: r.tls.tid(),
         };
         b.ring.push(b.is_shared(), &ev);
     }
 }
 
 /// A failed release or unmap: the memory did not go back after all.
-pub fn vmm_undo(shim: &Shim, undo: &Undo) {
+pub fn vmm_undo(shim: &Shim, r: Recorder, undo: &Undo) {
     shim.vmm.undo(undo);
-    let b = counters::current();
     for (_, h) in undo.destroyed() {
-        b.unfree(lane(crate::report::Space::Device, h.device), h.size);
+        r.block.unfree(lane(Space::Device, h.device), h.size);
     }
 }

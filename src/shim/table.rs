@@ -4,20 +4,27 @@
 //! whole process, whatever the device; the device is stored in the entry
 //! (a free, cudaFree(ptr), does not say which device it is for).
 //!
-//! 64 shards chosen by a hash of the address, each behind its own spin lock:
-//! no global lock, and two threads meet only when their addresses hash to the
-//! same shard. A shard keeps entries densely in a chunked slab (40 bytes an
-//! entry, freed slots reused) and finds them through an open-addressing index
-//! of u32 slab positions. Chunks never move, so growth copies only the index.
+//! One shard per thread (per counter block): a thread inserts into its own
+//! shard and looks there first when it frees, so the common case, a thread
+//! freeing what it allocated, touches only cache lines its own core holds;
+//! with address-hashed shards every call would pull a line from the other
+//! core. A free of another thread's allocation searches the other shards.
+//! Each shard sits behind its own spin lock (taken uncontended in the common
+//! case: no global lock), keeps entries densely in a chunked slab (40 bytes
+//! an entry, freed slots reused) and finds them through an open-addressing
+//! index of u32 slab positions. Chunks never move, so growth copies only the
+//! index. A shard outlives its thread: the next thread that takes the
+//! thread's counter block inherits it, entries and all.
 
+use super::counters::MAX_BLOCKS;
 use super::spin::SpinLock;
 use crate::report::Api;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
-const SHARD_BITS: u32 = 6;
-const SHARDS: usize = 1 << SHARD_BITS;
+/// One per counter block, and one for the overflow block.
+const SHARDS: usize = MAX_BLOCKS + 1;
 const CHUNK: usize = 256;
 const EMPTY: u32 = 0;
-const TOMB: u32 = u32::MAX;
 const NONE: u32 = u32::MAX;
 const RECENT: usize = 32;
 
@@ -75,15 +82,15 @@ impl Entry {
 
 #[inline]
 fn hash(address: u64) -> u64 {
-    // splitmix64's finaliser: allocation addresses share their low bits.
-    let mut z = address;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    // Allocation addresses are at least 256-byte aligned: drop those bits,
+    // multiply (Fibonacci hashing), fold the well-mixed high bits down.
+    let h = (address >> 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 29)
 }
 
 struct Shard {
-    /// 0 empty, TOMB deleted, else slab position + 1.
+    /// Open addressing with linear probing: 0 empty, else slab position + 1.
+    /// Deletion shifts the cluster back, so there are no tombstones.
     index: Vec<u32>,
     chunks: Vec<Box<[Entry; CHUNK]>>,
     /// High-water mark of slab positions.
@@ -91,7 +98,6 @@ struct Shard {
     /// Head of the free-slot chain (threaded through `Entry::stream`).
     free_head: u32,
     len: u32,
-    tombs: u32,
     /// Addresses freed last, to tell a double free from an unknown pointer.
     recent: [u64; RECENT],
     recent_at: usize,
@@ -105,7 +111,6 @@ impl Shard {
             slab_len: 0,
             free_head: NONE,
             len: 0,
-            tombs: 0,
             recent: [0; RECENT],
             recent_at: 0,
         }
@@ -121,48 +126,25 @@ impl Shard {
         &mut self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
     }
 
-    /// (index position of the key or of the first free place, found)
+    /// (index position of the key, or of the empty place that ends its probe; found)
     #[inline]
     fn probe(&self, address: u64, h: u64) -> (usize, bool) {
         let mask = self.index.len() - 1;
         let mut i = (h as usize) & mask;
-        let mut first_tomb = usize::MAX;
         loop {
             match self.index[i] {
-                EMPTY => {
-                    return (
-                        if first_tomb != usize::MAX {
-                            first_tomb
-                        } else {
-                            i
-                        },
-                        false,
-                    )
-                }
-                TOMB => {
-                    if first_tomb == usize::MAX {
-                        first_tomb = i;
-                    }
-                }
-                v => {
-                    if self.slot(v - 1).address == address {
-                        return (i, true);
-                    }
-                }
+                EMPTY => return (i, false),
+                v if self.slot(v - 1).address == address => return (i, true),
+                _ => i = (i + 1) & mask,
             }
-            i = (i + 1) & mask;
         }
     }
 
     fn grow(&mut self) {
         let want = ((self.len as usize + 1) * 2).next_power_of_two().max(64);
         let old = std::mem::replace(&mut self.index, vec![EMPTY; want]);
-        self.tombs = 0;
         let mask = want - 1;
-        for v in old {
-            if v == EMPTY || v == TOMB {
-                continue;
-            }
+        for v in old.into_iter().filter(|&v| v != EMPTY) {
             let mut i = hash(self.slot(v - 1).address) as usize & mask;
             while self.index[i] != EMPTY {
                 i = (i + 1) & mask;
@@ -185,18 +167,13 @@ impl Shard {
     }
 
     fn insert(&mut self, e: Entry, h: u64) -> Option<Entry> {
-        if (self.len + self.tombs + 1) as usize * 4 > self.index.len() * 3 {
+        if (self.len + 1) as usize * 4 > self.index.len() * 3 {
             self.grow();
         }
         let (i, found) = self.probe(e.address, h);
         if found {
-            let pos = self.index[i] - 1;
-            let old = *self.slot(pos);
-            *self.slot_mut(pos) = e;
-            return Some(old);
-        }
-        if self.index[i] == TOMB {
-            self.tombs -= 1;
+            let slot = self.slot_mut(self.index[i] - 1);
+            return Some(std::mem::replace(slot, e));
         }
         let pos = self.take_slot();
         *self.slot_mut(pos) = e;
@@ -209,20 +186,31 @@ impl Shard {
         if self.len == 0 {
             return None;
         }
-        let (i, found) = self.probe(address, h);
+        let (mut i, found) = self.probe(address, h);
         if !found {
             return None;
         }
         let pos = self.index[i] - 1;
         let e = *self.slot(pos);
-        self.index[i] = TOMB;
-        self.tombs += 1;
+        // Shift the rest of the cluster back over the hole.
+        let mask = self.index.len() - 1;
+        let mut j = i;
+        loop {
+            j = (j + 1) & mask;
+            let v = self.index[j];
+            if v == EMPTY {
+                break;
+            }
+            let home = hash(self.slot(v - 1).address) as usize & mask;
+            // Can the entry at j move to i: is i on its probe path (home..=j, cyclically)?
+            if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
+                self.index[i] = v;
+                i = j;
+            }
+        }
+        self.index[i] = EMPTY;
         self.len -= 1;
-        let head = self.free_head;
-        *self.slot_mut(pos) = Entry {
-            stream: head as u64,
-            ..Entry::default()
-        };
+        self.slot_mut(pos).stream = self.free_head as u64;
         self.free_head = pos;
         self.recent[self.recent_at] = address;
         self.recent_at = (self.recent_at + 1) % RECENT;
@@ -235,11 +223,26 @@ impl Shard {
 }
 
 pub struct Table {
-    shards: [Padded; SHARDS],
+    /// Made on first use, never freed while the table lives.
+    shards: Box<[AtomicPtr<Padded>]>,
+    /// One past the highest shard index made, below MAX_BLOCKS.
+    made: AtomicUsize,
 }
 
 #[repr(align(128))]
 struct Padded(SpinLock<Shard>);
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        for p in self.shards.iter() {
+            let p = p.load(Acquire);
+            if !p.is_null() {
+                // SAFETY: made by Box::into_raw in `make`, dropped once.
+                drop(unsafe { Box::from_raw(p) });
+            }
+        }
+    }
+}
 
 impl Default for Table {
     fn default() -> Self {
@@ -248,49 +251,103 @@ impl Default for Table {
 }
 
 impl Table {
-    pub const fn new() -> Table {
+    pub fn new() -> Table {
         Table {
-            shards: [const { Padded(SpinLock::new(Shard::new())) }; SHARDS],
+            shards: (0..SHARDS)
+                .map(|_| AtomicPtr::new(std::ptr::null_mut()))
+                .collect(),
+            made: AtomicUsize::new(0),
         }
     }
 
     #[inline]
-    fn shard(&self, h: u64) -> &SpinLock<Shard> {
-        &self.shards[(h >> (64 - SHARD_BITS)) as usize].0
+    fn home(&self, home: usize) -> &SpinLock<Shard> {
+        let i = home.min(SHARDS - 1);
+        let p = self.shards[i].load(Acquire);
+        if p.is_null() {
+            return self.make(i);
+        }
+        // SAFETY: shards are only freed with the table.
+        unsafe { &(*p).0 }
     }
 
-    /// Adds an allocation; returns the entry it replaced when the address
-    /// was still live (its free went unseen).
+    #[cold]
+    fn make(&self, i: usize) -> &SpinLock<Shard> {
+        let fresh = Box::into_raw(Box::new(Padded(SpinLock::new(Shard::new()))));
+        let p = match self.shards[i].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire)
+        {
+            Ok(_) => {
+                if i < MAX_BLOCKS {
+                    self.made.fetch_max(i + 1, AcqRel);
+                }
+                fresh
+            }
+            Err(existing) => {
+                // SAFETY: ours, never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                existing
+            }
+        };
+        // SAFETY: shards are only freed with the table.
+        unsafe { &(*p).0 }
+    }
+
+    /// Every shard made so far, with its index.
+    fn all(&self) -> impl Iterator<Item = (usize, &SpinLock<Shard>)> {
+        (0..self.made.load(Acquire))
+            .chain([MAX_BLOCKS])
+            .filter_map(|i| {
+                let p = self.shards[i].load(Acquire);
+                // SAFETY: shards are only freed with the table.
+                (!p.is_null()).then(|| (i, unsafe { &(*p).0 }))
+            })
+    }
+
+    /// Adds an allocation to the shard of `home` (the caller's block index);
+    /// returns the entry it replaced when that shard still had the address
+    /// live (its free went unseen).
     #[inline]
-    pub fn insert(&self, e: Entry) -> Option<Entry> {
+    pub fn insert(&self, e: Entry, home: usize) -> Option<Entry> {
         let h = hash(e.address);
-        self.shard(h).lock().insert(e, h)
+        self.home(home).lock().insert(e, h)
     }
 
+    /// Takes an allocation out: from `home`'s shard, else from any other.
     #[inline]
-    pub fn remove(&self, address: u64) -> Option<Entry> {
+    pub fn remove(&self, address: u64, home: usize) -> Option<Entry> {
         let h = hash(address);
-        self.shard(h).lock().remove(address, h)
+        if let Some(e) = self.home(home).lock().remove(address, h) {
+            return Some(e);
+        }
+        self.remove_elsewhere(address, h, home)
+    }
+
+    #[cold]
+    fn remove_elsewhere(&self, address: u64, h: u64, home: usize) -> Option<Entry> {
+        self.all()
+            .filter(|(i, _)| *i != home.min(SHARDS - 1))
+            .find_map(|(_, s)| s.lock().remove(address, h))
     }
 
     pub fn get(&self, address: u64) -> Option<Entry> {
         let h = hash(address);
-        let s = self.shard(h).lock();
-        if s.len == 0 {
-            return None;
-        }
-        let (i, found) = s.probe(address, h);
-        found.then(|| *s.slot(s.index[i] - 1))
+        self.all().find_map(|(_, s)| {
+            let s = s.lock();
+            if s.len == 0 {
+                return None;
+            }
+            let (i, found) = s.probe(address, h);
+            found.then(|| *s.slot(s.index[i] - 1))
+        })
     }
 
-    /// Was `address` among the last addresses freed in its shard?
+    /// Was `address` among the last addresses freed in any shard?
     pub fn recently_freed(&self, address: u64) -> bool {
-        let h = hash(address);
-        self.shard(h).lock().recent.contains(&address)
+        self.all().any(|(_, s)| s.lock().recent.contains(&address))
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().len as usize).sum()
+        self.all().map(|(_, s)| s.lock().len as usize).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -300,10 +357,10 @@ impl Table {
     /// A copy of every live entry. Each shard is locked only while it is copied.
     pub fn snapshot(&self) -> Vec<Entry> {
         let mut out = Vec::with_capacity(self.len());
-        for s in &self.shards {
-            let s = s.0.lock();
+        for (_, s) in self.all() {
+            let s = s.lock();
             for &v in &s.index {
-                if v != EMPTY && v != TOMB {
+                if v != EMPTY {
                     out.push(*s.slot(v - 1));
                 }
             }
@@ -313,7 +370,11 @@ impl Table {
 
     /// Heap bytes the table holds.
     pub fn memory_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().bytes()).sum()
+        self.shards.len() * std::mem::size_of::<AtomicPtr<Padded>>()
+            + self
+                .all()
+                .map(|(_, s)| std::mem::size_of::<Padded>() + s.lock().bytes())
+                .sum::<usize>()
     }
 }
 
@@ -357,14 +418,15 @@ mod tests {
             x ^= x << 17;
             // 2 MiB-aligned addresses from a small range: many collisions and reuse.
             let addr = 0x7f00_0000_0000 + (x % 5000) * (2 << 20);
+            // Inserts into one shard, frees from any: they find it wherever it is.
             if x.is_multiple_of(3) {
                 assert_eq!(
-                    t.remove(addr).map(|e| e.size()),
+                    t.remove(addr, (x % 7) as usize).map(|e| e.size()),
                     model.remove(&addr),
                     "op {i}"
                 );
             } else {
-                let old = t.insert(entry(addr, i));
+                let old = t.insert(entry(addr, i), 0);
                 assert_eq!(old.map(|e| e.size()), model.insert(addr, i), "op {i}");
             }
         }
@@ -379,11 +441,11 @@ mod tests {
     #[test]
     fn remembers_recent_frees() {
         let t = Table::new();
-        t.insert(entry(0x1000, 1));
+        t.insert(entry(0x1000, 1), 0);
         assert!(!t.recently_freed(0x1000));
-        assert!(t.remove(0x1000).is_some());
+        assert!(t.remove(0x1000, 5).is_some(), "found from another home");
         assert!(t.recently_freed(0x1000));
-        assert!(t.remove(0x1000).is_none());
+        assert!(t.remove(0x1000, 0).is_none());
         assert_eq!(t.get(0x1000), None);
     }
 
@@ -396,9 +458,10 @@ mod tests {
                 std::thread::spawn(move || {
                     for i in 0..20_000u64 {
                         let a = (id << 40) | (i << 9);
-                        t.insert(entry(a, i));
+                        t.insert(entry(a, i), id as usize);
                         if i % 4 != 0 {
-                            assert!(t.remove(a).is_some());
+                            // Every other free from another thread's home.
+                            assert!(t.remove(a, (id as usize + (i % 2) as usize) % 8).is_some());
                         }
                     }
                 })

@@ -1,68 +1,54 @@
 //! Per-thread state of the hooks, in one const-initialised thread local with
-//! no destructor (the cheapest kind to reach from a shared object).
+//! no destructor (the cheapest kind to reach from a shared object). A hook
+//! reaches it once and passes the reference along.
 
 use super::counters::ThreadBlock;
 use std::cell::Cell;
 use std::ptr;
 
 pub struct Tls {
-    /// Hooks entered and not yet left: an allocation is recorded only by the
-    /// outermost one, so a cudaMalloc that reaches cuMemAlloc_v2 counts once.
+    /// 1 while a recording hook runs on this thread: the hooks it reaches
+    /// (the runtime's own driver calls) pass through, so an allocation counts once.
     pub depth: Cell<u32>,
     /// The current device as the thread set it (cudaSetDevice, cuCtxSetCurrent).
     pub device: Cell<u32>,
     pub block: Cell<*const ThreadBlock>,
-    pub tid: Cell<u32>,
+    tid: Cell<u32>,
 }
 
 thread_local! {
-    pub static TLS: Tls = const {
+    static TLS: Tls = const {
         Tls { depth: Cell::new(0), device: Cell::new(0), block: Cell::new(ptr::null()), tid: Cell::new(0) }
     };
 }
 
-/// Held while a hook runs; `outer` is true for the outermost hook of the thread.
-pub struct Depth {
-    pub outer: bool,
-}
-
-impl Depth {
-    #[inline]
-    pub fn enter() -> Depth {
-        TLS.with(|t| {
-            let d = t.depth.get();
-            t.depth.set(d + 1);
-            Depth { outer: d == 0 }
-        })
-    }
-}
-
-impl Drop for Depth {
-    #[inline]
-    fn drop(&mut self) {
-        TLS.with(|t| t.depth.set(t.depth.get().saturating_sub(1)));
-    }
-}
-
-pub fn device() -> u32 {
-    TLS.with(|t| t.device.get())
-}
-
-pub fn set_device(device: u32) {
-    TLS.with(|t| t.device.set(device));
-}
-
-/// The kernel's id of the calling thread, cached.
+/// The calling thread's state.
 #[inline]
-pub fn tid() -> u32 {
-    TLS.with(|t| {
-        let v = t.tid.get();
+pub fn get() -> &'static Tls {
+    // SAFETY: a const thread local without destructor lives as long as its
+    // thread; the reference is only used by that thread, inside a hook.
+    TLS.with(|t| unsafe { &*(t as *const Tls) })
+}
+
+impl Tls {
+    /// The kernel's id of the thread, cached.
+    #[inline]
+    pub fn tid(&self) -> u32 {
+        let v = self.tid.get();
         if v != 0 {
             return v;
         }
         // SAFETY: gettid has no preconditions.
         let v = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
-        t.tid.set(v);
+        self.tid.set(v);
         v
-    })
+    }
+}
+
+pub fn device() -> u32 {
+    get().device.get()
+}
+
+pub fn set_device(device: u32) {
+    get().device.set(device);
 }

@@ -2,7 +2,7 @@
 //! through the router, by the runtime itself (nested: recorded only when no
 //! outer hook is already recording the same allocation).
 
-use super::{alloc_hook, cname, free_hook, out, Hook, NOT_FOUND};
+use super::{alloc_hook, cname, free_hook, out, pool_device, Hook, NOT_FOUND};
 use crate::report::Api;
 use crate::shim::devices::PoolInfo;
 use crate::shim::real::{real_fn, Lib, Real};
@@ -13,17 +13,6 @@ use std::ffi::{c_uint, c_void};
 type Stream = *mut c_void;
 type Pool = *mut c_void;
 type Ctx = *mut c_void;
-
-#[inline]
-fn current() -> u32 {
-    tls::device()
-}
-
-fn pool_device(pool: Pool) -> u32 {
-    state::peek()
-        .and_then(|s| s.devices.pool_device(pool as u64))
-        .unwrap_or_else(current)
-}
 
 pub(crate) fn note_pool(handle: u64, device: u32, default_pool: bool) {
     if let Some(s) = state::get() {
@@ -42,30 +31,30 @@ fn note_context(ctx: u64, device: u32) {
 }
 
 alloc_hook!(Driver, R_CU_MEM_ALLOC, cuMemAlloc_v2, CuMemAlloc, (p: *mut u64, size: usize),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_MANAGED, cuMemAllocManaged, CuMemAllocManaged,
     (p: *mut u64, size: usize, flags: c_uint),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_PITCH, cuMemAllocPitch_v2, CuMemAllocPitch,
     (p: *mut u64, pitch: *mut usize, width: usize, height: usize, elem: c_uint),
-    out = p, size = unsafe { out(pitch) } * height, device = current(), stream = 0);
+    out = p, size = unsafe { out(pitch) } * height, device = |d| d, stream = 0);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_HOST, cuMemAllocHost_v2, CuMemAllocHost, (p: *mut *mut c_void, size: usize),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Driver, R_CU_MEM_HOST_ALLOC, cuMemHostAlloc, CuMemHostAlloc,
     (p: *mut *mut c_void, size: usize, flags: c_uint),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_ASYNC, cuMemAllocAsync, CuMemAllocAsync,
     (p: *mut u64, size: usize, s: Stream),
-    out = p, size = size, device = current(), stream = s);
+    out = p, size = size, device = |d| d, stream = s);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_ASYNC_PTSZ, cuMemAllocAsync_ptsz, CuMemAllocAsyncPtsz,
     (p: *mut u64, size: usize, s: Stream),
-    out = p, size = size, device = current(), stream = s);
+    out = p, size = size, device = |d| d, stream = s);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_FROM_POOL, cuMemAllocFromPoolAsync, CuMemAllocFromPoolAsync,
     (p: *mut u64, size: usize, pool: Pool, s: Stream),
-    out = p, size = size, device = pool_device(pool), stream = s);
+    out = p, size = size, device = |d| pool_device(pool, d), stream = s);
 alloc_hook!(Driver, R_CU_MEM_ALLOC_FROM_POOL_PTSZ, cuMemAllocFromPoolAsync_ptsz, CuMemAllocFromPoolAsyncPtsz,
     (p: *mut u64, size: usize, pool: Pool, s: Stream),
-    out = p, size = size, device = pool_device(pool), stream = s);
+    out = p, size = size, device = |d| pool_device(pool, d), stream = s);
 
 free_hook!(Driver, R_CU_MEM_FREE, cuMemFree_v2, CuMemFree, (p: u64), address = p);
 free_hook!(Driver, R_CU_MEM_FREE_HOST, cuMemFreeHost, CuMemFreeHost, (p: *mut c_void), address = p);

@@ -42,6 +42,13 @@ pub fn all() -> impl Iterator<Item = &'static Hook> {
         .chain(entry::HOOKS)
 }
 
+/// The device of a memory pool, when the shim saw it made; else the thread's current device.
+pub(crate) fn pool_device(pool: *mut c_void, current: u32) -> u32 {
+    super::state::peek()
+        .and_then(|s| s.devices.pool_device(pool as u64))
+        .unwrap_or(current)
+}
+
 /// A `&'static CStr` from an identifier, at compile time.
 macro_rules! cname {
     ($name:ident) => {
@@ -67,8 +74,9 @@ pub(crate) unsafe fn out<T: Copy + Default>(p: *const T) -> T {
 }
 
 /// `cudaMalloc`-style hook: `fn(args) -> i32`, an allocation whose address
-/// is written through `out`. `size`, `device` and `stream` are expressions
-/// over the arguments, evaluated after a successful call.
+/// is written through `out`. `size` and `stream` are expressions over the
+/// arguments, evaluated after a successful call; `device` maps the thread's
+/// current device to the allocation's.
 macro_rules! alloc_hook {
     ($lib:ident, $slot:ident, $name:ident, $api:ident, ($($arg:ident : $ty:ty),*),
      out = $out:expr, size = $size:expr, device = $device:expr, stream = $stream:expr) => {

@@ -1,6 +1,6 @@
 //! cuda* hooks: what PyTorch, vLLM and most programs call.
 
-use super::{alloc_hook, cname, free_hook, out, Hook, NOT_FOUND};
+use super::{alloc_hook, cname, free_hook, out, pool_device, Hook, NOT_FOUND};
 use crate::report::Api;
 use crate::shim::real::{real_fn, Lib, Real};
 use crate::shim::record::Call;
@@ -10,43 +10,31 @@ use std::ffi::{c_uint, c_void};
 type Stream = *mut c_void;
 type Pool = *mut c_void;
 
-#[inline]
-fn current() -> u32 {
-    tls::device()
-}
-
-/// The device of a pool, when the shim saw it created; else the current device.
-fn pool_device(pool: Pool) -> u32 {
-    state::peek()
-        .and_then(|s| s.devices.pool_device(pool as u64))
-        .unwrap_or_else(current)
-}
-
 alloc_hook!(Runtime, R_CUDA_MALLOC, cudaMalloc, CudaMalloc, (p: *mut *mut c_void, size: usize),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Runtime, R_CUDA_MALLOC_ASYNC, cudaMallocAsync, CudaMallocAsync,
     (p: *mut *mut c_void, size: usize, s: Stream),
-    out = p, size = size, device = current(), stream = s);
+    out = p, size = size, device = |d| d, stream = s);
 alloc_hook!(Runtime, R_CUDA_MALLOC_ASYNC_PTSZ, cudaMallocAsync_ptsz, CudaMallocAsyncPtsz,
     (p: *mut *mut c_void, size: usize, s: Stream),
-    out = p, size = size, device = current(), stream = s);
+    out = p, size = size, device = |d| d, stream = s);
 alloc_hook!(Runtime, R_CUDA_MALLOC_FROM_POOL, cudaMallocFromPoolAsync, CudaMallocFromPoolAsync,
     (p: *mut *mut c_void, size: usize, pool: Pool, s: Stream),
-    out = p, size = size, device = pool_device(pool), stream = s);
+    out = p, size = size, device = |d| pool_device(pool, d), stream = s);
 alloc_hook!(Runtime, R_CUDA_MALLOC_FROM_POOL_PTSZ, cudaMallocFromPoolAsync_ptsz, CudaMallocFromPoolAsyncPtsz,
     (p: *mut *mut c_void, size: usize, pool: Pool, s: Stream),
-    out = p, size = size, device = pool_device(pool), stream = s);
+    out = p, size = size, device = |d| pool_device(pool, d), stream = s);
 alloc_hook!(Runtime, R_CUDA_MALLOC_MANAGED, cudaMallocManaged, CudaMallocManaged,
     (p: *mut *mut c_void, size: usize, flags: c_uint),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Runtime, R_CUDA_MALLOC_PITCH, cudaMallocPitch, CudaMallocPitch,
     (p: *mut *mut c_void, pitch: *mut usize, width: usize, height: usize),
-    out = p, size = unsafe { out(pitch) } * height, device = current(), stream = 0);
+    out = p, size = unsafe { out(pitch) } * height, device = |d| d, stream = 0);
 alloc_hook!(Runtime, R_CUDA_MALLOC_HOST, cudaMallocHost, CudaMallocHost, (p: *mut *mut c_void, size: usize),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 alloc_hook!(Runtime, R_CUDA_HOST_ALLOC, cudaHostAlloc, CudaHostAlloc,
     (p: *mut *mut c_void, size: usize, flags: c_uint),
-    out = p, size = size, device = current(), stream = 0);
+    out = p, size = size, device = |d| d, stream = 0);
 
 free_hook!(Runtime, R_CUDA_FREE, cudaFree, CudaFree, (p: *mut c_void), address = p);
 free_hook!(Runtime, R_CUDA_FREE_ASYNC, cudaFreeAsync, CudaFreeAsync, (p: *mut c_void, s: Stream), address = p);

@@ -6,7 +6,6 @@ use super::{cname, out, Hook, NOT_FOUND};
 use crate::report::Api;
 use crate::shim::real::{real_fn, Lib, Real};
 use crate::shim::record::{self, protect, Call};
-use crate::shim::tls;
 use std::ffi::{c_ulonglong, c_void};
 
 /// CUmemAllocationProp: type, requestedHandleTypes, location {type, id}, ...
@@ -43,7 +42,7 @@ pub unsafe extern "C" fn cuMemAddressReserve(
             let va = unsafe { out(p) };
             protect(|| shim.vmm.reserve(va, size as u64));
         } else {
-            call.failed_plain(rc, tls::device(), size as u64);
+            call.failed_plain(rc, call.device(), size as u64);
         }
     }
     rc
@@ -64,7 +63,7 @@ pub unsafe extern "C" fn cuMemAddressFree(va: u64, size: usize) -> i32 {
     let rc = unsafe { real(va, size) };
     if let (Some(shim), Some(undo), true) = (call.recording(), undo, rc != 0) {
         protect(|| shim.vmm.undo(&undo));
-        call.failed_plain(rc, tls::device(), size as u64);
+        call.failed_plain(rc, call.device(), size as u64);
     }
     rc
 }
@@ -87,22 +86,22 @@ pub unsafe extern "C" fn cuMemCreate(
     let call = Call::begin(Api::CuMemCreate);
     // SAFETY: passed through untouched.
     let rc = unsafe { real(h, size, prop, flags) };
-    if let Some(shim) = call.recording() {
+    if let (Some(shim), Some(r)) = (call.recording(), call.recorder()) {
         let device = if prop.is_null() {
-            tls::device()
+            call.device()
         } else {
             // SAFETY: a CUmemAllocationProp begins with these four ints.
             let head = unsafe { &*(prop as *const AllocPropHead) };
             if head.location_type == 1 && head.location_id >= 0 {
                 head.location_id as u32
             } else {
-                tls::device()
+                call.device()
             }
         };
         if rc == 0 {
             // SAFETY: filled by the successful call.
             let handle = unsafe { out(h) };
-            protect(|| record::vmm_create(shim, handle, device, size as u64));
+            protect(|| record::vmm_create(shim, r, handle, device, size as u64));
         } else {
             call.failed_plain(rc, device, size as u64);
         }
@@ -118,18 +117,20 @@ pub unsafe extern "C" fn cuMemRelease(handle: u64) -> i32 {
         return NOT_FOUND;
     };
     let call = Call::begin(Api::CuMemRelease);
-    let undo = call.recording().and_then(|s| {
+    let undo = call.recording().zip(call.recorder()).and_then(|(s, r)| {
         protect(|| {
             let u = s.vmm.release_begin(handle);
-            record::vmm_destroyed(&u, Api::CuMemRelease);
+            record::vmm_destroyed(r, &u, Api::CuMemRelease);
             u
         })
     });
     // SAFETY: passed through untouched.
     let rc = unsafe { real(handle) };
     if let (Some(shim), Some(undo), true) = (call.recording(), undo, rc != 0) {
-        protect(|| record::vmm_undo(shim, &undo));
-        call.failed_plain(rc, tls::device(), 0);
+        if let Some(r) = call.recorder() {
+            protect(|| record::vmm_undo(shim, r, &undo));
+        }
+        call.failed_plain(rc, call.device(), 0);
     }
     rc
 }
@@ -157,7 +158,7 @@ pub unsafe extern "C" fn cuMemMap(
         if rc == 0 {
             protect(|| shim.vmm.map(va, size as u64, handle));
         } else {
-            call.failed_plain(rc, tls::device(), size as u64);
+            call.failed_plain(rc, call.device(), size as u64);
         }
     }
     rc
@@ -171,18 +172,20 @@ pub unsafe extern "C" fn cuMemUnmap(va: u64, size: usize) -> i32 {
         return NOT_FOUND;
     };
     let call = Call::begin(Api::CuMemUnmap);
-    let undo = call.recording().and_then(|s| {
+    let undo = call.recording().zip(call.recorder()).and_then(|(s, r)| {
         protect(|| {
             let u = s.vmm.unmap_begin(va, size as u64);
-            record::vmm_destroyed(&u, Api::CuMemUnmap);
+            record::vmm_destroyed(r, &u, Api::CuMemUnmap);
             u
         })
     });
     // SAFETY: passed through untouched.
     let rc = unsafe { real(va, size) };
     if let (Some(shim), Some(undo), true) = (call.recording(), undo, rc != 0) {
-        protect(|| record::vmm_undo(shim, &undo));
-        call.failed_plain(rc, tls::device(), size as u64);
+        if let Some(r) = call.recorder() {
+            protect(|| record::vmm_undo(shim, r, &undo));
+        }
+        call.failed_plain(rc, call.device(), size as u64);
     }
     rc
 }
