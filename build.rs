@@ -16,6 +16,7 @@ const CLIENTS: &[&str] = &[
     "errors",
     "probe",
     "bench_client",
+    "pluggable_client",
 ];
 
 fn main() {

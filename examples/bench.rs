@@ -114,6 +114,36 @@ fn preload() {
     );
 }
 
+/// The pluggable allocator against the driver calls it makes inside
+/// (stream-ordered allocation on a pool that keeps freed memory, as PyTorch's
+/// cudaMallocAsync backend does), on the stand-in's pools, alternating runs:
+/// the difference is what kvscope adds to every tensor allocation.
+fn pluggable() {
+    let pairs = "1000000";
+    let lib = shim_lib();
+    let lib = lib.to_str().unwrap_or_default();
+    for threads in ["1", "2"] {
+        let (mut base, mut plug) = (Vec::new(), Vec::new());
+        for _ in 0..RUNS {
+            base.push(figure(
+                &client(&["async", pairs, "4096", threads], false, &[]),
+                "ns_per_pair",
+            ));
+            plug.push(figure(
+                &client(&["async", pairs, "4096", threads, lib], false, &[]),
+                "ns_per_pair",
+            ));
+        }
+        let (b, p) = (median(base), median(plug));
+        let added = p - b;
+        println!(
+            "pluggable kvscope_malloc+kvscope_free pair, {threads} thread(s): {p:.1} ns/pair/thread vs cuMemAllocFromPoolAsync+cuMemFreeAsync {b:.1} ns (x{:.2}, {added:+.1} ns)  target <= +40 ns  {}",
+            p / b,
+            verdict(added <= 40.0, || format!("{:.1} ns over", added - 40.0))
+        );
+    }
+}
+
 /// One thread's recording work: alloc/free pairs, holding a window of live allocations.
 fn record_loop(table: &Table, anomalies: &Anomalies, thread: u64, pairs: u64) {
     let r = Recorder {
@@ -396,7 +426,13 @@ fn startup() {
 
 fn main() {
     let all = [
-        "preload", "record", "scaling", "memory", "report", "startup",
+        "preload",
+        "pluggable",
+        "record",
+        "scaling",
+        "memory",
+        "report",
+        "startup",
     ];
     let wanted: Vec<String> = std::env::args().skip(1).collect();
     let wanted: Vec<&str> = if wanted.is_empty() {
@@ -417,6 +453,7 @@ fn main() {
     for w in wanted {
         match w {
             "preload" => preload(),
+            "pluggable" => pluggable(),
             "record" => record(),
             "scaling" => scaling(),
             "memory" => memory(),

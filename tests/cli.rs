@@ -55,6 +55,14 @@ const EXPORTED: &[&str] = &[
     // kvscope's own API
     "kvscope_mark",
     "kvscope_dump",
+    "kvscope_live_bytes",
+    // the pluggable allocator
+    "kvscope_malloc",
+    "kvscope_free",
+    "kvscope_init",
+    "kvscope_reset",
+    "kvscope_memory_fraction",
+    "kvscope_record_stream",
 ];
 
 fn defined_symbols(path: &std::path::Path, dynamic: bool) -> Vec<String> {

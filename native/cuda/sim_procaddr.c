@@ -16,6 +16,7 @@
 #undef cuDevicePrimaryCtxRelease
 #undef cuDevicePrimaryCtxReset
 #undef cuGetProcAddress
+#undef cuEventDestroy
 
 /* Legacy entry points, exported like the real driver's. */
 CUresult cuMemAlloc(CUdeviceptr_v1 *, unsigned int);
@@ -35,6 +36,7 @@ EXPORT CUresult cuCtxCreate(CUcontext *pctx, unsigned int flags, CUdevice dev) {
 EXPORT CUresult cuStreamDestroy(CUstream s) { return cuStreamDestroy_v2(s); }
 EXPORT CUresult cuDevicePrimaryCtxRelease(CUdevice dev) { return cuDevicePrimaryCtxRelease_v2(dev); }
 EXPORT CUresult cuDevicePrimaryCtxReset(CUdevice dev) { return cuDevicePrimaryCtxReset_v2(dev); }
+EXPORT CUresult cuEventDestroy(CUevent e) { return cuEventDestroy_v2(e); }
 
 typedef struct {
     const char *name;
@@ -79,6 +81,10 @@ static const entry table[] = {
     E(cuStreamCreate, 2000),
     V2(cuStreamDestroy, 2000, 4000),
     PT(cuStreamSynchronize, 2000),
+    E(cuStreamWaitEvent, 2000),
+    E(cuEventCreate, 2000),
+    E(cuEventRecord, 2000),
+    V2(cuEventDestroy, 2000, 4000),
     PT(cuMemAllocAsync, 11020),
     PT(cuMemFreeAsync, 11020),
     PT(cuMemAllocFromPoolAsync, 11020),

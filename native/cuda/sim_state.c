@@ -353,6 +353,74 @@ static CUresult stream_sync(CUstream s) {
 }
 
 EXPORT CUresult cuStreamSynchronize(CUstream s) { return stream_sync(s); }
+
+/* Events: the simulated device runs everything at once, so an event is
+ * complete when recorded and waiting on it is free. Handles are checked. */
+#define EVENT_MAGIC 0x45564e31u
+struct CUevent_st {
+    uint32_t magic;
+    CUstream recorded_on;
+};
+
+/* The last cross-stream wait, for tests of stream-ordered frees. */
+static CUstream last_wait_on, last_waiter;
+static cuuint64_t waits;
+
+EXPORT CUresult cuEventCreate(CUevent *ph, unsigned int flags) {
+    (void)flags;
+    if (!ph) return CUDA_ERROR_INVALID_VALUE;
+    int dev;
+    CUresult r = sim_current_device(&dev);
+    if (r) return r;
+    struct CUevent_st *e = malloc(sizeof *e);
+    if (!e) return CUDA_ERROR_OUT_OF_MEMORY;
+    e->magic = EVENT_MAGIC;
+    e->recorded_on = NULL;
+    *ph = e;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuEventRecord(CUevent e, CUstream s) {
+    CUresult r = sim_check_init();
+    if (r) return r;
+    if (!e || e->magic != EVENT_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+    if (!is_builtin_stream(s) && s->magic != STREAM_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+    e->recorded_on = s;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned int flags) {
+    (void)flags;
+    CUresult r = sim_check_init();
+    if (r) return r;
+    if (!e || e->magic != EVENT_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+    if (!is_builtin_stream(s) && s->magic != STREAM_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+    pthread_mutex_lock(&sim_lock);
+    last_wait_on = e->recorded_on;
+    last_waiter = s;
+    waits++;
+    pthread_mutex_unlock(&sim_lock);
+    return CUDA_SUCCESS;
+}
+
+/* Not CUDA: how many cuStreamWaitEvent calls succeeded, and the streams of the last. */
+EXPORT cuuint64_t simcudaStreamWaits(CUstream *recorded_on, CUstream *waiter) {
+    pthread_mutex_lock(&sim_lock);
+    if (recorded_on) *recorded_on = last_wait_on;
+    if (waiter) *waiter = last_waiter;
+    cuuint64_t n = waits;
+    pthread_mutex_unlock(&sim_lock);
+    return n;
+}
+
+EXPORT CUresult cuEventDestroy_v2(CUevent e) {
+    CUresult r = sim_check_init();
+    if (r) return r;
+    if (!e || e->magic != EVENT_MAGIC) return CUDA_ERROR_INVALID_HANDLE;
+    e->magic = 0;
+    free(e);
+    return CUDA_SUCCESS;
+}
 EXPORT CUresult cuStreamSynchronize_ptsz(CUstream s) { return stream_sync(s); }
 
 static const char *error_name(CUresult e) {

@@ -1,6 +1,6 @@
 //! The human summary of one report.
 
-use crate::report::{error_name, Report, SpaceStats};
+use crate::report::{error_name, Api, Report, SpaceStats};
 use crate::units::{bytes, count, duration_ms};
 use std::fmt::Write;
 
@@ -113,6 +113,20 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
+    if r.live.by_stream.len() > 1 {
+        let _ = writeln!(out, "  live by stream:");
+        for k in r.live.by_stream.iter().take(8) {
+            let _ = writeln!(
+                out,
+                "    {:>10} in {:>8} x {:<28} device {}",
+                bytes(k.bytes),
+                count(k.count),
+                stream_name(k.stream),
+                k.device
+            );
+        }
+    }
+    tensor_view(&mut out, r);
     let v = &r.vmm;
     if v.reserved_bytes > 0 || v.physical_bytes > 0 {
         let _ = writeln!(
@@ -197,4 +211,37 @@ pub fn render(r: &Report, top: usize) -> String {
         let _ = writeln!(out, "  markers: {}{more}", shown.join(", "));
     }
     out
+}
+
+/// Pluggable mode: what tensors asked for against what kvscope's pools hold.
+fn tensor_view(out: &mut String, r: &Report) {
+    if !r.modes.iter().any(|m| m == "pluggable") {
+        return;
+    }
+    for pool in r.pools.iter().filter(|p| !p.default_pool) {
+        let asked: u64 = r
+            .live
+            .by_kind
+            .iter()
+            .filter(|k| k.device == pool.device && k.api == Api::KvscopeMalloc.name())
+            .map(|k| k.bytes)
+            .sum();
+        let _ = writeln!(
+            out,
+            "  tensors on device {}: {} allocated, {} reserved by the pool, {} reserved but not allocated",
+            pool.device,
+            bytes(asked),
+            bytes(pool.reserved_bytes),
+            bytes(pool.reserved_bytes.saturating_sub(asked))
+        );
+    }
+}
+
+fn stream_name(stream: u64) -> String {
+    match stream {
+        0 => "default stream".into(),
+        1 => "legacy default stream".into(),
+        2 => "per-thread default stream".into(),
+        s => format!("stream {s:#x}"),
+    }
 }

@@ -108,6 +108,11 @@ impl Api {
         )
     }
 
+    /// kvscope's own allocator (PyTorch's pluggable allocator interface).
+    pub const fn pluggable(self) -> bool {
+        matches!(self, Api::KvscopeMalloc | Api::KvscopeFree)
+    }
+
     /// Stream-ordered pool allocations (their memory is pool memory, kept reserved when freed).
     pub const fn pooled(self) -> bool {
         matches!(

@@ -177,6 +177,9 @@ pub struct Live {
     /// Largest first.
     pub allocations: Vec<LiveAlloc>,
     pub by_kind: Vec<KindTotal>,
+    /// Per device and stream (the stream an allocation was asked on; 0: the
+    /// legacy default stream, or an entry point without one).
+    pub by_stream: Vec<StreamTotal>,
     pub by_size_class: Vec<SizeClass>,
 }
 
@@ -274,6 +277,15 @@ pub struct KindTotal {
     pub device: u32,
     pub space: Option<Space>,
     pub api: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamTotal {
+    pub device: u32,
+    pub stream: u64,
     pub count: u64,
     pub bytes: u64,
 }

@@ -35,3 +35,19 @@ pub unsafe extern "C" fn kvscope_dump(reason: *const c_char) -> c_int {
         _ => -1,
     }
 }
+
+/// Live device bytes the shim tracks on `device` (all entry points).
+#[unsafe(no_mangle)]
+pub extern "C" fn kvscope_live_bytes(device: c_int) -> u64 {
+    if device < 0 || state::get().is_none() {
+        return 0;
+    }
+    protect(|| {
+        super::counters::fold(super::counters::lane(
+            crate::report::Space::Device,
+            device as u32,
+        ))
+        .live_bytes()
+    })
+    .unwrap_or(0)
+}

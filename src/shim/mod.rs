@@ -17,6 +17,7 @@ pub mod failures;
 pub mod hooks;
 pub mod markers;
 pub mod outdir;
+pub mod pluggable;
 pub mod query;
 pub mod real;
 pub mod record;

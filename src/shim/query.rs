@@ -4,7 +4,7 @@
 //! the program is used, through its real functions (not the hooks).
 
 use super::real::{self, Lib};
-use std::ffi::{c_int, c_uint, c_void, CStr};
+use std::ffi::{c_int, c_uint, c_void};
 use std::sync::OnceLock;
 
 type MemGetInfo = unsafe extern "C" fn(*mut usize, *mut usize) -> c_int;
@@ -32,35 +32,17 @@ fn driver() -> Option<&'static Driver> {
         .get_or_init(|| {
             // A libcuda the program already loaded; the handle stays open.
             let h = *real::loaded(Lib::Driver).first()?;
-            let get = |name: &CStr| {
-                // SAFETY: h stays open for the life of the process.
-                let p = unsafe { real::lookup(h, name) };
-                (!p.is_null()).then_some(p)
-            };
-            // SAFETY: each symbol has the documented CUDA driver signature.
+            // SAFETY: h stays open for the life of the process; each symbol
+            // has the documented CUDA driver signature.
             unsafe {
                 Some(Driver {
-                    mem_get_info: std::mem::transmute::<*mut c_void, MemGetInfo>(get(
-                        c"cuMemGetInfo_v2",
-                    )?),
-                    total_mem: std::mem::transmute::<*mut c_void, TotalMem>(get(
-                        c"cuDeviceTotalMem_v2",
-                    )?),
-                    ctx_get_state: std::mem::transmute::<*mut c_void, CtxGetState>(get(
-                        c"cuDevicePrimaryCtxGetState",
-                    )?),
-                    ctx_retain: std::mem::transmute::<*mut c_void, CtxRetain>(get(
-                        c"cuDevicePrimaryCtxRetain",
-                    )?),
-                    ctx_release: std::mem::transmute::<*mut c_void, CtxRelease>(get(
-                        c"cuDevicePrimaryCtxRelease_v2",
-                    )?),
-                    ctx_set_current: std::mem::transmute::<*mut c_void, CtxSetCurrent>(get(
-                        c"cuCtxSetCurrent",
-                    )?),
-                    pool_get_attribute: std::mem::transmute::<*mut c_void, PoolGetAttribute>(get(
-                        c"cuMemPoolGetAttribute",
-                    )?),
+                    mem_get_info: real::function(h, c"cuMemGetInfo_v2")?,
+                    total_mem: real::function(h, c"cuDeviceTotalMem_v2")?,
+                    ctx_get_state: real::function(h, c"cuDevicePrimaryCtxGetState")?,
+                    ctx_retain: real::function(h, c"cuDevicePrimaryCtxRetain")?,
+                    ctx_release: real::function(h, c"cuDevicePrimaryCtxRelease_v2")?,
+                    ctx_set_current: real::function(h, c"cuCtxSetCurrent")?,
+                    pool_get_attribute: real::function(h, c"cuMemPoolGetAttribute")?,
                 })
             }
         })

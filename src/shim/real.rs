@@ -54,6 +54,18 @@ pub unsafe fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
     }
 }
 
+/// A function of a loaded library by name, as the function-pointer type `F`.
+///
+/// # Safety
+/// As for [`lookup`]; and `F` is the symbol's true C signature.
+pub unsafe fn function<F: Copy>(handle: *mut c_void, name: &CStr) -> Option<F> {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>()) };
+    // SAFETY: the caller vouches for handle.
+    let p = unsafe { lookup(handle, name) };
+    // SAFETY: a non-null symbol address read as the caller's function type.
+    (!p.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
 /// Which library defines a hooked function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lib {

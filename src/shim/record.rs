@@ -156,6 +156,18 @@ impl Call {
         });
     }
 
+    /// A free of a pointer the table does not hold, not passed on (pluggable mode).
+    pub fn unknown_free(&self, address: u64) {
+        let Some(shim) = self.shim else { return };
+        protect(|| {
+            if shim.table.recently_freed(address) {
+                shim.anomalies.double_frees.fetch_add(1, Relaxed);
+            } else {
+                shim.anomalies.untracked_frees.fetch_add(1, Relaxed);
+            }
+        });
+    }
+
     /// A failed call that allocates nothing the table tracks (VMM calls).
     pub fn failed_plain(&self, rc: i32, device: u32, size: u64) {
         if let (Some(shim), Some(r), true) = (self.shim, self.rec, rc != 0) {

@@ -200,28 +200,10 @@ fn refresh_driver_figures(shim: &Shim, devices: &[u32], now: u64) {
         }
         shim.devices.set_info(d, info);
     }
-    let pools: Vec<_> = shim
-        .devices
-        .pools()
-        .into_iter()
-        .filter_map(|p| {
-            query::pool_attrs(p.handle).map(|attrs| {
-                (
-                    p.handle,
-                    PoolPoint {
-                        device: p.device,
-                        default_pool: p.default_pool,
-                        attrs,
-                        ticks: now,
-                    },
-                )
-            })
-        })
-        .collect();
     if let Ok(mut st) = shim.timeline.state.lock() {
         st.device_used.extend(used);
-        st.pools.extend(pools);
     }
+    refresh_pools(shim, now);
 }
 
 /// The last point, at exit: device totals (no context needed) and, for the

@@ -103,25 +103,46 @@ fn size_classes(rows: &[LiveAlloc]) -> Vec<SizeClass> {
         .collect()
 }
 
-fn by_kind(rows: &[LiveAlloc]) -> Vec<KindTotal> {
-    let mut kinds: BTreeMap<(u32, Api), (u64, u64)> = BTreeMap::new();
+/// Count and bytes of `rows` grouped by `key`, largest first.
+fn group<K: Ord>(rows: &[LiveAlloc], key: impl Fn(&LiveAlloc) -> Option<K>) -> Vec<(K, u64, u64)> {
+    let mut groups: BTreeMap<K, (u64, u64)> = BTreeMap::new();
     for r in rows {
-        let k = kinds.entry((r.device, r.api)).or_default();
-        k.0 += 1;
-        k.1 += r.size;
+        if let Some(k) = key(r) {
+            let g = groups.entry(k).or_default();
+            g.0 += 1;
+            g.1 += r.size;
+        }
     }
-    let mut v: Vec<KindTotal> = kinds
+    let mut v: Vec<_> = groups.into_iter().map(|(k, (n, b))| (k, n, b)).collect();
+    v.sort_by_key(|g| std::cmp::Reverse(g.2));
+    v
+}
+
+fn by_kind(rows: &[LiveAlloc]) -> Vec<KindTotal> {
+    group(rows, |r| Some((r.device, r.api)))
         .into_iter()
-        .map(|((device, api), (count, bytes))| KindTotal {
+        .map(|((device, api), count, bytes)| KindTotal {
             device,
             space: Some(api.space()),
             api: api.name().into(),
             count,
             bytes,
         })
-        .collect();
-    v.sort_by_key(|k| std::cmp::Reverse(k.bytes));
-    v
+        .collect()
+}
+
+fn by_stream(rows: &[LiveAlloc]) -> Vec<StreamTotal> {
+    group(rows, |r| {
+        (r.api.space() == Space::Device).then_some((r.device, r.stream))
+    })
+    .into_iter()
+    .map(|((device, stream), count, bytes)| StreamTotal {
+        device,
+        stream,
+        count,
+        bytes,
+    })
+    .collect()
 }
 
 fn event(e: &EventRec, scale: &clock::Scale) -> Event {
@@ -211,11 +232,24 @@ pub fn build(
         })
         .collect();
 
-    let calls = counters::calls()
+    let called: Vec<(Api, u64)> = counters::calls()
         .iter()
         .enumerate()
         .filter(|(_, &n)| n > 0)
-        .filter_map(|(i, &n)| Api::from_u8(i as u8).map(|a| (a.name().to_string(), n)))
+        .filter_map(|(i, &n)| Api::from_u8(i as u8).map(|a| (a, n)))
+        .collect();
+    // The calls show the modes, so the hot path notes nothing (kvscope_init notes pluggable).
+    let mut modes = shim.modes.load(Relaxed);
+    for (a, _) in &called {
+        modes |= if a.pluggable() {
+            MODE_PLUGGABLE
+        } else {
+            MODE_PRELOAD
+        };
+    }
+    let calls = called
+        .iter()
+        .map(|(a, n)| (a.name().to_string(), *n))
         .collect();
     let (fail_counts, fail_list) = shim.failures.snapshot();
     let mut failure_counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
@@ -271,10 +305,10 @@ pub fn build(
         }
     });
 
-    let modes = shim.modes.load(Relaxed);
     let live_count = rows.len() as u64;
     let live_bytes = rows.iter().map(|r| r.size).sum();
     let by_kind = by_kind(&rows);
+    let by_stream = by_stream(&rows);
     let by_size_class = size_classes(&rows);
     let truncated = rows.len() > shim.config.live_limit;
     rows.truncate(shim.config.live_limit);
@@ -320,6 +354,7 @@ pub fn build(
             columns: LIVE_COLUMNS.iter().map(|c| c.to_string()).collect(),
             allocations: rows,
             by_kind,
+            by_stream,
             by_size_class,
         },
         vmm: Vmm {

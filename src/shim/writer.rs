@@ -154,6 +154,10 @@ pub fn write_oom(shim: &Shim, c: OomContext) {
 }
 
 pub fn write_dump(shim: &Shim, detail: Option<String>) -> Option<PathBuf> {
+    // Pools change between samples; a dump shows them as they are now.
+    if shim.config.device_query {
+        super::sampler::refresh_pools(shim, super::clock::ticks());
+    }
     write(shim, Reason::Dump, detail, None)
 }
 
