@@ -254,7 +254,12 @@ pub unsafe extern "C" fn kvscope_malloc(size: usize, device: c_int, stream: Stre
 /// # Safety
 /// `stream` is a live stream; `ptr` is anything (unknown pointers stop here).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn kvscope_free(ptr: *mut c_void, size: usize, _device: c_int, stream: Stream) {
+pub unsafe extern "C" fn kvscope_free(
+    ptr: *mut c_void,
+    size: usize,
+    _device: c_int,
+    stream: Stream,
+) {
     if ptr.is_null() {
         return;
     }

@@ -1,0 +1,6 @@
+from . import memory  # noqa: F401
+
+
+class MemPool:
+    def __init__(self, allocator=None):
+        self.allocator = allocator
