@@ -17,7 +17,11 @@ const CLIENTS: &[&str] = &[
     "probe",
     "bench_client",
     "pluggable_client",
+    "stress",
 ];
+
+/// Test clients in C++ (native/clients/*.cpp).
+const CXX_CLIENTS: &[&str] = &["exits"];
 
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -116,6 +120,58 @@ fn main() {
             "-lm".into(),
         ];
         compile(&args, name);
+    }
+
+    // A program that reaches CUDA only through dlopen, and its plug-in library.
+    compile(
+        &[
+            clients.join("late.c").display().to_string(),
+            "-o".into(),
+            native.join("late").display().to_string(),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-ldl".into(),
+        ],
+        "late",
+    );
+    compile(
+        &[
+            "-shared".into(),
+            "-fPIC".into(),
+            "-fvisibility=hidden".into(),
+            clients.join("kvplugin.c").display().to_string(),
+            format!("-I{}", clients.display()),
+            "-o".into(),
+            native.join("libkvplugin.so").display().to_string(),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-ldl".into(),
+        ],
+        "libkvplugin.so",
+    );
+
+    // C++ clients (uncaught exceptions): built when a C++ compiler is there;
+    // the tests that need them say so when it is not.
+    let cxx = cc::Build::new()
+        .cpp(true)
+        .cargo_warnings(false)
+        .try_get_compiler();
+    for name in CXX_CLIENTS {
+        let Ok(cxx) = &cxx else {
+            println!("cargo:warning=no C++ compiler: {name} not built");
+            break;
+        };
+        let mut cmd = cxx.to_command();
+        cmd.args(["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"])
+            .arg(format!("-I{}", src.join("include").display()))
+            .arg(format!("-I{}", clients.display()))
+            .arg(clients.join(format!("{name}.cpp")))
+            .arg("-o")
+            .arg(native.join(name))
+            .arg(format!("-L{}", native.display()))
+            .args(["-Wl,-rpath,$ORIGIN", "-lcudart", "-lcuda", "-ldl"]);
+        match cmd.status() {
+            Ok(s) if s.success() => {}
+            _ => println!("cargo:warning=building {name} with the C++ compiler failed"),
+        }
     }
 
     // A copy beside the binaries: target/<profile>/kvscope-native.

@@ -18,6 +18,7 @@ int sim_device_count;
 uint64_t sim_context_bytes;
 
 static int initialized;      /* cuInit succeeded */
+static int forked_after_init; /* this process is a child forked after cuInit */
 static CUresult init_result; /* what cuInit returned the first time */
 static int driver_version = CUDA_VERSION;
 static __thread struct CUctx_st *tls_ctx;
@@ -56,6 +57,7 @@ EXPORT CUresult cuDriverGetVersion(int *v) {
 
 EXPORT CUresult cuInit(unsigned int flags) {
     if (flags != 0) return CUDA_ERROR_INVALID_VALUE;
+    if (forked_after_init) return CUDA_ERROR_NOT_INITIALIZED;
     pthread_mutex_lock(&sim_lock);
     if (!initialized && init_result == CUDA_SUCCESS) {
         const char *n = getenv("SIMCUDA_DEVICES");
@@ -85,7 +87,21 @@ EXPORT CUresult cuInit(unsigned int flags) {
     return r;
 }
 
+/* As with NVIDIA's driver, a child forked after cuInit cannot use CUDA: every
+ * call fails with CUDA_ERROR_NOT_INITIALIZED, cuInit included. The lock is
+ * held across fork so that the child never inherits it taken. */
+static void fork_prepare(void) { pthread_mutex_lock(&sim_lock); }
+static void fork_parent(void) { pthread_mutex_unlock(&sim_lock); }
+static void fork_child(void) {
+    pthread_mutex_unlock(&sim_lock);
+    if (initialized) forked_after_init = 1;
+}
+__attribute__((constructor)) static void register_fork_handlers(void) {
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 CUresult sim_check_init(void) {
+    if (forked_after_init) return CUDA_ERROR_NOT_INITIALIZED;
     if (initialized) return CUDA_SUCCESS;
     return init_result != CUDA_SUCCESS ? init_result : CUDA_ERROR_NOT_INITIALIZED;
 }

@@ -82,6 +82,54 @@ pub fn load(p: &Path) -> Value {
 
 /// Runs a client; with `shim`, preloaded with reports going to `out`.
 pub fn run(client: &str, args: &[&str], env: &[(&str, &str)], shim: bool, out: &Path) -> Run {
+    let mut cmd = client_command(client, args, env, shim, out);
+    let out_ = cmd.output().unwrap();
+    Run {
+        out: out_,
+        reports: reports_in(out),
+    }
+}
+
+/// As `run`, killed and failed after `limit`: a hang is a test failure, not a stuck suite.
+pub fn run_watched(
+    client: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    shim: bool,
+    out: &Path,
+    limit: std::time::Duration,
+) -> Run {
+    let mut cmd = client_command(client, args, env, shim, out);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out_) => Run {
+            out: out_.unwrap(),
+            reports: reports_in(out),
+        },
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{client} {args:?} still running after {limit:?}: killed (a deadlock?)");
+        }
+    }
+}
+
+fn client_command(
+    client: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    shim: bool,
+    out: &Path,
+) -> Command {
     let mut cmd = Command::new(native(client));
     cmd.args(args)
         .env("KVSCOPE_OUT", out)
@@ -92,7 +140,11 @@ pub fn run(client: &str, args: &[&str], env: &[(&str, &str)], shim: bool, out: &
     if shim {
         cmd.env("LD_PRELOAD", shim_lib());
     }
-    let out_ = cmd.output().unwrap();
+    cmd
+}
+
+/// The reports (*.json) in a directory, sorted.
+pub fn reports_in(out: &Path) -> Vec<PathBuf> {
     let mut reports: Vec<PathBuf> = std::fs::read_dir(out)
         .map(|d| {
             d.flatten()
@@ -102,7 +154,7 @@ pub fn run(client: &str, args: &[&str], env: &[(&str, &str)], shim: bool, out: &
         })
         .unwrap_or_default();
     reports.sort();
-    Run { out: out_, reports }
+    reports
 }
 
 /// `expect.<key>=<value>` lines printed by a client.
