@@ -177,3 +177,100 @@ fn cuda_reached_late_through_dlopen_plugins_and_dlsym_itself() {
         );
     }
 }
+
+#[test]
+fn a_process_killed_while_writing_never_leaves_a_torn_report() {
+    use std::process::Stdio;
+    use std::time::Instant;
+    // 200,000 live allocations: a dump of ~12 MB that takes tens of ms to write.
+    let args = ["live", "200000", "4096"];
+    let env = [("SIMCUDA_DEVICE_MEM", "1TiB")];
+    let dir = scratch("kill-baseline");
+    let t = Instant::now();
+    let r = run("bench_client", &args, &env, true, &dir);
+    let full = t.elapsed();
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert!(r.reports.len() >= 2, "{:?}", r.reports);
+    // Kill points spread over the whole run, the write included; a fixed
+    // seed per trial so a failure can be replayed.
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let dir = scratch("kill");
+    let (mut parsed, mut trials, mut mid_write) = (0, 0, 0);
+    for trial in 0..100 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let at = full.mul_f64((seed % 1000) as f64 / 1000.0 * 1.1);
+        let mut child = client_command("bench_client", &args, &env, true, &dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        trials += 1;
+        for p in reports_in(&dir) {
+            let text = std::fs::read(&p).unwrap();
+            let parsed_ok = serde_json::from_slice::<serde_json::Value>(&text)
+                .is_ok_and(|v| v["schema"] == "kvscope.report.v1");
+            assert!(
+                parsed_ok,
+                "trial {trial} (kill at {at:?}): {} is torn",
+                p.display()
+            );
+            parsed += 1;
+            std::fs::remove_file(&p).unwrap();
+        }
+        // A temporary file left behind: this kill landed in the middle of a write.
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".tmp") {
+                mid_write += 1;
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
+    }
+    assert_eq!(trials, 100);
+    // Some kills must have landed after a report was complete, or the test proved nothing.
+    assert!(parsed > 0, "no kill landed after a report was written");
+    assert!(mid_write > 0, "no kill landed during a write");
+    eprintln!(
+        "100 kills over {full:?}: {mid_write} during a write, {parsed} whole reports, none torn"
+    );
+}
+
+#[test]
+fn a_file_size_limit_costs_one_warning_and_nothing_else() {
+    use std::os::unix::process::CommandExt;
+    let dir = scratch("fsize");
+    let plain = run("scripted", &[], &[("SIMCUDA_DEVICES", "2")], false, &dir);
+    let mut cmd = client_command("scripted", &[], &[("SIMCUDA_DEVICES", "2")], true, &dir);
+    // SAFETY: setrlimit is async-signal-safe; runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: 1000,
+                rlim_max: 1000,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    // Without the guard, SIGXFSZ would end the program at the first report write.
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout, plain.out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("kvscope: warning: could not write report"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("File too large"), "{stderr}");
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

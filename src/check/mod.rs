@@ -82,7 +82,7 @@ fn merge(mut group: Vec<(String, Report)>) -> (Vec<String>, Report) {
 }
 
 fn label(r: &Report) -> String {
-    match r.process.env.get("RANK") {
+    match r.process.rank() {
         Some(rank) => format!("rank {rank} (pid {})", r.process.pid),
         None => format!("pid {}", r.process.pid),
     }

@@ -3,31 +3,32 @@
 //! sampler thread picks up within one sample period and removes.
 
 use super::{CliError, Result};
+use crate::report::control;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// The same place the shim looks (src/shim/sampler.rs, `control_dir`).
-fn control_dir(pid: u32) -> PathBuf {
-    let base = std::env::var_os("KVSCOPE_CTL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // SAFETY: getuid has no preconditions.
-            PathBuf::from(format!("/tmp/kvscope-ctl-{}", unsafe { libc::getuid() }))
-        });
-    base.join(pid.to_string())
-}
 
 fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
     if !PathBuf::from(format!("/proc/{pid}")).exists() {
         return Err(CliError::input(format!("no process {pid}")));
     }
-    let dir = control_dir(pid);
+    let dir = control::dir_for(pid);
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display())))?;
+    // The shim ignores a channel someone else could write to; say so here.
+    for d in [control::base_dir(), dir.clone()] {
+        let meta = std::fs::symlink_metadata(&d)
+            .map_err(|e| CliError::input(format!("{}: {e}", d.display())))?;
+        if !meta.is_dir() || !control::trusted(&meta) {
+            return Err(CliError::input(format!(
+                "{} is not a directory of yours closed to others: remove it, or set KVSCOPE_CTL_DIR",
+                d.display()
+            )));
+        }
+    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())

@@ -8,6 +8,7 @@
 //! re-purposing one needs v2.
 
 mod api;
+pub mod control;
 
 pub use api::{error_name, Api, Space};
 
@@ -90,9 +91,33 @@ pub struct Process {
     pub hostname: Option<String>,
     /// When the shim started in this process, ms since the Unix epoch.
     pub start_unix_ms: u64,
-    /// Distributed-launch variables (RANK, LOCAL_RANK, WORLD_SIZE,
-    /// CUDA_VISIBLE_DEVICES, ...) as the process saw them.
+    /// Where the process sits in a distributed launch, read from the
+    /// launcher's variables (the variables themselves are not kept).
+    pub launch: Launch,
+    /// kvscope's own settings (`KVSCOPE_*`) as the process saw them; no
+    /// other environment variable ever enters a report. (Reports of kvscope
+    /// 0.1 before `launch` held RANK and friends here; readers fall back to them.)
     pub env: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Launch {
+    /// RANK (torchrun, vLLM's workers).
+    pub rank: Option<u32>,
+    pub local_rank: Option<u32>,
+    pub world_size: Option<u32>,
+    /// CUDA_VISIBLE_DEVICES: which physical GPUs device 0, 1, ... are.
+    pub visible_devices: Option<String>,
+}
+
+impl Process {
+    /// The process's rank, from `launch` or an older report's `env`.
+    pub fn rank(&self) -> Option<u32> {
+        self.launch
+            .rank
+            .or_else(|| self.env.get("RANK").and_then(|r| r.parse().ok()))
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

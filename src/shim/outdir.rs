@@ -150,9 +150,11 @@ impl OutDir {
         }
         // SAFETY: fd was just opened and is owned here.
         let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        let done = fill(&mut w).and_then(|_| w.flush());
-        drop(w);
+        let done = {
+            let _xfsz = XfszGuard::block();
+            let mut w = BufWriter::with_capacity(1 << 20, file);
+            fill(&mut w).and_then(|_| w.flush())
+        };
         if let Err(e) = done {
             // SAFETY: as above.
             unsafe { libc::unlinkat(dir, tmp_c.as_ptr(), 0) };
@@ -166,5 +168,54 @@ impl OutDir {
             return Err(e);
         }
         Ok(self.path.join(name))
+    }
+}
+
+/// A write past RLIMIT_FSIZE raises SIGXFSZ, whose default action ends the
+/// process: the writing thread blocks it, and takes back one that the write
+/// raised, so that the host sees only the failed report (EFBIG).
+struct XfszGuard {
+    old: libc::sigset_t,
+    blocked: bool,
+}
+
+impl XfszGuard {
+    fn block() -> XfszGuard {
+        // SAFETY: sigset_t is plain data; the calls get valid pointers.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGXFSZ);
+            let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) == 0;
+            XfszGuard { old, blocked }
+        }
+    }
+}
+
+impl Drop for XfszGuard {
+    fn drop(&mut self) {
+        if !self.blocked {
+            return;
+        }
+        // SAFETY: as above; a zero timeout never waits.
+        unsafe {
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            let was_blocked = libc::sigismember(&self.old, libc::SIGXFSZ) == 1;
+            if !was_blocked
+                && libc::sigpending(&mut pending) == 0
+                && libc::sigismember(&pending, libc::SIGXFSZ) == 1
+            {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGXFSZ);
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
     }
 }

@@ -14,8 +14,9 @@ use super::devices::DeviceInfo;
 use super::markers::Source;
 use super::state::Shim;
 use super::{clock, query, writer};
-use crate::report::{DeviceSample, PoolStats, Sample, Space};
+use crate::report::{control, DeviceSample, PoolStats, Sample, Space};
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Mutex;
@@ -262,35 +263,30 @@ pub fn refresh_pools(shim: &Shim, now: u64) {
     }
 }
 
-/// Where `kvscope mark PID` and `kvscope dump PID` leave requests for a process.
-pub fn control_dir(pid: u32) -> PathBuf {
-    let base = std::env::var_os("KVSCOPE_CTL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // SAFETY: getuid has no preconditions.
-            PathBuf::from(format!("/tmp/kvscope-ctl-{}", unsafe { libc::getuid() }))
-        });
-    base.join(pid.to_string())
-}
-
 /// Applies requests left in our control directory: `*.mark` files hold a
 /// label, `*.dump` files a reason. Each is removed once applied.
 fn poll_requests(shim: &Shim) {
     // SAFETY: getpid has no preconditions.
-    let dir = control_dir(unsafe { libc::getpid() } as u32);
-    let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-        return;
-    };
-    // SAFETY: getuid has no preconditions.
-    let me = unsafe { libc::getuid() };
-    use std::os::unix::fs::MetadataExt;
-    if !meta.is_dir() || (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+    let dir = control::dir_for(unsafe { libc::getpid() } as u32);
+    let base_ok = std::fs::symlink_metadata(control::base_dir())
+        .is_ok_and(|m| m.is_dir() && control::trusted(&m));
+    let dir_ok = std::fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir() && control::trusted(&m));
+    if !base_ok || !dir_ok {
         return;
     }
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
-    let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // Plain files of this user only: never a symlink, never another user's.
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.path()
+                .symlink_metadata()
+                .is_ok_and(|m| m.is_file() && m.uid() == control::uid())
+        })
+        .map(|e| e.path())
+        .collect();
     files.sort();
     for f in files {
         apply_request(shim, &f);

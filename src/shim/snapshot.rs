@@ -21,14 +21,9 @@ pub struct OomInput {
     pub mem_info: Option<(u64, u64)>,
 }
 
-const LAUNCH_VARS: &[&str] = &[
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "CUDA_VISIBLE_DEVICES",
-    "PYTORCH_CUDA_ALLOC_CONF",
-];
+fn launch_number(name: &str) -> Option<u32> {
+    std::env::var(name).ok()?.trim().parse().ok()
+}
 
 pub fn process() -> Process {
     let cmdline = std::fs::read("/proc/self/cmdline")
@@ -49,9 +44,15 @@ pub fn process() -> Process {
             .map(|p| p.display().to_string()),
         hostname: hostname(),
         start_unix_ms: clock::start_unix_ms(),
-        env: LAUNCH_VARS
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        launch: Launch {
+            rank: launch_number("RANK"),
+            local_rank: launch_number("LOCAL_RANK"),
+            world_size: launch_number("WORLD_SIZE"),
+            visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+        },
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("KVSCOPE_"))
             .collect(),
     }
 }

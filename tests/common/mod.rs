@@ -123,7 +123,7 @@ pub fn run_watched(
     }
 }
 
-fn client_command(
+pub fn client_command(
     client: &str,
     args: &[&str],
     env: &[(&str, &str)],
