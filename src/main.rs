@@ -9,6 +9,9 @@ mod kv;
 mod report;
 mod units;
 
+#[cfg(test)]
+mod fuzz;
+
 fn main() {
     std::process::exit(cli::main());
 }

@@ -92,6 +92,43 @@ fn the_shim_exports_exactly_its_hooks_and_api() {
     assert_eq!(got, want);
 }
 
+/// The newest glibc symbol version the shim may need: the README states it
+/// (a serving container's distribution must have at least this glibc).
+const NEWEST_GLIBC: (u32, u32) = (2, 34);
+
+#[test]
+fn the_shim_needs_no_newer_glibc_than_the_readme_says() {
+    let out = Command::new("nm")
+        .args(["-D", "--undefined-only"])
+        .arg(shim_lib())
+        .output()
+        .expect("nm (binutils) is needed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let newest = text
+        .split("GLIBC_")
+        .skip(1)
+        .filter_map(|v| {
+            let v: String = v
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            let mut n = v.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+            Some((n.next()?, n.next().unwrap_or(0)))
+        })
+        .max()
+        .expect("glibc symbols");
+    assert!(
+        newest <= NEWEST_GLIBC,
+        "the shim needs GLIBC_{}.{}",
+        newest.0,
+        newest.1
+    );
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let stated = format!("GLIBC_{}.{}", NEWEST_GLIBC.0, NEWEST_GLIBC.1);
+    assert!(readme.contains(&stated), "the README must state {stated}");
+}
+
 #[test]
 fn the_reader_binary_defines_no_hook() {
     let syms = defined_symbols(&kvscope_bin(), false);
@@ -138,12 +175,62 @@ fn bad_input_is_one_line_and_exit_2() {
     std::fs::write(&other, r#"{"schema":"something.else"}"#).unwrap();
     let future = dir.join("z.json");
     std::fs::write(&future, r#"{"schema":"kvscope.report.v9"}"#).unwrap();
+    // A real report, then damaged copies of it.
+    let good = make_report("bad-input-seed", &[]);
+    let text = std::fs::read_to_string(&good).unwrap();
+    let damaged = |name: &str, body: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let truncated = damaged("truncated.json", text[..text.len() / 2].to_string());
+    let negative = damaged(
+        "negative.json",
+        text.replacen("\"live_bytes\":", "\"live_bytes\":-", 1),
+    );
+    let huge = damaged(
+        "huge.json",
+        text.replacen(
+            "\"peak_bytes\":",
+            "\"peak_bytes\":1152921504606846976,\"was\":",
+            1,
+        ),
+    );
+    let bare = damaged("bare.json", r#"{"schema":"kvscope.report.v1"}"#.into());
+    let wrong_type = damaged(
+        "type.json",
+        text.replacen("\"devices\":[", "\"devices\":\"oops\",\"was\":[", 1),
+    );
+    // A file of 1 GiB (sparse: no disk is used) is refused before it is read.
+    let big = dir.join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
     for (args, needle) in [
         (vec!["report", "/nonexistent/report.json"], "No such file"),
         (vec!["report", not_json.to_str().unwrap()], "not JSON"),
         (vec!["report", other.to_str().unwrap()], "not supported"),
         (vec!["report", future.to_str().unwrap()], "not supported"),
         (vec!["mark", "999999999", "x"], "no process"),
+        (vec!["report", truncated.to_str().unwrap()], "not JSON"),
+        (
+            vec!["report", negative.to_str().unwrap()],
+            "malformed report",
+        ),
+        (
+            vec!["check", huge.to_str().unwrap()],
+            "beyond any real figure",
+        ),
+        (
+            vec!["report", bare.to_str().unwrap()],
+            "missing field `reason`",
+        ),
+        (
+            vec!["diff", wrong_type.to_str().unwrap(), good.to_str().unwrap()],
+            "malformed report",
+        ),
+        (vec!["report", big.to_str().unwrap()], "too large"),
     ] {
         let out = kvscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -349,8 +436,45 @@ fn fit_rejects_bad_input_in_one_line() {
         r#"{"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 10}"#,
     )
     .unwrap();
+    let huge = dir.join("huge.json");
+    std::fs::write(
+        &huge,
+        r#"{"hidden_size": 1e15, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let absurd = dir.join("absurd.json");
+    std::fs::write(
+        &absurd,
+        r#"{"hidden_size": 4294967296, "num_hidden_layers": 60000, "num_attention_heads": 1, "intermediate_size": 4294967296, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    let big = dir.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::File::create(big.join("config.json"))
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
     for (args, needle) in [
         (vec!["fit", "--model", "gpt-7"], "no such file or preset"),
+        (
+            vec!["fit", "--model", huge.to_str().unwrap()],
+            "out of range",
+        ),
+        (
+            vec!["fit", "--model", absurd.to_str().unwrap()],
+            "implausibly many",
+        ),
+        (vec!["fit", "--model", big.to_str().unwrap()], "too large"),
+        (
+            vec![
+                "fit",
+                "--model",
+                "llama-3.1-8b",
+                "--context",
+                "99999999999999999999",
+            ],
+            "--context",
+        ),
         (
             vec!["fit", "--model", not_json.to_str().unwrap()],
             "not JSON",

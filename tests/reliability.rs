@@ -274,3 +274,54 @@ fn a_file_size_limit_costs_one_warning_and_nothing_else() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+#[test]
+fn garbage_settings_cost_a_warning_each_and_defaults_are_used() {
+    let garbage = [
+        ("KVSCOPE_DISABLE", "perhaps"),
+        ("KVSCOPE_SAMPLE_MS", "abc"),
+        ("KVSCOPE_IDLE_MS", "-5"),
+        ("KVSCOPE_EVENTS", "99999999999999999999999"),
+        ("KVSCOPE_LIVE_LIMIT", "1e9"),
+        ("KVSCOPE_TIMELINE_POINTS", "\u{1F642}"),
+        ("KVSCOPE_CHECKPOINT_S", "NaN"),
+        ("KVSCOPE_DEVICE_QUERY", "maybe"),
+        ("KVSCOPE_LOG", "sometimes"),
+    ];
+    let mut env = vec![("SIMCUDA_DEVICES", "2")];
+    let plain = run("scripted", &[], &env, false, &scratch("garbage-plain"));
+    env.extend_from_slice(&garbage);
+    let dir = scratch("garbage");
+    let r = run_watched("scripted", &[], &env, true, &dir, WATCHDOG);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.stdout(), plain.stdout());
+    let stderr = r.stderr();
+    assert_eq!(stderr.lines().count(), garbage.len(), "{stderr}");
+    for (name, _) in garbage {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("kvscope: warning: {name}="))),
+            "{name}: {stderr}"
+        );
+    }
+    let rep = r.report("exit");
+    assert_eq!(u(&rep["shim"]["sample_ms"]), 200);
+    assert_eq!(u(&rep["shim"]["event_capacity"]), 512);
+    assert_eq!(u(&rep["shim"]["live_limit"]), 100_000);
+    // Extreme but valid values are clamped, not obeyed into harm.
+    let dir = scratch("extreme");
+    let extreme = [
+        ("SIMCUDA_DEVICES", "2"),
+        ("KVSCOPE_EVENTS", "0"),
+        ("KVSCOPE_SAMPLE_MS", "18446744073709551615"),
+        ("KVSCOPE_TIMELINE_POINTS", "18446744073709551615"),
+        ("KVSCOPE_LIVE_LIMIT", "0"),
+    ];
+    let r = run_watched("scripted", &[], &extreme, true, &dir, WATCHDOG);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    assert_eq!(r.stderr(), "");
+    let rep = r.report("exit");
+    assert_eq!(u(&rep["shim"]["event_capacity"]), 1);
+    assert!(rep["live"]["truncated"].as_bool().unwrap());
+}

@@ -39,7 +39,9 @@ fn request(m: &Marker) -> Option<(String, bool, Option<u64>)> {
         "start" => {
             let tokens = w
                 .find_map(|x| x.strip_prefix("tokens="))
-                .and_then(|n| n.parse().ok());
+                .and_then(|n| n.parse().ok())
+                // Beyond any context window: a damaged label, not a request size.
+                .filter(|&n: &u64| n <= 1 << 32);
             Some((id, true, tokens))
         }
         "done" | "end" => Some((id, false, None)),

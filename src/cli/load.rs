@@ -13,28 +13,41 @@ struct Head {
     schema: Option<String>,
 }
 
+/// Far above any report the shim writes (a million live rows is ~60 MB):
+/// a larger file is something else, and is refused before it is read.
+pub const MAX_REPORT_BYTES: u64 = 1 << 30;
+
 pub fn load(path: &Path) -> Result<Report> {
-    let bytes =
-        std::fs::read(path).map_err(|e| CliError::input(format!("{}: {e}", path.display())))?;
-    let bad = |what: String| CliError::input(format!("{}: {what}", path.display()));
-    match serde_json::from_slice::<Report>(&bytes) {
-        Ok(r) if r.schema == SCHEMA => Ok(r),
-        Ok(r) if r.schema.is_empty() => {
-            Err(bad("not a kvscope report (no \"schema\" field)".into()))
-        }
-        Ok(r) => Err(bad(format!(
-            "report schema '{}' is not supported (this kvscope reads {SCHEMA})",
-            r.schema
-        ))),
-        Err(e) => match serde_json::from_slice::<Head>(&bytes) {
-            Err(_) => Err(bad(format!("not JSON ({e})"))),
-            Ok(Head { schema: Some(s) }) if s != SCHEMA => Err(bad(format!(
-                "report schema '{s}' is not supported (this kvscope reads {SCHEMA})"
-            ))),
-            Ok(Head { schema: None }) => {
-                Err(bad("not a kvscope report (no \"schema\" field)".into()))
-            }
-            Ok(_) => Err(bad(format!("malformed report: {e}"))),
+    let bad_file = |e: std::io::Error| CliError::input(format!("{}: {e}", path.display()));
+    let size = std::fs::metadata(path).map_err(bad_file)?.len();
+    if size >= MAX_REPORT_BYTES {
+        return Err(CliError::input(format!(
+            "{}: {} bytes is too large for a report (the limit is {MAX_REPORT_BYTES})",
+            path.display(),
+            size
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(bad_file)?;
+    parse(&bytes).map_err(|what| CliError::input(format!("{}: {what}", path.display())))
+}
+
+/// A report from its bytes, or what is wrong with them in one line.
+pub fn parse(bytes: &[u8]) -> std::result::Result<Report, String> {
+    let unsupported =
+        |s: &str| format!("report schema '{s}' is not supported (this kvscope reads {SCHEMA})");
+    let no_schema = || "not a kvscope report (no \"schema\" field)".to_string();
+    match serde_json::from_slice::<Report>(bytes) {
+        Ok(r) if r.schema == SCHEMA => match super::validate::validate(&r) {
+            Ok(()) => Ok(r),
+            Err(e) => Err(format!("implausible report: {e}")),
+        },
+        Ok(r) if r.schema.is_empty() => Err(no_schema()),
+        Ok(r) => Err(unsupported(&r.schema)),
+        Err(e) => match serde_json::from_slice::<Head>(bytes) {
+            Err(_) => Err(format!("not JSON ({e})")),
+            Ok(Head { schema: Some(s) }) if s != SCHEMA => Err(unsupported(&s)),
+            Ok(Head { schema: None }) => Err(no_schema()),
+            Ok(_) => Err(format!("malformed report: {e}")),
         },
     }
 }

@@ -5,12 +5,13 @@ mod control;
 mod demo;
 mod diff;
 pub mod fit;
-mod html;
-mod load;
+pub(crate) mod html;
+pub(crate) mod load;
 mod locate;
 mod report_cmd;
 mod run;
-mod summary;
+pub(crate) mod summary;
+mod validate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

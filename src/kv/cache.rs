@@ -106,9 +106,11 @@ impl Share {
 fn layer_token_bytes(m: &Model, kv: Dtype, rank_of: Option<Parallel>) -> u64 {
     let elems = match (m.mla, rank_of) {
         (Some(_), _) | (None, None) => m.kv_elems_per_token_layer(),
-        (None, Some(p)) => 2 * p.kv_heads_per_rank(m) * m.head_dim,
+        (None, Some(p)) => 2u64
+            .saturating_mul(p.kv_heads_per_rank(m))
+            .saturating_mul(m.head_dim),
     };
-    elems * kv.bytes()
+    elems.saturating_mul(kv.bytes())
 }
 
 /// KV bytes per token over the share's attention layers, no window cap.
@@ -117,22 +119,22 @@ pub fn per_token(m: &Model, kv: Dtype, s: &Share) -> u64 {
         .iter()
         .filter(|k| !matches!(k, LayerKind::State))
         .count() as u64;
-    n * layer_token_bytes(m, kv, s.rank_of)
+    n.saturating_mul(layer_token_bytes(m, kv, s.rank_of))
 }
 
 /// KV bytes one request of `tokens` tokens holds: per layer, tokens capped by
 /// the layer's window, rounded up to whole blocks of `block` tokens.
 pub fn per_request(m: &Model, kv: Dtype, s: &Share, tokens: u64, block: u64) -> u64 {
     let per = layer_token_bytes(m, kv, s.rank_of);
-    let blocks = |t: u64| t.div_ceil(block) * block;
+    let blocks = |t: u64| t.div_ceil(block).saturating_mul(block);
     m.layers[s.layers.clone()]
         .iter()
         .map(|k| match k {
-            LayerKind::Full => blocks(tokens) * per,
-            LayerKind::Sliding(w) => blocks(tokens.min(*w)) * per,
+            LayerKind::Full => blocks(tokens).saturating_mul(per),
+            LayerKind::Sliding(w) => blocks(tokens.min(*w)).saturating_mul(per),
             LayerKind::State => 0,
         })
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 /// Fixed state bytes one sequence holds in the share's Mamba / linear-attention
@@ -146,5 +148,6 @@ pub fn state_per_sequence(m: &Model, s: &Share) -> u64 {
         Some(p) => m.state_elems_per_layer.div_ceil(p.tp),
         None => m.state_elems_per_layer,
     };
-    n * per_layer * m.dtype.served().bytes()
+    n.saturating_mul(per_layer)
+        .saturating_mul(m.dtype.served().bytes())
 }

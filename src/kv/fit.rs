@@ -168,8 +168,18 @@ fn stages(m: &Model, par: Parallel, dtype: Dtype) -> Vec<Stage> {
 /// hidden states and the MLP's two widest intermediates for every token, plus
 /// float32 logits for up to 256 sequences. An estimate; measure it.
 fn activation_estimate(m: &Model, tokens: u64, tp: u64, dtype: Dtype) -> u64 {
-    let per_token = 6 * m.hidden + 2 * m.params.token_inter / tp;
-    tokens * per_token * dtype.bytes() + tokens.min(MAX_SEQS) * m.params.vocab * 4
+    let per_token = (m.params.token_inter / tp)
+        .saturating_mul(2)
+        .saturating_add(6 * m.hidden);
+    tokens
+        .saturating_mul(per_token)
+        .saturating_mul(dtype.bytes())
+        .saturating_add(tokens.min(MAX_SEQS) * m.params.vocab * 4)
+}
+
+/// Bytes as a signed figure (budgets go negative); beyond i64, the largest.
+fn signed(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
@@ -190,7 +200,7 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
     if !(inp.gpu_util > 0.0 && inp.gpu_util <= 1.0) {
         return Err(format!("--gpu-util {} must be in (0, 1]", inp.gpu_util));
     }
-    let per_replica = par.tp * par.pp;
+    let per_replica = par.tp.saturating_mul(par.pp);
     if inp.gpus == 0 || !inp.gpus.is_multiple_of(per_replica) {
         return Err(format!(
             "--gpus {} is not a multiple of tp x pp = {per_replica}",
@@ -208,7 +218,7 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         .unwrap_or_else(|| activation_estimate(m, inp.max_batched_tokens, par.tp, dtype));
     let non_torch = inp
         .non_torch
-        .unwrap_or(CONTEXT_DEFAULT + if par.tp * par.pp > 1 { NCCL_DEFAULT } else { 0 });
+        .unwrap_or(CONTEXT_DEFAULT + if per_replica > 1 { NCCL_DEFAULT } else { 0 });
     let overhead = inp.overhead.unwrap_or(inp.gpu_mem / 20);
     let engine_total = (inp.gpu_mem as f64 * inp.gpu_util) as i64;
     let conc = inp.concurrency.div_ceil(replicas);
@@ -224,9 +234,12 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let available = engine_total - s.weights as i64 - activation as i64 - non_torch as i64;
+            let available = engine_total
+                .saturating_sub(signed(s.weights))
+                .saturating_sub(signed(activation))
+                .saturating_sub(signed(non_torch));
             let per_seq = cache::per_request(m, kv, &s.share, inp.context, inp.block)
-                + cache::state_per_sequence(m, &s.share);
+                .saturating_add(cache::state_per_sequence(m, &s.share));
             let max_conc = if available <= 0 {
                 0
             } else {
@@ -245,17 +258,17 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         .min_by_key(|a| (a.max_conc, a.stage))
         .ok_or("no stages")?;
     let s = &stages[bind.stage];
-    let needed = conc * bind.per_seq;
+    let needed = conc.saturating_mul(bind.per_seq);
     let will_fit = answers
         .iter()
-        .all(|a| a.available >= 0 && conc * a.per_seq <= a.available as u64);
+        .all(|a| a.available >= 0 && conc.saturating_mul(a.per_seq) <= a.available as u64);
 
     // The longest context every stage can hold `conc` requests of.
     let fits = |tokens: u64| {
         stages.iter().zip(&answers).all(|(s, a)| {
             let per = cache::per_request(m, kv, &s.share, tokens, inp.block)
-                + cache::state_per_sequence(m, &s.share);
-            a.available >= 0 && conc * per <= a.available as u64
+                .saturating_add(cache::state_per_sequence(m, &s.share));
+            a.available >= 0 && conc.saturating_mul(per) <= a.available as u64
         })
     };
     let limit = m.max_position_embeddings.unwrap_or(1 << 31);
@@ -285,8 +298,10 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         ));
     }
     let max_stage_weights = stages.iter().map(|s| s.weights).max().unwrap_or(0);
-    let audit_available =
-        inp.gpu_mem as i64 - max_stage_weights as i64 - inp.context_mem as i64 - overhead as i64;
+    let audit_available = signed(inp.gpu_mem)
+        .saturating_sub(signed(max_stage_weights))
+        .saturating_sub(signed(inp.context_mem))
+        .saturating_sub(signed(overhead));
     let per_gpu_token = stages
         .iter()
         .map(|s| cache::per_token(m, kv, &s.share))
@@ -346,8 +361,8 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         available_bytes_per_gpu: bind.available,
         kv_needed_bytes_per_gpu: needed,
         will_fit,
-        headroom_bytes_per_gpu: bind.available - needed as i64,
-        max_concurrency: bind.max_conc * replicas,
+        headroom_bytes_per_gpu: bind.available.saturating_sub(signed(needed)),
+        max_concurrency: bind.max_conc.saturating_mul(replicas),
         max_context,
         max_context_limited_by: limited_by.into(),
         binding_stage: bind.stage as u64,

@@ -60,7 +60,11 @@ impl<'a> Obj<'a> {
         format!("config.json: {}{key} {why}", self.path)
     }
 
-    /// The first of `keys` present, as a non-negative integer.
+    /// The largest integer kvscope takes from a config: far beyond any real
+    /// size, and small enough that the model's arithmetic cannot overflow.
+    pub const MAX_INT: u64 = 1 << 32;
+
+    /// The first of `keys` present, as a non-negative integer up to MAX_INT.
     pub fn opt_u64(&self, keys: &[&str]) -> Result<Option<u64>, String> {
         for k in keys {
             if let Some(v) = self.get(k) {
@@ -72,9 +76,18 @@ impl<'a> Obj<'a> {
                                 .filter(|f| f.fract() == 0.0 && *f >= 0.0)
                                 .map(|f| f as u64)
                         })
-                        .map(Some)
                         .ok_or_else(|| {
                             self.bad(k, &format!("must be a non-negative integer, not {n}"))
+                        })
+                        .and_then(|x| {
+                            if x > Self::MAX_INT {
+                                Err(self.bad(
+                                    k,
+                                    &format!("{x} is out of range (at most {})", Self::MAX_INT),
+                                ))
+                            } else {
+                                Ok(Some(x))
+                            }
                         }),
                     _ => Err(self.bad(k, &format!("must be a number, not {v}"))),
                 };

@@ -129,16 +129,20 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
 /// dim) plus (value heads x value dim) channels, recurrent state value heads
 /// x key dim x value dim.
 pub fn state_elems(c: &Obj, hidden: u64) -> Result<u64, String> {
-    if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])? {
-        let nk = c.req_u64(&["linear_num_key_heads"])?;
-        let nv = c.req_u64(&["linear_num_value_heads"])?;
-        let dk = c.req_u64(&["linear_key_head_dim"])?;
-        let dv = c.req_u64(&["linear_value_head_dim"])?;
+    // In u128: config integers are at most 2^32, products here of up to four.
+    let get = |keys: &[&str]| c.opt_u64(keys).map(|v| v.map(u128::from));
+    let need = |keys: &[&str]| c.req_u64(keys).map(u128::from);
+    let sat = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+    if let Some(kernel) = get(&["linear_conv_kernel_dim"])? {
+        let nk = need(&["linear_num_key_heads"])?;
+        let nv = need(&["linear_num_value_heads"])?;
+        let dk = need(&["linear_key_head_dim"])?;
+        let dv = need(&["linear_value_head_dim"])?;
         let conv = kernel.saturating_sub(1) * (2 * nk * dk + nv * dv);
-        return Ok(conv + nv * dk * dv);
+        return Ok(sat(conv + nv * dk * dv));
     }
-    let d_state = c.opt_u64(&["mamba_d_state", "ssm_state_size", "state_size"])?;
-    let d_conv = c.opt_u64(&["mamba_d_conv", "conv_kernel", "d_conv"])?;
+    let d_state = get(&["mamba_d_state", "ssm_state_size", "state_size"])?;
+    let d_conv = get(&["mamba_d_conv", "conv_kernel", "d_conv"])?;
     let (Some(d_state), Some(d_conv)) = (d_state, d_conv) else {
         return Err(c.bad(
             "mamba_d_state",
@@ -149,16 +153,21 @@ pub fn state_elems(c: &Obj, hidden: u64) -> Result<u64, String> {
         .f64("mamba_expand")
         .or_else(|| c.f64("expand"))
         .unwrap_or(2.0);
-    let n_heads = c.opt_u64(&["mamba_n_heads"])?;
-    let d_head = c.opt_u64(&["mamba_d_head"])?;
+    if !(expand > 0.0 && expand <= 1024.0) {
+        return Err(c.bad(
+            "mamba_expand",
+            &format!("{expand} is out of range (0, 1024]"),
+        ));
+    }
+    let n_heads = get(&["mamba_n_heads"])?;
+    let d_head = get(&["mamba_d_head"])?;
     let d_inner = match (n_heads, d_head) {
         (Some(h), Some(d)) => h * d,
-        _ => c
-            .opt_u64(&["mamba_d_inner", "intermediate_size_mamba"])?
-            .unwrap_or((expand * hidden as f64) as u64),
+        _ => get(&["mamba_d_inner", "intermediate_size_mamba"])?
+            .unwrap_or((expand * hidden as f64) as u64 as u128),
     };
-    let groups = c.opt_u64(&["mamba_n_groups", "n_groups"])?;
-    Ok(match groups {
+    let groups = get(&["mamba_n_groups", "n_groups"])?;
+    Ok(sat(match groups {
         // Mamba2
         Some(g) => {
             let heads = n_heads.unwrap_or(d_inner / d_head.unwrap_or(64).max(1));
@@ -167,5 +176,5 @@ pub fn state_elems(c: &Obj, hidden: u64) -> Result<u64, String> {
         }
         // Mamba
         None => d_conv.saturating_sub(1) * d_inner + d_inner * d_state,
-    })
+    }))
 }

@@ -120,6 +120,13 @@ fn mla(c: &Obj) -> Result<Option<Mla>, String> {
     }))
 }
 
+/// Bounds that no real model comes near (the largest have ~2^41 parameters,
+/// ~100 layers, ~2^17 KV elements per token and layer), and that keep every
+/// figure derived from a model inside u64.
+const MAX_LAYERS: u64 = 1 << 16;
+const MAX_PARAMS: u128 = 1 << 50;
+const MAX_ELEMS: u128 = 1 << 36;
+
 /// Reads a model from a parsed config.json. `name` labels it in output.
 pub fn from_config(
     name: &str,
@@ -143,6 +150,12 @@ pub fn from_config(
                 "num_hidden_layers"
             },
             "must be positive",
+        ));
+    }
+    if num_layers > MAX_LAYERS {
+        return Err(c.bad(
+            "num_hidden_layers",
+            &format!("{num_layers} is implausibly large (at most {MAX_LAYERS})"),
         ));
     }
     let (heads, kv_heads, head_dim) = heads_and_kv(&c, hidden)?;
@@ -176,6 +189,27 @@ pub fn from_config(
         mla,
         &layers,
         &mut notes,
+    )?;
+    // Sizes no model has, which would also take the arithmetic past 64 bits.
+    let implausible = |what: &str, n: u128, max: u128| -> Result<(), String> {
+        if n > max {
+            Err(format!(
+                "config.json: {what} come to {n}, implausibly many (at most {max}): is this a model's config?"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    implausible("parameters", params.total_exact(), MAX_PARAMS)?;
+    let kv_elems = match mla {
+        Some(m) => m.kv_lora_rank as u128 + m.qk_rope_head_dim as u128,
+        None => 2 * kv_heads as u128 * head_dim as u128,
+    };
+    implausible("KV elements per token and layer", kv_elems, MAX_ELEMS)?;
+    implausible(
+        "state elements per layer",
+        state_elems_per_layer as u128,
+        MAX_ELEMS,
     )?;
     Ok(Model {
         name: name.to_string(),

@@ -13,10 +13,18 @@ use super::json::Obj;
 use super::model::{LayerKind, Mla};
 use std::ops::Range;
 
+/// Parameter arithmetic: config integers are at most 2^32 (json.rs), so
+/// products of four and sums over layers stay far inside u128.
+type P = u128;
+
+fn sat(x: P) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LayerParams {
-    pub linear: u64,
-    pub other: u64,
+    pub linear: P,
+    pub other: P,
 }
 
 /// How quantized linear weights are stored.
@@ -31,9 +39,9 @@ pub struct ParamSpec {
     pub vocab: u64,
     /// The widest MLP intermediate one token goes through (top-k experts for MoE).
     pub token_inter: u64,
-    pub embed: u64,
-    pub lm_head: u64,
-    pub final_norm: u64,
+    pub embed: P,
+    pub lm_head: P,
+    pub final_norm: P,
     pub layers: Vec<LayerParams>,
     pub quant: Option<Quant>,
 }
@@ -77,17 +85,28 @@ const TIED_BY_DEFAULT: &[&str] = &[
 ];
 
 impl ParamSpec {
+    /// All parameters (exact below 2^64; model.rs rejects configs beyond 2^50).
     pub fn total(&self) -> u64 {
+        sat(self.total_exact())
+    }
+
+    pub fn total_exact(&self) -> P {
         self.embed
             + self.lm_head
             + self.final_norm
-            + self.layers.iter().map(|l| l.linear + l.other).sum::<u64>()
+            + self.layers.iter().map(|l| l.linear + l.other).sum::<P>()
     }
 
-    fn linear_bytes(&self, linear: u64, dtype: Dtype) -> u64 {
+    /// Linear parameters of all layers (the ones a quantization changes).
+    #[cfg(test)]
+    pub fn linear(&self) -> u64 {
+        sat(self.layers.iter().map(|l| l.linear).sum())
+    }
+
+    fn linear_bytes(&self, linear: P, dtype: Dtype) -> P {
         match &self.quant {
-            Some(q) => (linear as f64 * q.bytes_per_param).ceil() as u64,
-            None => linear * dtype.bytes(),
+            Some(q) => (linear as f64 * q.bytes_per_param).ceil() as P,
+            None => linear * dtype.bytes() as P,
         }
     }
 
@@ -100,8 +119,8 @@ impl ParamSpec {
     /// stage and the LM head (or the tied embedding) on the last.
     pub fn stage_bytes(&self, dtype: Dtype, layers: Range<usize>, first: bool, last: bool) -> u64 {
         let ls = &self.layers[layers];
-        let linear: u64 = ls.iter().map(|l| l.linear).sum();
-        let mut other: u64 = ls.iter().map(|l| l.other).sum();
+        let linear: P = ls.iter().map(|l| l.linear).sum();
+        let mut other: P = ls.iter().map(|l| l.other).sum();
         if first {
             other += self.embed;
         }
@@ -115,7 +134,7 @@ impl ParamSpec {
                     0
                 };
         }
-        self.linear_bytes(linear, dtype) + other * dtype.bytes()
+        sat(self.linear_bytes(linear, dtype) + other * dtype.bytes() as P)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -130,7 +149,9 @@ impl ParamSpec {
         kinds: &[LayerKind],
         notes: &mut Vec<String>,
     ) -> Result<ParamSpec, String> {
-        let vocab = c.req_u64(&["vocab_size", "padded_vocab_size"])?;
+        let (hidden, heads, kv_heads, head_dim) =
+            (hidden as P, heads as P, kv_heads as P, head_dim as P);
+        let vocab = c.req_u64(&["vocab_size", "padded_vocab_size"])? as P;
         let tied = c
             .bool("tie_word_embeddings")
             .unwrap_or_else(|| TIED_BY_DEFAULT.contains(&model_type));
@@ -144,15 +165,15 @@ impl ParamSpec {
                 LayerKind::State => state_mixer(c, hidden, notes)?,
                 _ => attn,
             };
-            let ffn = mlp.layer(i as u64);
+            let ffn = mlp.layer(i as P);
             layers.push(LayerParams {
                 linear: mixer.linear + ffn.linear,
                 other: mixer.other + ffn.other + 2 * norm,
             });
         }
         Ok(ParamSpec {
-            vocab,
-            token_inter: mlp.token_inter(c)?,
+            vocab: vocab as u64,
+            token_inter: sat(mlp.token_inter(c)?),
             embed: vocab * hidden,
             lm_head: if tied { 0 } else { vocab * hidden },
             final_norm: norm,
@@ -165,24 +186,30 @@ impl ParamSpec {
 fn attention(
     c: &Obj,
     model_type: &str,
-    h: u64,
-    heads: u64,
-    kv: u64,
-    hd: u64,
+    h: P,
+    heads: P,
+    kv: P,
+    hd: P,
     mla: Option<Mla>,
 ) -> Result<LayerParams, String> {
     if let Some(m) = mla {
-        let qk = m.qk_nope_head_dim + m.qk_rope_head_dim;
-        let (q, q_norm) = match m.q_lora_rank {
+        let (nope, rope, lora, v) = (
+            m.qk_nope_head_dim as P,
+            m.qk_rope_head_dim as P,
+            m.kv_lora_rank as P,
+            m.v_head_dim as P,
+        );
+        let qk = nope + rope;
+        let (q, q_norm) = match m.q_lora_rank.map(P::from) {
             Some(r) => (h * r + r * heads * qk, r),
             None => (h * heads * qk, 0),
         };
-        let kv_a = h * (m.kv_lora_rank + m.qk_rope_head_dim);
-        let kv_b = m.kv_lora_rank * heads * (m.qk_nope_head_dim + m.v_head_dim);
-        let o = heads * m.v_head_dim * h;
+        let kv_a = h * (lora + rope);
+        let kv_b = lora * heads * (nope + v);
+        let o = heads * v * h;
         return Ok(LayerParams {
             linear: q + kv_a + kv_b + o,
-            other: q_norm + m.kv_lora_rank,
+            other: q_norm + lora,
         });
     }
     let q = heads * hd;
@@ -202,12 +229,12 @@ fn attention(
 }
 
 /// Mamba, Mamba2 or Gated DeltaNet mixer parameters (see layout::state_elems for the keys).
-fn state_mixer(c: &Obj, h: u64, notes: &mut Vec<String>) -> Result<LayerParams, String> {
-    if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])? {
-        let nk = c.req_u64(&["linear_num_key_heads"])?;
-        let nv = c.req_u64(&["linear_num_value_heads"])?;
-        let dk = c.req_u64(&["linear_key_head_dim"])?;
-        let dv = c.req_u64(&["linear_value_head_dim"])?;
+fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, String> {
+    if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])?.map(P::from) {
+        let nk = P::from(c.req_u64(&["linear_num_key_heads"])?);
+        let nv = P::from(c.req_u64(&["linear_num_value_heads"])?);
+        let dk = P::from(c.req_u64(&["linear_key_head_dim"])?);
+        let dv = P::from(c.req_u64(&["linear_value_head_dim"])?);
         let conv_ch = 2 * nk * dk + nv * dv;
         let linear = h * (2 * nk * dk + 2 * nv * dv) + h * 2 * nv + nv * dv * h;
         return Ok(LayerParams {
@@ -217,86 +244,99 @@ fn state_mixer(c: &Obj, h: u64, notes: &mut Vec<String>) -> Result<LayerParams, 
     }
     let d_state = c
         .opt_u64(&["mamba_d_state", "ssm_state_size", "state_size"])?
+        .map(P::from)
         .unwrap_or(16);
     let d_conv = c
         .opt_u64(&["mamba_d_conv", "conv_kernel", "d_conv"])?
+        .map(P::from)
         .unwrap_or(4);
     let expand = c
         .f64("mamba_expand")
         .or_else(|| c.f64("expand"))
         .unwrap_or(2.0);
+    if !(expand > 0.0 && expand <= 1024.0) {
+        return Err(c.bad(
+            "mamba_expand",
+            &format!("{expand} is out of range (0, 1024]"),
+        ));
+    }
     let d_inner = match (
-        c.opt_u64(&["mamba_n_heads"])?,
-        c.opt_u64(&["mamba_d_head"])?,
+        c.opt_u64(&["mamba_n_heads"])?.map(P::from),
+        c.opt_u64(&["mamba_d_head"])?.map(P::from),
     ) {
         (Some(n), Some(d)) => n * d,
-        _ => (expand * h as f64) as u64,
+        _ => (expand * h as f64) as P,
     };
-    Ok(match c.opt_u64(&["mamba_n_groups", "n_groups"])? {
-        Some(g) => {
-            let n_heads = c
-                .opt_u64(&["mamba_n_heads"])?
-                .unwrap_or(d_inner / 64)
-                .max(1);
-            let conv_ch = d_inner + 2 * g * d_state;
-            let linear = h * (2 * d_inner + 2 * g * d_state + n_heads) + d_inner * h;
-            LayerParams {
-                linear,
-                other: conv_ch * (d_conv + 1) + 3 * n_heads + d_inner,
+    Ok(
+        match c.opt_u64(&["mamba_n_groups", "n_groups"])?.map(P::from) {
+            Some(g) => {
+                let n_heads = c
+                    .opt_u64(&["mamba_n_heads"])?
+                    .map(P::from)
+                    .unwrap_or(d_inner / 64)
+                    .max(1);
+                let conv_ch = d_inner + 2 * g * d_state;
+                let linear = h * (2 * d_inner + 2 * g * d_state + n_heads) + d_inner * h;
+                LayerParams {
+                    linear,
+                    other: conv_ch * (d_conv + 1) + 3 * n_heads + d_inner,
+                }
             }
-        }
-        None => {
-            let dt_rank = c
-                .opt_u64(&["mamba_dt_rank", "time_step_rank"])?
-                .unwrap_or(h.div_ceil(16));
-            if c.opt_u64(&["mamba_dt_rank"])?.is_none() {
-                notes.push(format!(
-                    "Mamba dt_rank not in the config: ceil(hidden/16) = {dt_rank} assumed"
-                ));
+            None => {
+                let dt_rank = c
+                    .opt_u64(&["mamba_dt_rank", "time_step_rank"])?
+                    .map(P::from)
+                    .unwrap_or(h.div_ceil(16));
+                if c.opt_u64(&["mamba_dt_rank"])?.map(P::from).is_none() {
+                    notes.push(format!(
+                        "Mamba dt_rank not in the config: ceil(hidden/16) = {dt_rank} assumed"
+                    ));
+                }
+                let linear = h * 2 * d_inner
+                    + d_inner * (dt_rank + 2 * d_state)
+                    + dt_rank * d_inner
+                    + d_inner * h;
+                LayerParams {
+                    linear,
+                    other: d_inner * (d_conv + 1) + d_inner + d_inner * d_state + d_inner,
+                }
             }
-            let linear = h * 2 * d_inner
-                + d_inner * (dt_rank + 2 * d_state)
-                + dt_rank * d_inner
-                + d_inner * h;
-            LayerParams {
-                linear,
-                other: d_inner * (d_conv + 1) + d_inner + d_inner * d_state + d_inner,
-            }
-        }
-    })
+        },
+    )
 }
 
 /// The feed-forward part of each layer.
 struct Mlp {
-    hidden: u64,
-    dense_inter: u64,
+    hidden: P,
+    dense_inter: P,
     gated: bool,
     bias: bool,
     moe: Option<Moe>,
 }
 
 struct Moe {
-    experts: u64,
-    inter: u64,
-    shared_inter: u64,
+    experts: P,
+    inter: P,
+    shared_inter: P,
     shared_gate: bool,
     /// Which layers are MoE.
-    first_dense: u64,
-    every: u64,
-    dense_layers: Vec<u64>,
+    first_dense: P,
+    every: P,
+    dense_layers: Vec<P>,
     one_based_step: bool,
 }
 
 impl Mlp {
-    fn from_config(c: &Obj, model_type: &str, h: u64) -> Result<Mlp, String> {
+    fn from_config(c: &Obj, model_type: &str, h: P) -> Result<Mlp, String> {
         let dense_inter = c
             .opt_u64(&["intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"])?
+            .map(P::from)
             .unwrap_or(4 * h);
         let gated = !PLAIN_MLP.contains(&model_type);
         let bias = c
             .bool("mlp_bias")
             .unwrap_or(!gated && model_type != "falcon");
-        let moe = if let Some(e) = c.opt_u64(&["num_local_experts"])? {
+        let moe = if let Some(e) = c.opt_u64(&["num_local_experts"])?.map(P::from) {
             // Mixtral: every layer, experts as large as the dense MLP.
             Some(Moe {
                 experts: e,
@@ -308,37 +348,50 @@ impl Mlp {
                 dense_layers: vec![],
                 one_based_step: false,
             })
-        } else if let Some(e) = c.opt_u64(&["n_routed_experts"])? {
+        } else if let Some(e) = c.opt_u64(&["n_routed_experts"])?.map(P::from) {
             // DeepSeek: dense first layers, then MoE every moe_layer_freq, plus shared experts.
-            let inter = c.req_u64(&["moe_intermediate_size"])?;
-            let shared = c.opt_u64(&["n_shared_experts"])?.unwrap_or(0);
+            let inter = P::from(c.req_u64(&["moe_intermediate_size"])?);
+            let shared = c.opt_u64(&["n_shared_experts"])?.map(P::from).unwrap_or(0);
             Some(Moe {
                 experts: e,
                 inter,
                 shared_inter: shared * inter,
                 shared_gate: false,
-                first_dense: c.opt_u64(&["first_k_dense_replace"])?.unwrap_or(0),
-                every: c.opt_u64(&["moe_layer_freq"])?.unwrap_or(1).max(1),
+                first_dense: c
+                    .opt_u64(&["first_k_dense_replace"])?
+                    .map(P::from)
+                    .unwrap_or(0),
+                every: c
+                    .opt_u64(&["moe_layer_freq"])?
+                    .map(P::from)
+                    .unwrap_or(1)
+                    .max(1),
                 dense_layers: vec![],
                 one_based_step: false,
             })
-        } else if let Some(e) = c.opt_u64(&["num_experts"])?.filter(|&e| e > 0) {
+        } else if let Some(e) = c.opt_u64(&["num_experts"])?.map(P::from).filter(|&e| e > 0) {
             // Qwen2-MoE / Qwen3-MoE / OLMoE: MoE every decoder_sparse_step, but mlp_only_layers.
             let shared = c
                 .opt_u64(&["shared_expert_intermediate_size"])?
+                .map(P::from)
                 .unwrap_or(0);
             Some(Moe {
                 experts: e,
                 inter: c
                     .opt_u64(&["moe_intermediate_size"])?
+                    .map(P::from)
                     .unwrap_or(dense_inter),
                 shared_inter: shared,
                 shared_gate: shared > 0,
                 first_dense: 0,
-                every: c.opt_u64(&["decoder_sparse_step"])?.unwrap_or(1).max(1),
+                every: c
+                    .opt_u64(&["decoder_sparse_step"])?
+                    .map(P::from)
+                    .unwrap_or(1)
+                    .max(1),
                 dense_layers: c
                     .array("mlp_only_layers")
-                    .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                    .map(|a| a.iter().filter_map(|v| v.as_u64().map(P::from)).collect())
                     .unwrap_or_default(),
                 one_based_step: true,
             })
@@ -354,10 +407,11 @@ impl Mlp {
         })
     }
 
-    fn token_inter(&self, c: &Obj) -> Result<u64, String> {
+    fn token_inter(&self, c: &Obj) -> Result<P, String> {
         Ok(match &self.moe {
             Some(m) => {
                 c.opt_u64(&["num_experts_per_tok", "moe_topk"])?
+                    .map(P::from)
                     .unwrap_or(2)
                     * m.inter
                     + m.shared_inter
@@ -367,12 +421,12 @@ impl Mlp {
         .max(self.dense_inter))
     }
 
-    fn ffn(&self, inter: u64) -> u64 {
+    fn ffn(&self, inter: P) -> P {
         (if self.gated { 3 } else { 2 }) * self.hidden * inter
     }
 
-    fn layer(&self, i: u64) -> LayerParams {
-        let bias = |inter: u64| {
+    fn layer(&self, i: P) -> LayerParams {
+        let bias = |inter: P| {
             if self.bias {
                 (if self.gated { 2 } else { 1 }) * inter + self.hidden
             } else {
@@ -473,6 +527,11 @@ fn quant(c: &Obj, notes: &mut Vec<String>) -> Result<Option<Quant>, String> {
             return Ok(None);
         }
     };
+    // Nothing stores a weight in more than 4 bytes: a figure outside (0, 4] is a misread config.
+    if !(bytes > 0.0 && bytes <= 4.0) {
+        notes.push(format!("quantization_config gives {bytes} bytes per weight: ignored, weights counted at the model's dtype"));
+        return Ok(None);
+    }
     Ok(Some(Quant {
         method,
         bytes_per_param: bytes,

@@ -68,7 +68,7 @@ pub fn load(spec: &str) -> Result<Model, String> {
             path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         )
     };
-    let text = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let text = read_small(&file)?;
     let v: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON ({e})", file.display()))?;
     let checkpoint = checkpoint_bytes(&dir.join("model.safetensors.index.json"))?;
@@ -86,12 +86,29 @@ pub fn load(spec: &str) -> Result<Model, String> {
     })
 }
 
+/// Config files are kilobytes (an index with every tensor, a few MB):
+/// anything past this is not one, and is refused before it is read.
+const MAX_CONFIG_BYTES: u64 = 64 << 20;
+
+fn read_small(path: &Path) -> Result<Vec<u8>, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{}: {size} bytes is too large for a model config (the limit is {MAX_CONFIG_BYTES})",
+            path.display()
+        ));
+    }
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// metadata.total_size of a safetensors index, when the file exists.
 fn checkpoint_bytes(index: &Path) -> Result<Option<u64>, String> {
     if !index.exists() {
         return Ok(None);
     }
-    let text = std::fs::read(index).map_err(|e| format!("{}: {e}", index.display()))?;
+    let text = read_small(index)?;
     let v: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not JSON ({e})", index.display()))?;
     v.pointer("/metadata/total_size")

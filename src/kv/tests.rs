@@ -356,7 +356,7 @@ fn quantization_config_sets_the_linear_weight_format() {
         json!({"quantization_config": {"quant_method": "fp8"}}),
     ));
     let plain = synthetic(base(json!({})));
-    let linear: u64 = plain.params.layers.iter().map(|l| l.linear).sum();
+    let linear = plain.params.linear();
     // Linear weights drop from 2 bytes to 1; embeddings, norms and the head stay bf16.
     assert_eq!(
         plain.params.bytes(Dtype::BF16) - fp8.params.bytes(Dtype::BF16),

@@ -38,32 +38,56 @@ fn var(name: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn flag(name: &str) -> Option<bool> {
-    var(name).map(|v| {
-        !matches!(
-            v.to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        )
-    })
+/// Reads the variables, keeping a warning for each value it could not use
+/// (the default stands in for it).
+#[derive(Default)]
+struct Env {
+    warnings: Vec<String>,
 }
 
-fn number(name: &str, default: u64) -> u64 {
-    var(name).and_then(|v| v.parse().ok()).unwrap_or(default)
+impl Env {
+    fn flag(&mut self, name: &str, default: bool) -> bool {
+        let Some(v) = var(name) else { return default };
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => {
+                self.warnings.push(format!(
+                    "{name}={v:?} is not 1/0/true/false; using {}",
+                    u8::from(default)
+                ));
+                default
+            }
+        }
+    }
+
+    fn number(&mut self, name: &str, default: u64) -> u64 {
+        let Some(v) = var(name) else { return default };
+        v.parse().unwrap_or_else(|_| {
+            self.warnings.push(format!(
+                "{name}={v:?} is not a whole number; using {default}"
+            ));
+            default
+        })
+    }
 }
 
 impl Config {
-    pub fn from_env() -> Config {
-        Config {
-            disabled: flag("KVSCOPE_DISABLE").unwrap_or(false),
+    /// The settings, and a warning for each variable set to something unusable.
+    pub fn from_env() -> (Config, Vec<String>) {
+        let mut e = Env::default();
+        let config = Config {
+            disabled: e.flag("KVSCOPE_DISABLE", false),
             out_dir: var("KVSCOPE_OUT").map(PathBuf::from),
-            sample_ms: number("KVSCOPE_SAMPLE_MS", 200),
-            idle_ms: number("KVSCOPE_IDLE_MS", 2000),
-            events: number("KVSCOPE_EVENTS", 512).clamp(1, 1 << 20) as usize,
-            live_limit: number("KVSCOPE_LIVE_LIMIT", 100_000) as usize,
-            timeline_points: number("KVSCOPE_TIMELINE_POINTS", 4096).max(16) as usize,
-            checkpoint_s: number("KVSCOPE_CHECKPOINT_S", 30),
-            device_query: flag("KVSCOPE_DEVICE_QUERY").unwrap_or(true),
-            log: flag("KVSCOPE_LOG").unwrap_or(false),
-        }
+            sample_ms: e.number("KVSCOPE_SAMPLE_MS", 200),
+            idle_ms: e.number("KVSCOPE_IDLE_MS", 2000),
+            events: e.number("KVSCOPE_EVENTS", 512).clamp(1, 1 << 20) as usize,
+            live_limit: e.number("KVSCOPE_LIVE_LIMIT", 100_000) as usize,
+            timeline_points: e.number("KVSCOPE_TIMELINE_POINTS", 4096).clamp(16, 1 << 20) as usize,
+            checkpoint_s: e.number("KVSCOPE_CHECKPOINT_S", 30),
+            device_query: e.flag("KVSCOPE_DEVICE_QUERY", true),
+            log: e.flag("KVSCOPE_LOG", false),
+        };
+        (config, e.warnings)
     }
 }

@@ -112,7 +112,10 @@ fn start() -> Option<&'static Shim> {
 
 fn start_here() -> Option<&'static Shim> {
     STARTING_HERE.with(|s| s.set(true));
-    let config = Config::from_env();
+    let (config, warnings) = Config::from_env();
+    for w in &warnings {
+        eprintln!("kvscope: warning: {w}");
+    }
     if config.disabled {
         STATE.store(DISABLED, Release);
         STARTING_HERE.with(|s| s.set(false));

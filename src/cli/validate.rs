@@ -1,0 +1,223 @@
+//! What a report may claim before the reader computes with it. The shim never
+//! writes figures near these bounds; a file that does is damaged or forged,
+//! and is refused in one line instead of overflowing an analysis.
+
+use crate::report::{LiveAlloc, Report, SpaceStats};
+
+/// Bytes: 1 PiB, beyond any device, host or job.
+const MAX_BYTES: u64 = 1 << 50;
+/// Running totals (bytes ever allocated): 2^60.
+const MAX_TOTAL: u64 = 1 << 60;
+/// Counts of allocations, calls, rows.
+const MAX_COUNT: u64 = 1 << 48;
+/// Times: ms since start, ~300 years.
+const MAX_MS: f64 = 1e13;
+/// Device ordinals.
+const MAX_DEVICE: u32 = 1 << 16;
+
+struct V(Vec<String>);
+
+impl V {
+    fn at_most(&mut self, what: impl FnOnce() -> String, n: u64, max: u64) {
+        if n > max && self.0.is_empty() {
+            self.0.push(format!(
+                "{} is {n}, beyond any real figure (at most {max})",
+                what()
+            ));
+        }
+    }
+    fn bytes(&mut self, what: impl FnOnce() -> String, n: u64) {
+        self.at_most(what, n, MAX_BYTES);
+    }
+    fn count(&mut self, what: impl FnOnce() -> String, n: u64) {
+        self.at_most(what, n, MAX_COUNT);
+    }
+    fn device(&mut self, what: impl FnOnce() -> String, d: u32) {
+        self.at_most(what, d as u64, MAX_DEVICE as u64);
+    }
+    fn ms(&mut self, what: impl FnOnce() -> String, t: f64) {
+        if !(0.0..=MAX_MS).contains(&t) && self.0.is_empty() {
+            self.0
+                .push(format!("{} is {t}, not a time in milliseconds", what()));
+        }
+    }
+    fn space(&mut self, at: &str, s: &SpaceStats) {
+        self.bytes(|| format!("{at}.live_bytes"), s.live_bytes);
+        self.bytes(|| format!("{at}.peak_bytes"), s.peak_bytes);
+        self.at_most(
+            || format!("{at}.allocated_bytes"),
+            s.allocated_bytes,
+            MAX_TOTAL,
+        );
+        self.at_most(|| format!("{at}.freed_bytes"), s.freed_bytes, MAX_TOTAL);
+        for (k, n) in [
+            ("live_count", s.live_count),
+            ("allocs", s.allocs),
+            ("frees", s.frees),
+            ("failures", s.failures),
+        ] {
+            self.count(|| format!("{at}.{k}"), n);
+        }
+        if let Some(t) = s.peak_t_ms {
+            self.ms(|| format!("{at}.peak_t_ms"), t);
+        }
+    }
+    fn rows(&mut self, at: &str, rows: &[LiveAlloc]) {
+        let mut sum = 0u128;
+        for (i, a) in rows.iter().enumerate() {
+            self.bytes(|| format!("{at}[{i}].size"), a.size);
+            self.device(|| format!("{at}[{i}].device"), a.device);
+            self.ms(|| format!("{at}[{i}].t_ms"), a.t_ms);
+            sum += a.size as u128;
+        }
+        self.bytes(
+            || format!("the sum of {at} sizes"),
+            sum.min(u64::MAX as u128) as u64,
+        );
+    }
+}
+
+/// Ok, or the first implausible figure.
+pub fn validate(r: &Report) -> Result<(), String> {
+    // The shim always writes these; without them a file is not a report.
+    if r.reason.is_none() {
+        return Err("missing field `reason`".into());
+    }
+    if r.process.pid == 0 {
+        return Err("missing field `process.pid`".into());
+    }
+    let mut v = V(Vec::new());
+    v.ms(|| "t_ms".into(), r.t_ms);
+    for (i, d) in r.devices.iter().enumerate() {
+        v.device(|| format!("devices[{i}].device"), d.device);
+        v.bytes(
+            || format!("devices[{i}].total_bytes"),
+            d.total_bytes.unwrap_or(0),
+        );
+        v.bytes(
+            || format!("devices[{i}].free_bytes"),
+            d.free_bytes.unwrap_or(0),
+        );
+        if let Some(t) = d.free_sampled_t_ms {
+            v.ms(|| format!("devices[{i}].free_sampled_t_ms"), t);
+        }
+        v.space(&format!("devices[{i}].memory"), &d.memory);
+        v.space(&format!("devices[{i}].managed"), &d.managed);
+    }
+    v.space("host", &r.host);
+    for (api, n) in &r.calls {
+        v.count(|| format!("calls.{api}"), *n);
+    }
+    for (api, codes) in &r.failure_counts {
+        for (code, n) in codes {
+            v.count(|| format!("failure_counts.{api}.{code}"), *n);
+        }
+    }
+    for (i, f) in r.failures.iter().enumerate() {
+        v.ms(|| format!("failures[{i}].t_ms"), f.t_ms);
+        v.device(|| format!("failures[{i}].device"), f.device);
+    }
+    let a = &r.anomalies;
+    for (k, n) in [
+        ("untracked_frees", a.untracked_frees),
+        ("double_frees", a.double_frees),
+        ("size_mismatched_frees", a.size_mismatched_frees),
+    ] {
+        v.count(|| format!("anomalies.{k}"), n);
+    }
+    let l = &r.live;
+    v.count(|| "live.count".into(), l.count);
+    v.bytes(|| "live.bytes".into(), l.bytes);
+    v.rows("live.allocations", &l.allocations);
+    for (i, k) in l.by_kind.iter().enumerate() {
+        v.device(|| format!("live.by_kind[{i}].device"), k.device);
+        v.bytes(|| format!("live.by_kind[{i}].bytes"), k.bytes);
+        v.count(|| format!("live.by_kind[{i}].count"), k.count);
+    }
+    for (i, k) in l.by_stream.iter().enumerate() {
+        v.device(|| format!("live.by_stream[{i}].device"), k.device);
+        v.bytes(|| format!("live.by_stream[{i}].bytes"), k.bytes);
+        v.count(|| format!("live.by_stream[{i}].count"), k.count);
+    }
+    for (i, k) in l.by_size_class.iter().enumerate() {
+        v.bytes(|| format!("live.by_size_class[{i}].bytes"), k.bytes);
+        v.count(|| format!("live.by_size_class[{i}].count"), k.count);
+    }
+    let vm = &r.vmm;
+    for (k, n) in [
+        ("reserved_bytes", vm.reserved_bytes),
+        ("physical_bytes", vm.physical_bytes),
+        ("mapped_bytes", vm.mapped_bytes),
+    ] {
+        v.bytes(|| format!("vmm.{k}"), n);
+    }
+    for (i, x) in vm.reservations.iter().enumerate() {
+        v.bytes(|| format!("vmm.reservations[{i}].size"), x.size);
+        v.bytes(
+            || format!("vmm.reservations[{i}].mapped_bytes"),
+            x.mapped_bytes,
+        );
+    }
+    for (i, h) in vm.handles.iter().enumerate() {
+        v.bytes(|| format!("vmm.handles[{i}].size"), h.size);
+        v.device(|| format!("vmm.handles[{i}].device"), h.device);
+        v.count(|| format!("vmm.handles[{i}].mappings"), h.mappings);
+        v.ms(|| format!("vmm.handles[{i}].t_ms"), h.t_ms);
+    }
+    for (i, p) in r.pools.iter().enumerate() {
+        v.device(|| format!("pools[{i}].device"), p.device);
+        for (k, n) in [
+            ("reserved_bytes", p.reserved_bytes),
+            ("used_bytes", p.used_bytes),
+            ("reserved_high_bytes", p.reserved_high_bytes),
+            ("used_high_bytes", p.used_high_bytes),
+        ] {
+            v.bytes(|| format!("pools[{i}].{k}"), n);
+        }
+        v.ms(|| format!("pools[{i}].sampled_t_ms"), p.sampled_t_ms);
+    }
+    for (i, m) in r.markers.iter().enumerate() {
+        v.ms(|| format!("markers[{i}].t_ms"), m.t_ms);
+    }
+    for (i, s) in r.timeline.iter().enumerate() {
+        v.ms(|| format!("timeline[{i}].t_ms"), s.t_ms);
+        for (j, d) in s.devices.iter().enumerate() {
+            let at = || format!("timeline[{i}].devices[{j}]");
+            v.device(|| format!("{}.device", at()), d.device);
+            v.bytes(|| format!("{}.live_bytes", at()), d.live_bytes);
+            v.bytes(|| format!("{}.max_live_bytes", at()), d.max_live_bytes);
+            v.bytes(
+                || format!("{}.reserved_bytes", at()),
+                d.reserved_bytes.unwrap_or(0),
+            );
+            v.bytes(
+                || format!("{}.device_used_bytes", at()),
+                d.device_used_bytes.unwrap_or(0),
+            );
+            v.count(|| format!("{}.live_count", at()), d.live_count);
+        }
+    }
+    for (i, e) in r.events.iter().enumerate() {
+        v.ms(|| format!("events[{i}].t_ms"), e.t_ms);
+        v.device(|| format!("events[{i}].device"), e.device);
+    }
+    if let Some(o) = &r.oom {
+        v.ms(|| "oom.t_ms".into(), o.t_ms);
+        v.device(|| "oom.device".into(), o.device);
+        v.bytes(
+            || "oom.device_free_bytes".into(),
+            o.device_free_bytes.unwrap_or(0),
+        );
+        v.bytes(
+            || "oom.device_total_bytes".into(),
+            o.device_total_bytes.unwrap_or(0),
+        );
+        v.bytes(|| "oom.live_bytes".into(), o.live_bytes);
+        v.count(|| "oom.live_count".into(), o.live_count);
+        v.rows("oom.largest", &o.largest);
+    }
+    match v.0.pop() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
