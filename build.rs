@@ -126,6 +126,7 @@ fn main() {
     compile(
         &[
             clients.join("late.c").display().to_string(),
+            format!("-I{}", clients.display()),
             "-o".into(),
             native.join("late").display().to_string(),
             "-Wl,-rpath,$ORIGIN".into(),

@@ -43,4 +43,18 @@ static inline void mark(const char *label) {
     if (fn) fn(label);
 }
 
+/* Allocates `n` blocks of `size` with `m`, frees the first with `f`: the
+ * blocks left live, or -1. For programs that find cudaMalloc at run time. */
+static inline int allocate_keep_all_but_first(cudaError_t (*m)(void **, size_t),
+                                              cudaError_t (*f)(void *), int n, size_t size) {
+    if (!m || !f) return -1;
+    void *first = NULL;
+    for (int i = 0; i < n; i++) {
+        void *p;
+        if (m(&p, size) != cudaSuccess) return -1;
+        if (i == 0) first = p;
+    }
+    return f(first) == cudaSuccess ? n - 1 : -1;
+}
+
 #endif

@@ -2,15 +2,8 @@
  * through a plug-in library, and through a dlsym found with dlsym. Built
  * without -lcudart -lcuda. Usage: late none|direct|plugin|dlsym-dlsym
  * `none` never touches CUDA. Prints `expect.` lines. */
-#include <dlfcn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "client.h"
 
-#define MiB (1024ull * 1024ull)
-
-typedef int (*malloc_fn)(void **, size_t);
-typedef int (*free_fn)(void *);
 typedef void *(*dlsym_fn)(void *, const char *);
 
 static void *open_or_die(const char *name) {
@@ -23,16 +16,8 @@ static void *open_or_die(const char *name) {
 }
 
 static int allocate(dlsym_fn find, void *rt, int n, size_t size) {
-    malloc_fn m = (malloc_fn)find(rt, "cudaMalloc");
-    free_fn f = (free_fn)find(rt, "cudaFree");
-    if (!m || !f) return -1;
-    void *first = NULL;
-    for (int i = 0; i < n; i++) {
-        void *p;
-        if (m(&p, size) != 0) return -1;
-        if (i == 0) first = p;
-    }
-    return f(first) == 0 ? n - 1 : -1;
+    return allocate_keep_all_but_first((cudaError_t(*)(void **, size_t))find(rt, "cudaMalloc"),
+                                       (cudaError_t(*)(void *))find(rt, "cudaFree"), n, size);
 }
 
 int main(int argc, char **argv) {
