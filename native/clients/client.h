@@ -32,6 +32,17 @@ static inline void drv_check(CUresult r, const char *what, const char *file, int
 #define RT(call) rt_check((call), #call, __FILE__, __LINE__)
 #define DRV(call) drv_check((call), #call, __FILE__, __LINE__)
 
+/* The virtual-memory calls, as programs take them from
+ * cudaGetDriverEntryPoint (PyTorch's expandable segments). */
+typedef CUresult (*reserve_fn)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
+typedef CUresult (*create_fn)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
+                              unsigned long long);
+typedef CUresult (*map_fn)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
+                           unsigned long long);
+typedef CUresult (*access_fn)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
+typedef CUresult (*unmap_fn)(CUdeviceptr, size_t);
+typedef CUresult (*release_fn)(CUmemGenericAllocationHandle);
+
 /* kvscope_mark when the shim is loaded, as Python would find it with ctypes. */
 static inline void mark(const char *label) {
     static void (*fn)(const char *);

@@ -153,14 +153,6 @@ static void load_weights(void) {
 }
 
 /* ---- activations: plain, or PyTorch's expandable segments (VMM) ---- */
-typedef CUresult (*reserve_fn)(CUdeviceptr *, size_t, size_t, CUdeviceptr, unsigned long long);
-typedef CUresult (*create_fn)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                              unsigned long long);
-typedef CUresult (*map_fn)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHandle,
-                           unsigned long long);
-typedef CUresult (*access_fn)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
-typedef CUresult (*unmap_fn)(CUdeviceptr, size_t);
-typedef CUresult (*release_fn)(CUmemGenericAllocationHandle);
 static struct {
     reserve_fn reserve;
     create_fn create;

@@ -9,9 +9,6 @@
 
 enum { KINDS = 13, SLOTS = 4 };
 
-typedef CUresult (*create_fn)(CUmemGenericAllocationHandle *, size_t, const CUmemAllocationProp *,
-                              unsigned long long);
-typedef CUresult (*release_fn)(CUmemGenericAllocationHandle);
 typedef void *(*plug_alloc_fn)(size_t, int, cudaStream_t);
 typedef void (*plug_free_fn)(void *, size_t, int, cudaStream_t);
 

@@ -45,14 +45,7 @@ fn largest_live(c: &DeviceCtx, n: usize) -> Vec<String> {
         .iter()
         .filter(|a| a.device == c.device)
     {
-        let phase = match a.phase {
-            0 => "(start)".to_string(),
-            p => c
-                .report
-                .markers
-                .get(p as usize - 1)
-                .map_or(format!("#{p}"), |m| m.label.clone()),
-        };
+        let phase = c.report.phase_name(a.phase);
         let full = groups.len() >= n;
         match groups
             .iter_mut()

@@ -22,16 +22,6 @@ fn groups(r: &Report) -> BTreeMap<Key, (u64, Vec<&LiveAlloc>)> {
     g
 }
 
-fn phase(r: &Report, p: u32) -> String {
-    match p {
-        0 => "(start)".into(),
-        p => r
-            .markers
-            .get(p as usize - 1)
-            .map_or(format!("#{p}"), |m| m.label.clone()),
-    }
-}
-
 pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(
@@ -83,7 +73,7 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
             let newest = rows
                 .iter()
                 .max_by(|p, q| p.t_ms.total_cmp(&q.t_ms))
-                .map(|r| phase(b, r.phase))
+                .map(|r| b.phase_name(r.phase))
                 .unwrap_or_default();
             changes.push((
                 delta,

@@ -74,13 +74,7 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
             size: a.size,
             api: a.api.name(),
             device: a.device,
-            phase: match a.phase {
-                0 => "(start)".into(),
-                p => r
-                    .markers
-                    .get(p as usize - 1)
-                    .map_or(format!("#{p}"), |m| m.label.clone()),
-            },
+            phase: r.phase_name(a.phase),
             t_ms: a.t_ms,
         })
         .collect();

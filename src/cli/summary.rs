@@ -24,17 +24,6 @@ fn space_line(out: &mut String, name: &str, s: &SpaceStats) {
     );
 }
 
-fn phase_name(r: &Report, phase: u32) -> String {
-    match phase {
-        0 => "(start)".into(),
-        p => r
-            .markers
-            .get(p as usize - 1)
-            .map(|m| m.label.clone())
-            .unwrap_or_else(|| format!("#{p}")),
-    }
-}
-
 pub fn render(r: &Report, top: usize) -> String {
     let mut out = String::new();
     let p = &r.process;
@@ -95,7 +84,7 @@ pub fn render(r: &Report, top: usize) -> String {
                 bytes(a.size),
                 a.api.name(),
                 a.device,
-                phase_name(r, a.phase),
+                r.phase_name(a.phase),
                 duration_ms(a.t_ms)
             );
         }

@@ -119,6 +119,21 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
     Ok(kinds)
 }
 
+/// Mamba's d_inner / hidden (default 2).
+pub fn mamba_expand(c: &Obj) -> Result<f64, String> {
+    let expand = c
+        .f64("mamba_expand")
+        .or_else(|| c.f64("expand"))
+        .unwrap_or(2.0);
+    if !(expand > 0.0 && expand <= 1024.0) {
+        return Err(c.bad(
+            "mamba_expand",
+            &format!("{expand} is out of range (0, 1024]"),
+        ));
+    }
+    Ok(expand)
+}
+
 /// Elements of state one Mamba or linear-attention layer keeps per sequence.
 ///
 /// Mamba (Jamba): a convolution state of (d_conv - 1) x d_inner and an SSM
@@ -149,16 +164,7 @@ pub fn state_elems(c: &Obj, hidden: u64) -> Result<u64, String> {
             "and mamba_d_conv (or linear_* sizes) are needed: the config has state layers (Mamba or linear attention)",
         ));
     };
-    let expand = c
-        .f64("mamba_expand")
-        .or_else(|| c.f64("expand"))
-        .unwrap_or(2.0);
-    if !(expand > 0.0 && expand <= 1024.0) {
-        return Err(c.bad(
-            "mamba_expand",
-            &format!("{expand} is out of range (0, 1024]"),
-        ));
-    }
+    let expand = mamba_expand(c)?;
     let n_heads = get(&["mamba_n_heads"])?;
     let d_head = get(&["mamba_d_head"])?;
     let d_inner = match (n_heads, d_head) {

@@ -250,16 +250,7 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
         .opt_u64(&["mamba_d_conv", "conv_kernel", "d_conv"])?
         .map(P::from)
         .unwrap_or(4);
-    let expand = c
-        .f64("mamba_expand")
-        .or_else(|| c.f64("expand"))
-        .unwrap_or(2.0);
-    if !(expand > 0.0 && expand <= 1024.0) {
-        return Err(c.bad(
-            "mamba_expand",
-            &format!("{expand} is out of range (0, 1024]"),
-        ));
-    }
+    let expand = super::layout::mamba_expand(c)?;
     let d_inner = match (
         c.opt_u64(&["mamba_n_heads"])?.map(P::from),
         c.opt_u64(&["mamba_d_head"])?.map(P::from),

@@ -445,6 +445,18 @@ impl Report {
     pub fn device(&self, device: u32) -> Option<&DeviceStats> {
         self.devices.iter().find(|d| d.device == device)
     }
+
+    /// The label of phase `phase` (see `LiveAlloc::phase`): "(start)" before
+    /// the first marker, the marker's label after it.
+    pub fn phase_name(&self, phase: u32) -> String {
+        match phase {
+            0 => "(start)".into(),
+            p => self
+                .markers
+                .get(p as usize - 1)
+                .map_or(format!("#{p}"), |m| m.label.clone()),
+        }
+    }
 }
 
 #[cfg(test)]
