@@ -6,11 +6,9 @@
 //! record, scaling, memory, report, startup (default: all).
 
 use kvscope::report::Api;
-use kvscope::shim::record::{track_alloc, track_free, Recorder};
-use kvscope::shim::state::Anomalies;
-use kvscope::shim::table::{Entry, Table};
-use kvscope::shim::tls;
-use kvscope::shim::{clock, counters};
+use kvscope::shim::track::record::{track_alloc, track_free, Alloc, Recorder};
+use kvscope::shim::track::table::{Entry, Table};
+use kvscope::shim::track::{clock, counters, tls, Anomalies};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -163,17 +161,14 @@ fn record_loop(table: &Table, anomalies: &Anomalies, thread: u64, pairs: u64) {
     const WINDOW: u64 = 64;
     for i in 0..pairs {
         let a = base + (i % 4096) * 0x20_0000;
-        track_alloc(
-            table,
-            anomalies,
-            r,
-            clock::ticks(),
-            Api::CudaMalloc,
-            0,
-            a,
-            4096,
-            0,
-        );
+        let alloc = Alloc {
+            api: Api::CudaMalloc,
+            device: 0,
+            address: a,
+            size: 4096,
+            stream: 0,
+        };
+        track_alloc(table, anomalies, r, clock::ticks(), alloc);
         let old = base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000;
         if i >= WINDOW {
             track_free(table, r, clock::ticks(), Api::CudaFree, old);

@@ -11,7 +11,8 @@ fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
     if !PathBuf::from(format!("/proc/{pid}")).exists() {
         return Err(CliError::input(format!("no process {pid}")));
     }
-    let dir = control::dir_for(pid);
+    let base = control::base_dir(std::env::var_os(control::CTL_DIR_VAR).map(PathBuf::from).as_deref());
+    let dir = control::dir_for(&base, pid);
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -19,7 +20,7 @@ fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
         .create(&dir)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display())))?;
     // The shim ignores a channel someone else could write to; say so here.
-    for d in [control::base_dir(), dir.clone()] {
+    for d in [base, dir.clone()] {
         let meta = std::fs::symlink_metadata(&d)
             .map_err(|e| CliError::input(format!("{}: {e}", d.display())))?;
         if !meta.is_dir() || !control::trusted(&meta) {

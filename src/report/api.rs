@@ -1,6 +1,6 @@
 //! The CUDA entry points kvscope records, by their exported symbol names.
 
-use serde::{Deserialize, Serialize};
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// Where an allocation lives. Device memory includes VMM physical handles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -11,122 +11,94 @@ pub enum Space {
     Host,
 }
 
-macro_rules! apis {
-    ($($variant:ident = $name:literal : $space:ident),* $(,)?) => {
+/// Flags of an entry point (the table's flag column).
+const ALLOCATES: u8 = 1;
+const POOLED: u8 = 2;
+const PLUGGABLE: u8 = 4;
+
+/// Generates `Api` from the `recorded` and `own` rows of the table in
+/// `report/hooked.rs`; the other columns are the shim's business.
+macro_rules! define_api {
+    (
+        recorded { $($variant:ident : $sym:ident ($($args:tt)*) $lib:ident $space:ident [$($flag:ident)*] => $how:ident $params:tt;)* }
+        own { $($own:ident : $own_sym:ident $own_space:ident [$($own_flag:ident)*] => $own_mod:ident;)* }
+        $($rest:tt)*
+    ) => {
         /// An allocation or free entry point. Serialised as its symbol name.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr(u8)]
         pub enum Api {
-            $(#[serde(rename = $name)] $variant,)*
+            $($variant,)*
+            $($own,)*
         }
 
         impl Api {
-            pub const ALL: &'static [Api] = &[$(Api::$variant,)*];
+            pub const ALL: &'static [Api] = &[$(Api::$variant,)* $(Api::$own,)*];
 
+            /// The exported symbol.
             pub const fn name(self) -> &'static str {
-                match self { $(Api::$variant => $name,)* }
+                match self {
+                    $(Api::$variant => stringify!($sym),)*
+                    $(Api::$own => stringify!($own_sym),)*
+                }
             }
 
             /// The memory space an allocation made through this entry point occupies.
             pub const fn space(self) -> Space {
-                match self { $(Api::$variant => Space::$space,)* }
+                match self {
+                    $(Api::$variant => Space::$space,)*
+                    $(Api::$own => Space::$own_space,)*
+                }
             }
 
-            pub fn from_u8(v: u8) -> Option<Api> {
-                Api::ALL.get(v as usize).copied()
-            }
-
-            pub fn from_name(s: &str) -> Option<Api> {
-                Api::ALL.iter().copied().find(|a| a.name() == s)
+            const fn flags(self) -> u8 {
+                match self {
+                    $(Api::$variant => 0 $(| $flag)*,)*
+                    $(Api::$own => 0 $(| $own_flag)*,)*
+                }
             }
         }
     };
 }
 
-apis! {
-    CudaMalloc = "cudaMalloc": Device,
-    CudaFree = "cudaFree": Device,
-    CudaMallocAsync = "cudaMallocAsync": Device,
-    CudaMallocAsyncPtsz = "cudaMallocAsync_ptsz": Device,
-    CudaFreeAsync = "cudaFreeAsync": Device,
-    CudaFreeAsyncPtsz = "cudaFreeAsync_ptsz": Device,
-    CudaMallocFromPoolAsync = "cudaMallocFromPoolAsync": Device,
-    CudaMallocFromPoolAsyncPtsz = "cudaMallocFromPoolAsync_ptsz": Device,
-    CudaMallocManaged = "cudaMallocManaged": Managed,
-    CudaMallocPitch = "cudaMallocPitch": Device,
-    CudaMallocHost = "cudaMallocHost": Host,
-    CudaHostAlloc = "cudaHostAlloc": Host,
-    CudaFreeHost = "cudaFreeHost": Host,
-    CuMemAlloc = "cuMemAlloc_v2": Device,
-    CuMemFree = "cuMemFree_v2": Device,
-    CuMemAllocManaged = "cuMemAllocManaged": Managed,
-    CuMemAllocPitch = "cuMemAllocPitch_v2": Device,
-    CuMemAllocHost = "cuMemAllocHost_v2": Host,
-    CuMemHostAlloc = "cuMemHostAlloc": Host,
-    CuMemFreeHost = "cuMemFreeHost": Host,
-    CuMemAllocAsync = "cuMemAllocAsync": Device,
-    CuMemAllocAsyncPtsz = "cuMemAllocAsync_ptsz": Device,
-    CuMemFreeAsync = "cuMemFreeAsync": Device,
-    CuMemFreeAsyncPtsz = "cuMemFreeAsync_ptsz": Device,
-    CuMemAllocFromPoolAsync = "cuMemAllocFromPoolAsync": Device,
-    CuMemAllocFromPoolAsyncPtsz = "cuMemAllocFromPoolAsync_ptsz": Device,
-    CuMemAddressReserve = "cuMemAddressReserve": Device,
-    CuMemAddressFree = "cuMemAddressFree": Device,
-    CuMemCreate = "cuMemCreate": Device,
-    CuMemRelease = "cuMemRelease": Device,
-    CuMemMap = "cuMemMap": Device,
-    CuMemUnmap = "cuMemUnmap": Device,
-    KvscopeMalloc = "kvscope_malloc": Device,
-    KvscopeFree = "kvscope_free": Device,
-}
+super::hooked::hooked_functions!(define_api);
 
 impl Api {
+    pub fn from_u8(v: u8) -> Option<Api> {
+        Api::ALL.get(v as usize).copied()
+    }
+
+    pub fn from_name(s: &str) -> Option<Api> {
+        Api::ALL.iter().copied().find(|a| a.name() == s)
+    }
+
     /// Entry points that allocate (as opposed to free, reserve or map).
     pub const fn allocates(self) -> bool {
-        matches!(
-            self,
-            Api::CudaMalloc
-                | Api::CudaMallocAsync
-                | Api::CudaMallocAsyncPtsz
-                | Api::CudaMallocFromPoolAsync
-                | Api::CudaMallocFromPoolAsyncPtsz
-                | Api::CudaMallocManaged
-                | Api::CudaMallocPitch
-                | Api::CudaMallocHost
-                | Api::CudaHostAlloc
-                | Api::CuMemAlloc
-                | Api::CuMemAllocManaged
-                | Api::CuMemAllocPitch
-                | Api::CuMemAllocHost
-                | Api::CuMemHostAlloc
-                | Api::CuMemAllocAsync
-                | Api::CuMemAllocAsyncPtsz
-                | Api::CuMemAllocFromPoolAsync
-                | Api::CuMemAllocFromPoolAsyncPtsz
-                | Api::CuMemCreate
-                | Api::KvscopeMalloc
-        )
+        self.flags() & ALLOCATES != 0
     }
 
     /// kvscope's own allocator (PyTorch's pluggable allocator interface).
     pub const fn pluggable(self) -> bool {
-        matches!(self, Api::KvscopeMalloc | Api::KvscopeFree)
+        self.flags() & PLUGGABLE != 0
     }
 
     /// Stream-ordered pool allocations (their memory is pool memory, kept reserved when freed).
     pub const fn pooled(self) -> bool {
-        matches!(
-            self,
-            Api::CudaMallocAsync
-                | Api::CudaMallocAsyncPtsz
-                | Api::CudaMallocFromPoolAsync
-                | Api::CudaMallocFromPoolAsyncPtsz
-                | Api::CuMemAllocAsync
-                | Api::CuMemAllocAsyncPtsz
-                | Api::CuMemAllocFromPoolAsync
-                | Api::CuMemAllocFromPoolAsyncPtsz
-                | Api::KvscopeMalloc
-        )
+        self.flags() & POOLED != 0
+    }
+}
+
+impl Serialize for Api {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Api {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Api, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Api::from_name(&name)
+            .ok_or_else(|| de::Error::custom(format_args!("unknown entry point {name:?}")))
     }
 }
 

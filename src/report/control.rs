@@ -2,19 +2,24 @@
 //! a running process: request files (`*.mark` holding a label, `*.dump` a
 //! reason) in a per-process directory that the shim's sampler polls. Shared
 //! by both sides so that they always agree on the place and the trust rule.
+//! Each side reads `KVSCOPE_CTL_DIR` itself (the shim once, at its start).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-/// `$KVSCOPE_CTL_DIR`, or `/tmp/kvscope-ctl-<uid>`.
-pub fn base_dir() -> PathBuf {
-    std::env::var_os("KVSCOPE_CTL_DIR")
-        .map(PathBuf::from)
+/// The variable that moves the control directory.
+pub const CTL_DIR_VAR: &str = "KVSCOPE_CTL_DIR";
+
+/// `$KVSCOPE_CTL_DIR` as given, or `/tmp/kvscope-ctl-<uid>`.
+pub fn base_dir(configured: Option<&Path>) -> PathBuf {
+    configured
+        .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/kvscope-ctl-{}", uid())))
 }
 
-pub fn dir_for(pid: u32) -> PathBuf {
-    base_dir().join(pid.to_string())
+/// The directory of one process's requests.
+pub fn dir_for(base: &Path, pid: u32) -> PathBuf {
+    base.join(pid.to_string())
 }
 
 pub fn uid() -> u32 {

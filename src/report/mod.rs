@@ -8,6 +8,7 @@
 //! re-purposing one needs v2.
 
 mod api;
+pub(crate) mod hooked;
 pub mod control;
 
 pub use api::{error_name, Api, Space};
@@ -78,7 +79,11 @@ pub struct Report {
     pub timeline: Vec<Sample>,
     /// The flight recorder: the last allocation events before the report, oldest first.
     pub events: Vec<Event>,
+    /// The post-mortem of the first out-of-memory failure (`oom` reports only).
     pub oom: Option<Oom>,
+    /// Out-of-memory failures so far and whether the process allocated again
+    /// after the first: in every report written after the first one.
+    pub out_of_memory: Option<OomHistory>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -439,6 +444,20 @@ pub struct Oom {
     pub live_bytes: u64,
     pub live_count: u64,
     pub largest: Vec<LiveAlloc>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OomHistory {
+    /// Out-of-memory failures of allocating calls, the first included.
+    pub failures: u64,
+    /// `t_ms` of the first.
+    pub first_t_ms: f64,
+    /// Allocations that succeeded after the first failure.
+    pub allocations_after: u64,
+    /// Whether any did: the process went on after the failure (PyTorch frees
+    /// its cached blocks and retries, for one).
+    pub recovered: bool,
 }
 
 impl Report {

@@ -1,6 +1,11 @@
-//! Settings, read once from the environment when the shim starts.
-//! Every variable is documented in the README ("Environment").
+//! Settings, and every other fact the shim takes from the environment, read
+//! once when the shim starts: nothing in the shim calls `getenv` later (a
+//! host may call `setenv` from another thread at any time, and glibc's
+//! environment is not safe to read meanwhile). Every variable is documented
+//! in the README ("Environment").
 
+use crate::report::{control, Launch};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(Clone, Debug)]
@@ -29,6 +34,14 @@ pub struct Config {
     pub device_query: bool,
     /// KVSCOPE_LOG=1: diagnostics on stderr.
     pub log: bool,
+    /// KVSCOPE_CTL_DIR: where `kvscope mark/dump PID` leave requests.
+    pub ctl_dir: PathBuf,
+    /// TMPDIR: where the fallback report directory goes (default /tmp).
+    pub tmp_dir: PathBuf,
+    /// The launcher's facts (RANK, LOCAL_RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES).
+    pub launch: Launch,
+    /// Every KVSCOPE_* variable as set: the only variables a report keeps.
+    pub env: BTreeMap<String, String>,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -36,6 +49,10 @@ fn var(name: &str) -> Option<String> {
         .ok()
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
+}
+
+fn launch_number(name: &str) -> Option<u32> {
+    var(name)?.parse().ok()
 }
 
 /// Reads the variables, keeping a warning for each value it could not use
@@ -87,7 +104,28 @@ impl Config {
             checkpoint_s: e.number("KVSCOPE_CHECKPOINT_S", 30),
             device_query: e.flag("KVSCOPE_DEVICE_QUERY", true),
             log: e.flag("KVSCOPE_LOG", false),
+            ctl_dir: control::base_dir(std::env::var_os(control::CTL_DIR_VAR).map(PathBuf::from).as_deref()),
+            tmp_dir: std::env::var_os("TMPDIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp")),
+            launch: Launch {
+                rank: launch_number("RANK"),
+                local_rank: launch_number("LOCAL_RANK"),
+                world_size: launch_number("WORLD_SIZE"),
+                visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
+            },
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| k.starts_with("KVSCOPE_"))
+                .collect(),
         };
         (config, e.warnings)
+    }
+
+    /// A diagnostic line on stderr, when KVSCOPE_LOG=1.
+    pub fn log(&self, msg: &str) {
+        if self.log {
+            eprintln!("kvscope: {msg}");
+        }
     }
 }

@@ -3,9 +3,11 @@
 //! Strings are NUL-terminated or null.
 #![allow(clippy::missing_safety_doc)]
 
-use super::markers::Source;
-use super::record::protect;
-use super::{sampler, state, writer};
+use super::lifecycle;
+use super::track::counters::{fold, lane};
+use super::track::markers::Source;
+use super::track::record::protect;
+use crate::report::Space;
 use std::ffi::{c_char, c_int, CStr};
 
 fn text(p: *const c_char) -> Option<String> {
@@ -17,20 +19,21 @@ fn text(p: *const c_char) -> Option<String> {
 /// a point at once. Null means "mark".
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kvscope_mark(label: *const c_char) {
-    let Some(shim) = state::get() else { return };
+    let Some(shim) = lifecycle::get() else { return };
     protect(|| {
         let m = shim
+            .track
             .markers
             .add(text(label).as_deref().unwrap_or("mark"), Source::Api);
-        sampler::sample(shim, Some(m.label), false);
+        shim.timeline().sample(Some(m.label), false);
     });
 }
 
 /// Writes a report now. Returns 0 when it was written, -1 otherwise.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kvscope_dump(reason: *const c_char) -> c_int {
-    let Some(shim) = state::get() else { return -1 };
-    match protect(|| writer::write_dump(shim, text(reason))) {
+    let Some(shim) = lifecycle::get() else { return -1 };
+    match protect(|| shim.writer.write_dump(text(reason))) {
         Some(Some(_)) => 0,
         _ => -1,
     }
@@ -39,15 +42,8 @@ pub unsafe extern "C" fn kvscope_dump(reason: *const c_char) -> c_int {
 /// Live device bytes the shim tracks on `device` (all entry points).
 #[unsafe(no_mangle)]
 pub extern "C" fn kvscope_live_bytes(device: c_int) -> u64 {
-    if device < 0 || state::get().is_none() {
+    if device < 0 || lifecycle::get().is_none() {
         return 0;
     }
-    protect(|| {
-        super::counters::fold(super::counters::lane(
-            crate::report::Space::Device,
-            device as u32,
-        ))
-        .live_bytes()
-    })
-    .unwrap_or(0)
+    protect(|| fold(lane(Space::Device, device as u32)).live_bytes()).unwrap_or(0)
 }

@@ -1,32 +1,26 @@
-//! Everything that runs inside the host process.
+//! Everything that runs inside the host process. Data flows one way:
 //!
-//! Layout: `hooks/` are the exported C entry points; they call `record`,
-//! which updates the live `table`, the per-thread `counters` and the
-//! flight-recorder `events`. `writer` turns a snapshot into a report file in
-//! the directory `outdir` prepares; `sampler` is the one background thread
-//! (timeline, external markers and dumps). `state` owns the process-wide
-//! state and its lazy start.
+//! ```text
+//!   hooks/  (interposition: the exported C entry points, one table row each)
+//!     |  record a call
+//!     v
+//!   track/  (the live table, counters, events, failures, the OOM capture)
+//!     ^  read
+//!     |
+//!   output/ (timeline, snapshot, writer, background thread, control requests)
+//! ```
+//!
+//! `lifecycle` starts the shim on first use and wires the parts together;
+//! `config` is read once at start; `cuda/` is what the shim knows of CUDA's
+//! ABI and the driver functions it calls itself; `pluggable/` is PyTorch's
+//! pluggable allocator and `exports` kvscope's own C API.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-pub mod clock;
 pub mod config;
-pub mod counters;
-pub mod devices;
-pub mod events;
+pub mod cuda;
 pub mod exports;
-pub mod failures;
 pub mod hooks;
-pub mod markers;
-pub mod outdir;
+pub mod lifecycle;
+pub mod output;
 pub mod pluggable;
-pub mod query;
-pub mod real;
-pub mod record;
-pub mod route;
-pub mod sampler;
-pub mod snapshot;
-pub mod spin;
-pub mod state;
-pub mod table;
-pub mod tls;
-pub mod vmm;
-pub mod writer;
+pub mod track;

@@ -52,6 +52,7 @@ fn open_dir(path: &Path, private: bool) -> Result<OwnedFd, String> {
     // SAFETY: fd was just opened and is owned here.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     if private {
+        // SAFETY: stat is plain data; all-zero is a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd and out-pointer.
         if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
@@ -72,19 +73,16 @@ fn open_dir(path: &Path, private: bool) -> Result<OwnedFd, String> {
     Ok(fd)
 }
 
-/// The fallback directory: $TMPDIR/kvscope-<uid> (or /tmp).
-pub fn fallback_dir() -> PathBuf {
-    let tmp = std::env::var_os("TMPDIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+/// The fallback directory: kvscope-<uid> in $TMPDIR (or /tmp).
+pub fn fallback_dir(tmp: &Path) -> PathBuf {
     // SAFETY: getuid has no preconditions.
     tmp.join(format!("kvscope-{}", unsafe { libc::getuid() }))
 }
 
 impl OutDir {
     /// The configured directory (KVSCOPE_OUT, else ./kvscope-reports), or
-    /// the fallback when that cannot be written.
-    pub fn prepare(configured: Option<&Path>) -> Result<OutDir, String> {
+    /// the fallback in `tmp` when that cannot be written.
+    pub fn prepare(configured: Option<&Path>, tmp: &Path) -> Result<OutDir, String> {
         let primary = match configured {
             Some(p) => p.to_path_buf(),
             None => std::env::current_dir()
@@ -101,7 +99,7 @@ impl OutDir {
             }
             Err(e) => e,
         };
-        let fb = fallback_dir();
+        let fb = fallback_dir(tmp);
         match open_dir(&fb, true) {
             Ok(fd) => Ok(OutDir {
                 path: fb,

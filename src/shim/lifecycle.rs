@@ -1,21 +1,19 @@
-//! The process-wide state of the shim and its lazy start.
+//! The shim's life in a process: its lazy start, `get`, the exit and fork
+//! handlers, and the wiring between recording and output.
 //!
 //! Nothing happens at load time: the first hook that needs the shim starts
-//! it (reads the environment, registers the exit and fork handlers, starts
-//! the sampler thread). A process that never calls CUDA pays nothing and
+//! it (reads the configuration, registers the exit and fork handlers, starts
+//! the background thread). A process that never calls CUDA pays nothing and
 //! gets no report. After fork() the child is a pure pass-through: its CUDA
 //! state is unusable anyway and the parent's table means nothing there.
 
 use super::config::Config;
-use super::devices::Devices;
-use super::failures::Failures;
-use super::markers::Markers;
-use super::table::Table;
-use super::vmm::Vmm;
-use super::{clock, counters, sampler, writer};
+use super::output::{sampler, timeline::Timeline, writer::Writer};
+use super::track::{self, clock, counters, record::protect, Tracker};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering::*};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use std::sync::OnceLock;
+use std::thread::Thread;
 
 const OFF: u8 = 0;
 const STARTING: u8 = 1;
@@ -24,51 +22,23 @@ const DISABLED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
+/// The background thread, when it runs: woken when an OOM post-mortem waits.
+static BACKGROUND: OnceLock<Thread> = OnceLock::new();
 
 thread_local! {
     static STARTING_HERE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// How allocations reached the shim.
-pub const MODE_PRELOAD: u8 = 1;
-pub const MODE_PLUGGABLE: u8 = 2;
-
-#[derive(Default)]
-pub struct Anomalies {
-    pub untracked_frees: AtomicU64,
-    pub double_frees: AtomicU64,
-    pub size_mismatched_frees: AtomicU64,
-    /// Allocations at an address still in the table (its free went unseen).
-    pub replaced: AtomicU64,
-    pub panics: AtomicU64,
-}
-
+/// The shim once started: its settings, what it records, how it writes.
 pub struct Shim {
-    pub config: Config,
-    pub table: Table,
-    pub vmm: Vmm,
-    pub devices: Devices,
-    pub failures: Failures,
-    pub anomalies: Anomalies,
-    pub markers: Markers,
-    pub timeline: sampler::Timeline,
-    pub writer: writer::Writer,
-    pub unrouted: Mutex<Vec<String>>,
-    pub oom_written: AtomicBool,
-    pub modes: AtomicU8,
+    pub config: &'static Config,
+    pub track: &'static Tracker,
+    pub writer: &'static Writer,
 }
 
 impl Shim {
-    pub fn note_mode(&self, mode: u8) {
-        if self.modes.load(Relaxed) & mode == 0 {
-            self.modes.fetch_or(mode, Relaxed);
-        }
-    }
-
-    pub fn log(&self, msg: &str) {
-        if self.config.log {
-            eprintln!("kvscope: {msg}");
-        }
+    pub fn timeline(&self) -> &'static Timeline {
+        self.writer.timeline
     }
 }
 
@@ -84,6 +54,12 @@ pub fn get() -> Option<&'static Shim> {
     start()
 }
 
+/// What the hooks record into (starting the shim on first use).
+#[inline]
+pub fn tracker() -> Option<&'static Tracker> {
+    get().map(|s| s.track)
+}
+
 /// Whether hooks should route and record (the shim is on or not yet started).
 pub fn active() -> bool {
     matches!(STATE.load(Acquire), OFF | ON)
@@ -93,7 +69,15 @@ pub fn active() -> bool {
 fn start() -> Option<&'static Shim> {
     loop {
         match STATE.compare_exchange(OFF, STARTING, AcqRel, Acquire) {
-            Ok(_) => return start_here(),
+            Ok(_) => {
+                STARTING_HERE.with(|s| s.set(true));
+                let shim = protect(start_here).flatten();
+                if shim.is_none() && STATE.load(Acquire) == STARTING {
+                    STATE.store(DISABLED, Release); // the start failed: pass through
+                }
+                STARTING_HERE.with(|s| s.set(false));
+                return shim;
+            }
             Err(STARTING) => {
                 if STARTING_HERE.with(|s| s.get()) {
                     return None; // a hook reached from our own start: pass through
@@ -111,37 +95,34 @@ fn start() -> Option<&'static Shim> {
 }
 
 fn start_here() -> Option<&'static Shim> {
-    STARTING_HERE.with(|s| s.set(true));
     let (config, warnings) = Config::from_env();
     for w in &warnings {
         eprintln!("kvscope: warning: {w}");
     }
     if config.disabled {
         STATE.store(DISABLED, Release);
-        STARTING_HERE.with(|s| s.set(false));
         return None;
     }
     // Our own panics are caught at every hook; keep them off the host's stderr.
     std::panic::set_hook(Box::new(|_| {
         if let Some(s) = peek() {
-            s.anomalies.panics.fetch_add(1, Relaxed);
+            s.track.anomalies.panics.fetch_add(1, Relaxed);
         }
     }));
     clock::start();
     counters::set_events_per_thread(config.events);
+    let config: &'static Config = Box::leak(Box::new(config));
+    let settings = track::Settings {
+        device_query: config.device_query,
+        events: config.events,
+    };
+    let track: &'static Tracker = Box::leak(Box::new(Tracker::new(settings, oom_captured)));
+    let timeline: &'static Timeline = Box::leak(Box::new(Timeline::new(config, track)));
+    let writer: &'static Writer = Box::leak(Box::new(Writer::new(config, track, timeline)));
     let shim: &'static Shim = Box::leak(Box::new(Shim {
-        timeline: sampler::Timeline::new(config.timeline_points),
-        writer: writer::Writer::new(&config),
         config,
-        table: Table::new(),
-        vmm: Vmm::default(),
-        devices: Devices::default(),
-        failures: Failures::default(),
-        anomalies: Anomalies::default(),
-        markers: Markers::default(),
-        unrouted: Mutex::new(Vec::new()),
-        oom_written: AtomicBool::new(false),
-        modes: AtomicU8::new(0),
+        track,
+        writer,
     }));
     SHIM.store(shim as *const Shim as *mut Shim, Release);
     STATE.store(ON, Release);
@@ -150,8 +131,9 @@ fn start_here() -> Option<&'static Shim> {
         libc::atexit(at_exit);
         libc::pthread_atfork(None, None, Some(in_child as unsafe extern "C" fn()));
     }
-    sampler::spawn(shim);
-    STARTING_HERE.with(|s| s.set(false));
+    if let Some(t) = sampler::spawn(writer) {
+        let _ = BACKGROUND.set(t);
+    }
     Some(shim)
 }
 
@@ -162,12 +144,26 @@ pub fn peek() -> Option<&'static Shim> {
     (!p.is_null()).then(|| unsafe { &*p })
 }
 
+/// The first out-of-memory failure was captured (on the failing thread):
+/// the background thread writes its post-mortem; without one, it is written
+/// here and now, as the only thread there is to do it.
+fn oom_captured() {
+    match BACKGROUND.get() {
+        Some(t) => t.unpark(),
+        None => {
+            if let Some(s) = peek() {
+                s.writer.write_pending_oom();
+            }
+        }
+    }
+}
+
 extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(|| {
         if let Some(shim) = peek() {
             sampler::stop();
-            sampler::final_sample(shim);
-            writer::write_exit(shim);
+            shim.timeline().final_sample();
+            shim.writer.write_exit();
         }
     });
 }

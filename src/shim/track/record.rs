@@ -1,16 +1,18 @@
 //! What the hooks record. Every function here runs inside the host process
 //! on its allocation path: no locks but a table shard's, no allocation, no
-//! syscalls, except on failures and in the first out-of-memory post-mortem.
+//! syscalls, except on failures and in the capture of the first
+//! out-of-memory failure.
 
 use super::counters::{self, lane, ThreadBlock};
+use super::devices::clamp;
 use super::events::{EventRec, Op};
-use super::failures::FailureRec;
-use super::state::{self, Anomalies, Shim};
+use super::failures::Failure;
 use super::table::{Entry, Table};
 use super::tls::{self, Tls};
 use super::vmm::{Handle, Undo};
-use super::{clock, writer};
+use super::{clock, oom, Anomalies, Tracker};
 use crate::report::{Api, Space};
+use crate::shim::cuda::{driver, ERROR_OUT_OF_MEMORY};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::*;
 
@@ -27,11 +29,31 @@ pub struct Recorder {
     pub block: &'static ThreadBlock,
 }
 
+impl Recorder {
+    /// An event into the thread's flight recorder.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn event(self, ticks: u64, op: Op, api: Api, device: u32, address: u64, size: u64, code: i32) {
+        let thread = self.tls.tid();
+        let e = EventRec {
+            ticks,
+            op,
+            api,
+            device,
+            address,
+            size,
+            code,
+            thread,
+        };
+        self.block.ring.push(self.block.is_shared(), &e);
+    }
+}
+
 /// One hooked call. Records only when the shim is on and this is the
 /// outermost hook of the thread; nested hooks (the runtime's own driver
 /// calls) pass through after one thread-local read, so an allocation counts once.
 pub struct Call {
-    shim: Option<&'static Shim>,
+    shim: Option<&'static Tracker>,
     rec: Option<Recorder>,
     api: Api,
     /// When the call began: read before the real call, so that the clock's
@@ -40,27 +62,35 @@ pub struct Call {
 }
 
 impl Call {
+    /// Begins a call of `api`; `tracker` gives the shim's state, starting
+    /// the shim on first use (asked only for an outermost call).
     #[inline]
-    pub fn begin(api: Api) -> Call {
+    pub fn begin(api: Api, tracker: impl FnOnce() -> Option<&'static Tracker>) -> Call {
         let t = tls::get();
+        let idle = Call {
+            shim: None,
+            rec: None,
+            api,
+            ticks: 0,
+        };
         if t.depth.get() != 0 {
-            return Call {
-                shim: None,
-                rec: None,
-                api,
-                ticks: 0,
-            };
+            return idle;
         }
-        let Some(shim) = state::get() else {
-            return Call {
-                shim: None,
-                rec: None,
-                api,
-                ticks: 0,
-            };
+        let Some(shim) = tracker() else {
+            return idle;
         };
         t.depth.set(1);
-        let block = counters::block_of(t);
+        let block = match counters::claimed(t) {
+            Some(b) => b,
+            // A thread's first call claims its counter block (allocates).
+            None => match protect(|| counters::first_block(t)) {
+                Some(b) => b,
+                None => {
+                    t.depth.set(0);
+                    return idle;
+                }
+            },
+        };
         block.count_call(api);
         Call {
             shim: Some(shim),
@@ -70,8 +100,20 @@ impl Call {
         }
     }
 
-    pub fn recording(&self) -> Option<&'static Shim> {
+    pub fn recording(&self) -> Option<&'static Tracker> {
         self.shim
+    }
+
+    pub fn recorder(&self) -> Option<Recorder> {
+        self.rec
+    }
+
+    pub fn api(&self) -> Api {
+        self.api
+    }
+
+    pub fn device(&self) -> u32 {
+        self.rec.map_or_else(tls::device, |r| r.tls.device.get())
     }
 
     /// After an allocating call: record it, or its failure. `device` maps the
@@ -90,21 +132,18 @@ impl Call {
         };
         let api = self.api;
         protect(|| {
-            let device = device(r.tls.device.get());
+            let device = clamp(device(r.tls.device.get()));
             if rc == 0 {
                 let a = address();
                 if a != 0 {
-                    track_alloc(
-                        &shim.table,
-                        &shim.anomalies,
-                        r,
-                        self.ticks,
+                    let alloc = Alloc {
                         api,
                         device,
-                        a,
-                        size(),
+                        address: a,
+                        size: size(),
                         stream,
-                    );
+                    };
+                    track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
                     shim.devices.mark_seen(device);
                 }
             } else {
@@ -144,11 +183,7 @@ impl Call {
             }
             Some(_) => {}
             None => {
-                if rc != 0 && shim.table.recently_freed(address) {
-                    shim.anomalies.double_frees.fetch_add(1, Relaxed);
-                } else {
-                    shim.anomalies.untracked_frees.fetch_add(1, Relaxed);
-                }
+                count_unknown_free(shim, address, rc != 0);
                 if rc != 0 {
                     note_failure(shim, r, api, r.tls.device.get(), 0, rc, false);
                 }
@@ -158,14 +193,9 @@ impl Call {
 
     /// A free of a pointer the table does not hold, not passed on (pluggable mode).
     pub fn unknown_free(&self, address: u64) {
-        let Some(shim) = self.shim else { return };
-        protect(|| {
-            if shim.table.recently_freed(address) {
-                shim.anomalies.double_frees.fetch_add(1, Relaxed);
-            } else {
-                shim.anomalies.untracked_frees.fetch_add(1, Relaxed);
-            }
-        });
+        if let Some(shim) = self.shim {
+            protect(|| count_unknown_free(shim, address, true));
+        }
     }
 
     /// A failed call that allocates nothing the table tracks (VMM calls).
@@ -174,14 +204,6 @@ impl Call {
             let api = self.api;
             protect(|| note_failure(shim, r, api, device, size, rc, api.allocates()));
         }
-    }
-
-    pub fn recorder(&self) -> Option<Recorder> {
-        self.rec
-    }
-
-    pub fn device(&self) -> u32 {
-        self.rec.map_or_else(tls::device, |r| r.tls.device.get())
     }
 }
 
@@ -194,28 +216,37 @@ impl Drop for Call {
     }
 }
 
+/// A free the table could not match: a double free when the address was
+/// freed lately and the real call refused it, else an untracked pointer.
+fn count_unknown_free(shim: &Tracker, address: u64, refused: bool) {
+    if refused && shim.table.recently_freed(address) {
+        shim.anomalies.double_frees.fetch_add(1, Relaxed);
+    } else {
+        shim.anomalies.untracked_frees.fetch_add(1, Relaxed);
+    }
+}
+
+/// One successful allocation, as a hook saw it.
+#[derive(Clone, Copy, Debug)]
+pub struct Alloc {
+    pub api: Api,
+    pub device: u32,
+    pub address: u64,
+    pub size: u64,
+    pub stream: u64,
+}
+
 /// An allocation: into the table, the thread's counters and its flight recorder.
-#[allow(clippy::too_many_arguments)]
 #[inline]
-pub fn track_alloc(
-    table: &Table,
-    anomalies: &Anomalies,
-    r: Recorder,
-    ticks: u64,
-    api: Api,
-    device: u32,
-    address: u64,
-    size: u64,
-    stream: u64,
-) {
+pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64, a: Alloc) {
     let b = r.block;
     let thread = r.tls.tid();
     let e = Entry::new(
-        address,
-        size,
-        api,
-        device,
-        stream,
+        a.address,
+        a.size,
+        a.api,
+        a.device,
+        a.stream,
         ticks,
         b.next_seq(),
         thread,
@@ -224,45 +255,24 @@ pub fn track_alloc(
         b.free(lane(old.api().space(), old.device()), old.size());
         anomalies.replaced.fetch_add(1, Relaxed);
     }
-    b.alloc(lane(api.space(), device), size);
-    b.ring.push(
-        b.is_shared(),
-        &EventRec {
-            ticks,
-            op: Op::Alloc,
-            api,
-            device,
-            address,
-            size,
-            code: 0,
-            thread,
-        },
-    );
+    b.alloc(lane(a.api.space(), a.device), a.size);
+    r.event(ticks, Op::Alloc, a.api, a.device, a.address, a.size, 0);
 }
 
 /// A free of a tracked allocation, recorded before the real free.
 #[inline]
 pub fn track_free(table: &Table, r: Recorder, ticks: u64, api: Api, address: u64) -> Option<Entry> {
     let e = table.remove(address, r.block.index)?;
-    let b = r.block;
-    b.free(lane(e.api().space(), e.device()), e.size());
-    let ev = EventRec {
-        ticks,
-        op: Op::Free,
-        api,
-        device: e.device(),
-        address,
-        size: e.size(),
-        code: 0,
-        thread: r.tls.tid(),
-    };
-    b.ring.push(b.is_shared(), &ev);
+    r.block.free(lane(e.api().space(), e.device()), e.size());
+    r.event(ticks, Op::Free, api, e.device(), address, e.size(), 0);
     Some(e)
 }
 
+/// A failed call; the first out-of-memory failure of an allocating call is
+/// captured here, on the failing thread, for its post-mortem.
 #[allow(clippy::too_many_arguments)]
 fn note_failure(
-    shim: &Shim,
+    shim: &Tracker,
     r: Recorder,
     api: Api,
     device: u32,
@@ -271,50 +281,37 @@ fn note_failure(
     allocating: bool,
 ) {
     let ticks = clock::ticks();
-    let thread = r.tls.tid();
+    let device = clamp(device);
     if allocating {
         r.block.count_failure(lane(api.space(), device));
     }
-    shim.failures.record(FailureRec {
+    let failure = Failure {
         ticks,
         api,
         device,
         size,
         code,
-        thread,
-    });
-    r.block.ring.push(
-        r.block.is_shared(),
-        &EventRec {
-            ticks,
-            op: Op::Fail,
-            api,
-            device,
-            address: 0,
-            size,
-            code,
-            thread,
-        },
-    );
-    // cudaErrorMemoryAllocation and CUDA_ERROR_OUT_OF_MEMORY are both 2.
-    if allocating && code == 2 && !shim.oom_written.swap(true, AcqRel) {
-        writer::write_oom(
-            shim,
-            writer::OomContext {
-                ticks,
-                api,
-                device,
-                size,
-                code,
-                thread,
-            },
-        );
+        thread: r.tls.tid(),
+    };
+    shim.failures.record(failure);
+    r.event(ticks, Op::Fail, api, device, 0, size, code);
+    if allocating && code == ERROR_OUT_OF_MEMORY && shim.oom.count() {
+        // Free memory now, from the failing thread (its context is current):
+        // once the host recovers (frees its cache, retries) it is gone.
+        let mem_info = shim
+            .settings
+            .device_query
+            .then(driver::mem_info_current)
+            .flatten();
+        shim.oom.store(oom::capture(shim, failure, mem_info));
+        shim.oom_captured();
     }
 }
 
 /// A physical VMM handle created: live device memory.
-pub fn vmm_create(shim: &Shim, r: Recorder, handle: u64, device: u32, size: u64) {
+pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u64) {
     let b = r.block;
+    let device = clamp(device);
     let h = Handle {
         size,
         device,
@@ -330,40 +327,19 @@ pub fn vmm_create(shim: &Shim, r: Recorder, handle: u64, device: u32, size: u64)
     }
     b.alloc(lane(Space::Device, device), size);
     shim.devices.mark_seen(device);
-    let ev = EventRec {
-        ticks: h.ticks,
-        op: Op::Alloc,
-        api: Api::CuMemCreate,
-        device,
-        address: handle,
-        size,
-        code: 0,
-        thread: h.thread,
-    };
-    b.ring.push(b.is_shared(), &ev);
+    r.event(h.ticks, Op::Alloc, Api::CuMemCreate, device, handle, size, 0);
 }
 
 /// Handles whose memory a release or unmap gave back.
 pub fn vmm_destroyed(r: Recorder, undo: &Undo, api: Api) {
-    let b = r.block;
     for (handle, h) in undo.destroyed() {
-        b.free(lane(Space::Device, h.device), h.size);
-        let ev = EventRec {
-            ticks: clock::ticks(),
-            op: Op::Free,
-            api,
-            device: h.device,
-            address: *handle,
-            size: h.size,
-            code: 0,
-            thread: r.tls.tid(),
-        };
-        b.ring.push(b.is_shared(), &ev);
+        r.block.free(lane(Space::Device, h.device), h.size);
+        r.event(clock::ticks(), Op::Free, api, h.device, *handle, h.size, 0);
     }
 }
 
 /// A failed release or unmap: the memory did not go back after all.
-pub fn vmm_undo(shim: &Shim, r: Recorder, undo: &Undo) {
+pub fn vmm_undo(shim: &Tracker, r: Recorder, undo: &Undo) {
     shim.vmm.undo(undo);
     for (_, h) in undo.destroyed() {
         r.block.unfree(lane(Space::Device, h.device), h.size);

@@ -1,71 +1,18 @@
-//! Turns the shim's live state into a `Report`. Runs off the hot path: when
-//! a report is written.
+//! Turns the shim's recorded state into a `Report`. Runs off the hot path:
+//! when a report is written (by the background thread, a dump, the exit).
 
-use super::counters::{self, lane, LaneTotals};
-use super::events::EventRec;
-use super::markers::phase_of;
-use super::state::{Shim, MODE_PLUGGABLE, MODE_PRELOAD};
-use super::{clock, failures};
+use super::process::process;
+use super::timeline::Timeline;
 use crate::report::*;
+use crate::shim::config::Config;
+use crate::shim::track::counters::{self, lane, LaneTotals};
+use crate::shim::track::events::EventRec;
+use crate::shim::track::markers::phase_of;
+use crate::shim::track::oom::Capture;
+use crate::shim::track::table::Entry;
+use crate::shim::track::{clock, failures, Tracker, MODE_PLUGGABLE, MODE_PRELOAD};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering::Relaxed;
-
-/// The failure an OOM post-mortem is about, and what the driver said after it.
-pub struct OomInput {
-    pub ticks: u64,
-    pub api: Api,
-    pub device: u32,
-    pub size: u64,
-    pub code: i32,
-    pub thread: u32,
-    pub mem_info: Option<(u64, u64)>,
-}
-
-fn launch_number(name: &str) -> Option<u32> {
-    std::env::var(name).ok()?.trim().parse().ok()
-}
-
-pub fn process() -> Process {
-    let cmdline = std::fs::read("/proc/self/cmdline")
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    Process {
-        // SAFETY: getpid/getppid have no preconditions.
-        pid: unsafe { libc::getpid() } as u32,
-        ppid: unsafe { libc::getppid() } as u32,
-        cmdline,
-        exe: std::fs::read_link("/proc/self/exe")
-            .ok()
-            .map(|p| p.display().to_string()),
-        hostname: hostname(),
-        start_unix_ms: clock::start_unix_ms(),
-        launch: Launch {
-            rank: launch_number("RANK"),
-            local_rank: launch_number("LOCAL_RANK"),
-            world_size: launch_number("WORLD_SIZE"),
-            visible_devices: std::env::var("CUDA_VISIBLE_DEVICES").ok(),
-        },
-        env: std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-            .filter(|(k, _)| k.starts_with("KVSCOPE_"))
-            .collect(),
-    }
-}
-
-pub fn hostname() -> Option<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is writable for its length.
-    if unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) } != 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
-}
 
 fn space_stats(t: LaneTotals, scale: &clock::Scale) -> SpaceStats {
     SpaceStats {
@@ -159,44 +106,69 @@ fn event(e: &EventRec, scale: &clock::Scale) -> Event {
     }
 }
 
-/// The last `n` allocation events of all threads, oldest first.
-pub fn recent_events(n: usize) -> Vec<EventRec> {
-    let mut all = Vec::new();
-    for b in counters::blocks() {
-        b.ring.collect(&mut all);
+/// A live allocation as a report row.
+fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64]) -> LiveAlloc {
+    LiveAlloc {
+        device: e.device(),
+        address: e.address,
+        size: e.size(),
+        api: e.api(),
+        stream: e.stream,
+        t_ms: scale.ms(e.ticks),
+        seq: e.seq(),
+        thread: e.thread(),
+        phase: phase_of(marker_ticks, e.ticks),
     }
-    all.sort_by_key(|e| e.ticks);
-    let skip = all.len().saturating_sub(n);
-    all.split_off(skip)
+}
+
+/// What a report is built from.
+pub struct Sources<'a> {
+    pub config: &'a Config,
+    pub track: &'a Tracker,
+    pub timeline: &'a Timeline,
+}
+
+/// The post-mortem section, from what the failing thread captured.
+fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
+    let f = &c.failure;
+    Oom {
+        t_ms: scale.ms(f.ticks),
+        api: f.api.name().into(),
+        device: f.device,
+        size: f.size,
+        code: f.code,
+        thread: f.thread,
+        device_free_bytes: c.mem_info.map(|m| m.0),
+        device_total_bytes: c.mem_info.map(|m| m.1),
+        live_bytes: c.live_bytes,
+        live_count: c.live_count,
+        largest: c.largest.iter().map(|e| row(e, scale, marker_ticks)).collect(),
+    }
 }
 
 pub fn build(
-    shim: &Shim,
+    src: &Sources,
     reason: Reason,
     detail: Option<String>,
-    oom: Option<&OomInput>,
+    oom: Option<&Capture>,
     out_dir: (String, Option<String>),
 ) -> Report {
+    let Sources {
+        config,
+        track,
+        timeline,
+    } = *src;
     let scale = clock::Scale::now();
-    let markers = shim.markers.all();
+    let markers = track.markers.all();
     let mut marker_ticks: Vec<u64> = markers.iter().map(|m| m.ticks).collect();
     marker_ticks.sort_unstable();
 
-    let entries = shim.table.snapshot();
-    let vmm = shim.vmm.snapshot();
-    let mut rows: Vec<LiveAlloc> = entries
+    let vmm = track.vmm.snapshot();
+    let mut rows: Vec<LiveAlloc> = track
+        .table
+        .snapshot()
         .iter()
-        .map(|e| LiveAlloc {
-            device: e.device(),
-            address: e.address,
-            size: e.size(),
-            api: e.api(),
-            stream: e.stream,
-            t_ms: scale.ms(e.ticks),
-            seq: e.seq(),
-            thread: e.thread(),
-            phase: phase_of(&marker_ticks, e.ticks),
-        })
+        .map(|e| row(e, &scale, &marker_ticks))
         .collect();
     rows.extend(vmm.handles.iter().map(|(handle, h, va)| LiveAlloc {
         device: h.device,
@@ -211,8 +183,8 @@ pub fn build(
     }));
     rows.sort_unstable_by(|a, b| b.size.cmp(&a.size).then(a.t_ms.total_cmp(&b.t_ms)));
 
-    let mut devices: Vec<u32> = shim.devices.seen();
-    for d in shim.timeline.devices() {
+    let mut devices: Vec<u32> = track.devices.seen();
+    for d in timeline.devices() {
         if !devices.contains(&d) {
             devices.push(d);
         }
@@ -221,7 +193,7 @@ pub fn build(
     let device_stats = devices
         .iter()
         .map(|&d| {
-            let info = shim.devices.info(d);
+            let info = track.devices.info(d);
             DeviceStats {
                 device: d,
                 total_bytes: info.total_bytes,
@@ -240,7 +212,7 @@ pub fn build(
         .filter_map(|(i, &n)| Api::from_u8(i as u8).map(|a| (a, n)))
         .collect();
     // The calls show the modes, so the hot path notes nothing (kvscope_init notes pluggable).
-    let mut modes = shim.modes.load(Relaxed);
+    let mut modes = track.modes();
     for (a, _) in &called {
         modes |= if a.pluggable() {
             MODE_PLUGGABLE
@@ -252,7 +224,7 @@ pub fn build(
         .iter()
         .map(|(a, n)| (a.name().to_string(), *n))
         .collect();
-    let (fail_counts, fail_list) = shim.failures.snapshot();
+    let (fail_counts, fail_list) = track.failures.snapshot();
     let mut failure_counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((api, code), n) in fail_counts {
         failure_counts
@@ -260,7 +232,7 @@ pub fn build(
             .or_default()
             .insert(code.to_string(), n);
     }
-    let failures = fail_list.iter().map(|f: &failures::FailureRec| Failure {
+    let failures = fail_list.iter().map(|f: &failures::Failure| Failure {
         t_ms: scale.ms(f.ticks),
         api: f.api.name().into(),
         device: f.device,
@@ -270,7 +242,7 @@ pub fn build(
         thread: f.thread,
     });
 
-    let a = &shim.anomalies;
+    let a = &track.anomalies;
     let mut notes = Vec::new();
     let replaced = a.replaced.load(Relaxed);
     if replaced > 0 {
@@ -285,34 +257,29 @@ pub fn build(
         ));
     }
 
-    let oom = oom.map(|o| {
-        let on_device: Vec<LiveAlloc> = rows
-            .iter()
-            .filter(|r| r.device == o.device && r.api.space() == Space::Device)
-            .cloned()
-            .collect();
-        Oom {
-            t_ms: scale.ms(o.ticks),
-            api: o.api.name().into(),
-            device: o.device,
-            size: o.size,
-            code: o.code,
-            thread: o.thread,
-            device_free_bytes: o.mem_info.map(|m| m.0),
-            device_total_bytes: o.mem_info.map(|m| m.1),
-            live_bytes: on_device.iter().map(|r| r.size).sum(),
-            live_count: on_device.len() as u64,
-            largest: on_device.into_iter().take(20).collect(),
-        }
+    let out_of_memory = track.oom.history().map(|h| OomHistory {
+        failures: h.failures,
+        first_t_ms: scale.ms(h.first_ticks),
+        allocations_after: h.allocs_after,
+        recovered: h.allocs_after > 0,
     });
+    // A post-mortem shows the events up to the failure, as captured then.
+    let events: Vec<Event> = match oom {
+        Some(c) => c.events.iter().map(|e| event(e, &scale)).collect(),
+        None => counters::recent_events(config.events)
+            .iter()
+            .map(|e| event(e, &scale))
+            .collect(),
+    };
+    let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks));
 
     let live_count = rows.len() as u64;
     let live_bytes = rows.iter().map(|r| r.size).sum();
     let by_kind = by_kind(&rows);
     let by_stream = by_stream(&rows);
     let by_size_class = size_classes(&rows);
-    let truncated = rows.len() > shim.config.live_limit;
-    rows.truncate(shim.config.live_limit);
+    let truncated = rows.len() > config.live_limit;
+    rows.truncate(config.live_limit);
 
     Report {
         schema: SCHEMA.into(),
@@ -323,13 +290,13 @@ pub fn build(
             .filter(|(m, _)| modes & m != 0)
             .map(|(_, n)| n.to_string())
             .collect(),
-        process: process(),
+        process: process(config),
         shim: ShimInfo {
             version: env!("CARGO_PKG_VERSION").into(),
-            sample_ms: shim.config.sample_ms,
-            idle_ms: shim.config.idle_ms,
-            event_capacity: shim.config.events as u64,
-            live_limit: shim.config.live_limit as u64,
+            sample_ms: config.sample_ms,
+            idle_ms: config.idle_ms,
+            event_capacity: config.events as u64,
+            live_limit: config.live_limit as u64,
             failure_limit: failures::FAILURE_LIMIT as u64,
             out_dir: out_dir.0,
             out_dir_note: out_dir.1,
@@ -345,7 +312,7 @@ pub fn build(
             untracked_frees: a.untracked_frees.load(Relaxed),
             double_frees: a.double_frees.load(Relaxed),
             size_mismatched_frees: a.size_mismatched_frees.load(Relaxed),
-            unrouted_entry_points: shim.unrouted.lock().map(|u| u.clone()).unwrap_or_default(),
+            unrouted_entry_points: track.unrouted(),
             notes,
         },
         live: Live {
@@ -384,7 +351,7 @@ pub fn build(
                 })
                 .collect(),
         },
-        pools: shim.timeline.pools(&scale),
+        pools: timeline.pools(&scale),
         markers: markers
             .iter()
             .map(|m| Marker {
@@ -393,11 +360,9 @@ pub fn build(
                 source: m.source.name().into(),
             })
             .collect(),
-        timeline: shim.timeline.points(&scale),
-        events: recent_events(shim.config.events)
-            .iter()
-            .map(|e| event(e, &scale))
-            .collect(),
+        timeline: timeline.points(&scale),
+        events,
         oom,
+        out_of_memory,
     }
 }

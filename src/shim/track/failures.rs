@@ -6,8 +6,9 @@ use std::sync::Mutex;
 
 pub const FAILURE_LIMIT: usize = 256;
 
+/// One failed call, as recorded on the failing thread.
 #[derive(Clone, Copy, Debug)]
-pub struct FailureRec {
+pub struct Failure {
     pub ticks: u64,
     pub api: Api,
     pub device: u32,
@@ -19,7 +20,7 @@ pub struct FailureRec {
 #[derive(Default)]
 struct Log {
     counts: BTreeMap<(Api, i32), u64>,
-    first: Vec<FailureRec>,
+    first: Vec<Failure>,
 }
 
 #[derive(Default)]
@@ -28,7 +29,7 @@ pub struct Failures {
 }
 
 impl Failures {
-    pub fn record(&self, f: FailureRec) {
+    pub fn record(&self, f: Failure) {
         if let Ok(mut l) = self.log.lock() {
             *l.counts.entry((f.api, f.code)).or_insert(0) += 1;
             if l.first.len() < FAILURE_LIMIT {
@@ -37,7 +38,7 @@ impl Failures {
         }
     }
 
-    pub fn snapshot(&self) -> (BTreeMap<(Api, i32), u64>, Vec<FailureRec>) {
+    pub fn snapshot(&self) -> (BTreeMap<(Api, i32), u64>, Vec<Failure>) {
         self.log
             .lock()
             .map(|l| (l.counts.clone(), l.first.clone()))

@@ -1,10 +1,8 @@
-//! The real functions behind the hooks.
-//!
-//! The shim defines `dlsym`, so calling the public `dlsym` from here would
-//! call the hook: the real one comes from `dlvsym`. Each hook has one slot
-//! for its real function, filled either by `dlsym(RTLD_NEXT, name)` on first
-//! use or by the router when a driver entry point handed out through
-//! cuGetProcAddress / cudaGetDriverEntryPoint / dlsym is mapped to the hook.
+//! Finding functions in loaded libraries without going through the shim's
+//! own `dlsym` hook: the C library's real `dlsym` comes from `dlvsym`, and
+//! CUDA libraries that a `dlopen(RTLD_LOCAL)` put out of `RTLD_NEXT`'s reach
+//! (Python extension modules load CUDA that way) are found by walking the
+//! loaded objects.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::sync::atomic::{AtomicPtr, Ordering::*};
@@ -130,7 +128,7 @@ pub fn loaded(lib: Lib) -> Vec<*mut c_void> {
 /// `name` from an already-loaded CUDA library. Catches libraries that a
 /// dlopen() with RTLD_LOCAL put out of RTLD_NEXT's reach (Python extension
 /// modules load CUDA that way).
-fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
+pub fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
     let mut found: *mut c_void = std::ptr::null_mut();
     for h in loaded(lib) {
         if found.is_null() {
@@ -143,71 +141,3 @@ fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
     found
 }
 
-/// The real function behind one hook.
-pub struct Real {
-    pub name: &'static CStr,
-    pub lib: Lib,
-    ptr: AtomicPtr<c_void>,
-}
-
-impl Real {
-    pub const fn new(name: &'static CStr, lib: Lib) -> Real {
-        Real {
-            name,
-            lib,
-            ptr: AtomicPtr::new(std::ptr::null_mut()),
-        }
-    }
-
-    /// The real function: the next definition after the shim in load order,
-    /// or the one in a loaded CUDA library; looked up once.
-    #[inline]
-    pub fn get(&self) -> Option<*mut c_void> {
-        let p = self.ptr.load(Acquire);
-        if !p.is_null() {
-            return Some(p);
-        }
-        self.resolve()
-    }
-
-    #[cold]
-    fn resolve(&self) -> Option<*mut c_void> {
-        // SAFETY: RTLD_NEXT is always a valid handle.
-        let mut p = unsafe { lookup(libc::RTLD_NEXT, self.name) };
-        if p.is_null() {
-            p = lookup_loaded(self.lib, self.name);
-        }
-        if p.is_null() {
-            return None;
-        }
-        self.offer(p)
-    }
-
-    /// Takes `p` as the real function unless the slot already holds another
-    /// one; returns what the slot holds.
-    pub fn offer(&self, p: *mut c_void) -> Option<*mut c_void> {
-        match self
-            .ptr
-            .compare_exchange(std::ptr::null_mut(), p, AcqRel, Acquire)
-        {
-            Ok(_) => Some(p),
-            Err(cur) => Some(cur),
-        }
-    }
-
-    pub fn current(&self) -> *mut c_void {
-        self.ptr.load(Acquire)
-    }
-}
-
-/// Declares a real-function slot and reads it as a typed function pointer.
-macro_rules! real_fn {
-    ($slot:expr, $ty:ty) => {
-        match $slot.get() {
-            // SAFETY: the slot holds the real function of this hook's signature.
-            Some(p) => Some(unsafe { std::mem::transmute::<*mut std::ffi::c_void, $ty>(p) }),
-            None => None,
-        }
-    };
-}
-pub(crate) use real_fn;

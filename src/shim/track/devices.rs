@@ -6,6 +6,18 @@
 use super::spin::SpinLock;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
+/// Devices kvscope tells apart: the one limit every per-device structure
+/// (counter lanes, the set of devices seen, table entries) is sized by.
+pub const MAX_DEVICES: usize = 32;
+const _: () = assert!(MAX_DEVICES <= u64::BITS as usize, "Devices::seen is one u64");
+
+/// A device ordinal as recorded: ordinals at or above `MAX_DEVICES` are
+/// recorded as the last one.
+#[inline]
+pub fn clamp(device: u32) -> u32 {
+    device.min(MAX_DEVICES as u32 - 1)
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct PoolInfo {
     pub handle: u64,
@@ -24,6 +36,7 @@ pub struct DeviceInfo {
 pub struct Devices {
     contexts: SpinLock<Vec<(u64, u32)>>,
     pools: SpinLock<Vec<PoolInfo>>,
+    /// One bit per device (`MAX_DEVICES` of them).
     seen: AtomicU64,
     info: SpinLock<Vec<DeviceInfo>>,
 }
@@ -67,7 +80,7 @@ impl Devices {
 
     #[inline]
     pub fn mark_seen(&self, device: u32) {
-        let bit = 1u64 << device.min(63);
+        let bit = 1u64 << clamp(device);
         if self.seen.load(Relaxed) & bit == 0 {
             self.seen.fetch_or(bit, Relaxed);
         }
@@ -76,7 +89,7 @@ impl Devices {
     /// Devices that had allocation activity, ascending.
     pub fn seen(&self) -> Vec<u32> {
         let s = self.seen.load(Relaxed);
-        (0..64).filter(|d| s & (1 << d) != 0).collect()
+        (0..MAX_DEVICES as u32).filter(|d| s & (1 << d) != 0).collect()
     }
 
     pub fn set_info(&self, device: u32, info: DeviceInfo) {

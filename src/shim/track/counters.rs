@@ -19,7 +19,8 @@
 //! peak, they are revoked at once by bumping the lane's epoch.
 
 use super::clock;
-use super::events::EventRing;
+use super::devices::{clamp, MAX_DEVICES};
+use super::events::{EventRec, EventRing};
 use super::spin::SpinLock;
 use super::tls::{self, Tls};
 use crate::report::{Api, Space};
@@ -28,7 +29,6 @@ use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::OnceLock;
 
-pub const MAX_DEVICES: usize = 32;
 pub const LANES: usize = 2 * MAX_DEVICES + 1;
 const HOST_LANE: usize = 2 * MAX_DEVICES;
 pub const MAX_BLOCKS: usize = 4096;
@@ -45,7 +45,7 @@ pub const LEASE_FLOOR: u64 = 2 << 20;
 /// Device ordinals at or above MAX_DEVICES share the last device's lanes.
 #[inline]
 pub fn lane(space: Space, device: u32) -> usize {
-    let d = (device as usize).min(MAX_DEVICES - 1);
+    let d = clamp(device) as usize;
     match space {
         Space::Device => d,
         Space::Managed => MAX_DEVICES + d,
@@ -359,16 +359,20 @@ pub fn current() -> &'static ThreadBlock {
 
 #[inline]
 pub fn block_of(t: &Tls) -> &'static ThreadBlock {
-    let p = t.block.get();
-    if !p.is_null() {
-        // SAFETY: blocks are leaked, never freed.
-        return unsafe { &*p };
-    }
-    first_block(t)
+    claimed(t).unwrap_or_else(|| first_block(t))
 }
 
+/// The thread's block, once it has claimed one.
+#[inline]
+pub fn claimed(t: &Tls) -> Option<&'static ThreadBlock> {
+    let p = t.block.get();
+    // SAFETY: blocks are leaked, never freed.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// Claims a block for the thread (allocates the first time a slot is used).
 #[cold]
-fn first_block(t: &Tls) -> &'static ThreadBlock {
+pub fn first_block(t: &Tls) -> &'static ThreadBlock {
     let b = claim();
     let owned = !b.shared && OWNER.try_with(|o| *o.borrow_mut() = Some(Owner(b))).is_ok();
     let b = if owned || b.shared {
@@ -439,6 +443,17 @@ pub fn calls() -> [u64; API_COUNT] {
         }
     }
     c
+}
+
+/// The last `n` allocation events of all threads, oldest first.
+pub fn recent_events(n: usize) -> Vec<EventRec> {
+    let mut all = Vec::new();
+    for b in blocks() {
+        b.ring.collect(&mut all);
+    }
+    all.sort_by_key(|e| e.ticks);
+    let skip = all.len().saturating_sub(n);
+    all.split_off(skip)
 }
 
 /// Memory one thread's counters and flight recorder take.

@@ -42,6 +42,7 @@ pub struct Entry {
 }
 
 pub const MAX_SIZE: u64 = (1 << 48) - 1;
+const _: () = assert!(super::devices::MAX_DEVICES <= 256, "an entry keeps 8 bits of device");
 
 impl Entry {
     #[allow(clippy::too_many_arguments)] // one per packed field
@@ -354,17 +355,22 @@ impl Table {
         self.len() == 0
     }
 
-    /// A copy of every live entry. Each shard is locked only while it is copied.
-    pub fn snapshot(&self) -> Vec<Entry> {
-        let mut out = Vec::with_capacity(self.len());
+    /// Visits every live entry. Each shard is locked only while it is visited.
+    pub fn for_each(&self, mut f: impl FnMut(&Entry)) {
         for (_, s) in self.all() {
             let s = s.lock();
             for &v in &s.index {
                 if v != EMPTY {
-                    out.push(*s.slot(v - 1));
+                    f(s.slot(v - 1));
                 }
             }
         }
+    }
+
+    /// A copy of every live entry.
+    pub fn snapshot(&self) -> Vec<Entry> {
+        let mut out = Vec::with_capacity(self.len());
+        self.for_each(|e| out.push(*e));
         out
     }
 

@@ -9,15 +9,13 @@
 //! stream flag selects `_ptsz`). A pointer no hook can take is returned
 //! untouched and noted in the report: a missed hook, never a wrong one.
 
-use super::hooks::{self, Hook};
-use super::real;
-use super::state;
+use super::Hook;
+use crate::shim::cuda::{loader, PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM};
+use crate::shim::lifecycle;
 use std::ffi::{c_void, CStr};
 
-const PER_THREAD_DEFAULT_STREAM: u64 = 2;
-
-fn is_hook(p: *mut c_void) -> bool {
-    hooks::all().any(|h| std::ptr::eq(h.addr, p))
+fn is_hook(hooks: &[Hook], p: *mut c_void) -> bool {
+    hooks.iter().any(|h| std::ptr::eq(h.addr, p))
 }
 
 fn take(h: &Hook, real: *mut c_void) -> Option<*mut c_void> {
@@ -25,11 +23,11 @@ fn take(h: &Hook, real: *mut c_void) -> Option<*mut c_void> {
 }
 
 /// The hook for a symbol a program looked up by its exact name (dlsym).
-pub fn by_name(name: &CStr, real: *mut c_void) -> *mut c_void {
-    if real.is_null() || is_hook(real) {
+pub fn by_name(hooks: &[Hook], name: &CStr, real: *mut c_void) -> *mut c_void {
+    if real.is_null() || is_hook(hooks, real) {
         return real;
     }
-    let Some(h) = hooks::all().find(|h| h.real.name == name) else {
+    let Some(h) = hooks.iter().find(|h| h.real.name == name) else {
         return real;
     };
     take(h, real).unwrap_or_else(|| {
@@ -48,7 +46,7 @@ fn variant(base: &str, version: i32, flags: u64) -> String {
         }
         "cuGetProcAddress" if version >= 12000 => "cuGetProcAddress_v2".into(),
         "cuMemAllocAsync" | "cuMemFreeAsync" | "cuMemAllocFromPoolAsync"
-            if flags & PER_THREAD_DEFAULT_STREAM != 0 =>
+            if flags & PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM != 0 =>
         {
             format!("{base}_ptsz")
         }
@@ -57,8 +55,14 @@ fn variant(base: &str, version: i32, flags: u64) -> String {
 }
 
 /// The hook for a driver function looked up by base name and version.
-pub fn entry_point(base: &CStr, version: i32, flags: u64, real: *mut c_void) -> *mut c_void {
-    if real.is_null() || is_hook(real) {
+pub fn entry_point(
+    hooks: &[Hook],
+    base: &CStr,
+    version: i32,
+    flags: u64,
+    real: *mut c_void,
+) -> *mut c_void {
+    if real.is_null() || is_hook(hooks, real) {
         return real;
     }
     let Ok(base_s) = base.to_str() else {
@@ -69,7 +73,7 @@ pub fn entry_point(base: &CStr, version: i32, flags: u64, real: *mut c_void) -> 
         n.strip_prefix(base_s.as_bytes())
             .is_some_and(|rest| matches!(rest, b"" | b"_v2" | b"_ptsz"))
     };
-    let candidates: Vec<&Hook> = hooks::all().filter(is_candidate).collect();
+    let candidates: Vec<&Hook> = hooks.iter().filter(is_candidate).collect();
     if candidates.is_empty() {
         return real;
     }
@@ -79,7 +83,7 @@ pub fn entry_point(base: &CStr, version: i32, flags: u64, real: *mut c_void) -> 
     if let Some(lib) = library_of(real) {
         for h in &candidates {
             // SAFETY: lib is open until it drops.
-            if unsafe { real::lookup(lib.0, h.real.name) } == real {
+            if unsafe { loader::lookup(lib.0, h.real.name) } == real {
                 if let Some(hook) = take(h, real) {
                     return hook;
                 }
@@ -110,6 +114,7 @@ impl Drop for LibHandle {
 }
 
 fn library_of(p: *mut c_void) -> Option<LibHandle> {
+    // SAFETY: Dl_info is plain data; all-zero is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: info is a valid out-parameter.
     if unsafe { libc::dladdr(p, &mut info) } == 0 || info.dli_fname.is_null() {
@@ -117,18 +122,15 @@ fn library_of(p: *mut c_void) -> Option<LibHandle> {
     }
     // SAFETY: dli_fname is NUL-terminated; NOLOAD never loads anything new.
     let path = unsafe { CStr::from_ptr(info.dli_fname) }.to_owned();
+    // SAFETY: a NUL-terminated path of an object already loaded.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_LAZY | libc::RTLD_NOLOAD) };
     (!h.is_null()).then_some(LibHandle(h))
 }
 
 fn unrouted(what: &str) {
-    if let Some(shim) = state::peek() {
-        if let Ok(mut u) = shim.unrouted.lock() {
-            if u.len() < 64 && !u.iter().any(|x| x == what) {
-                u.push(what.to_string());
-            }
-        }
-        shim.log(&format!("driver entry point {what} handed out unhooked"));
+    if let Some(shim) = lifecycle::peek() {
+        shim.track.note_unrouted(what);
+        shim.config.log(&format!("driver entry point {what} handed out unhooked"));
     }
 }
 

@@ -14,6 +14,7 @@ pub struct SpinLock<T> {
 
 // SAFETY: access to `value` is serialised by `locked`.
 unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: owning the lock owns the value; T: Send lets it move threads.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
 impl<T> SpinLock<T> {

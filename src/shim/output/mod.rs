@@ -1,0 +1,14 @@
+//! Output: what the shim makes of the recorded state. The `timeline` of
+//! periodic points, `snapshot` (the state as a report, with the `process`
+//! facts), the `writer` that puts reports into the report directory
+//! (`outdir`), the background thread (`sampler`) and the requests it
+//! applies from outside (`control`). Output pulls from `track`; it is never
+//! called from a hook.
+
+pub mod control;
+pub mod outdir;
+pub mod process;
+pub mod sampler;
+pub mod snapshot;
+pub mod timeline;
+pub mod writer;

@@ -1,0 +1,155 @@
+//! Writes reports: at exit, after the first out-of-memory failure, on demand
+//! and as periodic checkpoints. One at a time. A directory that cannot be
+//! written costs one warning line on stderr, never the host process.
+
+use super::outdir::OutDir;
+use super::snapshot::{self, Sources};
+use super::timeline::Timeline;
+use crate::report::Reason;
+use crate::shim::config::Config;
+use crate::shim::track::oom::Capture;
+use crate::shim::track::{clock, counters, Tracker};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+struct State {
+    dir: Option<Result<OutDir, String>>,
+    dumps: u32,
+    warned: bool,
+}
+
+/// Writes reports of the recorded state, with the timeline.
+pub struct Writer {
+    pub config: &'static Config,
+    pub track: &'static Tracker,
+    pub timeline: &'static Timeline,
+    state: Mutex<State>,
+}
+
+fn safe_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn any_calls() -> bool {
+    counters::calls().iter().any(|&n| n > 0)
+}
+
+impl Writer {
+    pub fn new(
+        config: &'static Config,
+        track: &'static Tracker,
+        timeline: &'static Timeline,
+    ) -> Writer {
+        Writer {
+            config,
+            track,
+            timeline,
+            state: Mutex::new(State {
+                dir: None,
+                dumps: 0,
+                warned: false,
+            }),
+        }
+    }
+
+    /// Writes a report; returns its path.
+    fn write(&self, reason: Reason, detail: Option<String>, oom: Option<&Capture>) -> Option<PathBuf> {
+        let mut st = self.state.lock().ok()?;
+        if st.dir.is_none() {
+            st.dir = Some(OutDir::prepare(self.config.out_dir.as_deref(), &self.config.tmp_dir));
+        }
+        let out = match st.dir.as_ref() {
+            Some(Ok(d)) => Ok((d.path.display().to_string(), d.note.clone())),
+            Some(Err(e)) => Err(e.clone()),
+            None => return None,
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                if !st.warned {
+                    st.warned = true;
+                    eprintln!("kvscope: warning: no report written, no writable directory: {e}");
+                }
+                return None;
+            }
+        };
+        let sources = Sources {
+            config: self.config,
+            track: self.track,
+            timeline: self.timeline,
+        };
+        let report = snapshot::build(&sources, reason, detail, oom, out);
+        let host = safe_name(report.process.hostname.as_deref().unwrap_or("host"));
+        let suffix = match reason {
+            Reason::Dump => {
+                st.dumps += 1;
+                format!("-{}", st.dumps)
+            }
+            _ => String::new(),
+        };
+        let name = format!(
+            "kvscope-{host}-{}-{}{suffix}.json",
+            report.process.pid,
+            reason.name()
+        );
+        let written = match &st.dir {
+            Some(Ok(d)) => d.write(&name, |w| {
+                serde_json::to_writer(w, &report).map_err(std::io::Error::other)
+            }),
+            _ => return None,
+        };
+        match written {
+            Ok(p) => {
+                self.config.log(&format!("wrote {}", p.display()));
+                Some(p)
+            }
+            Err(e) => {
+                if !st.warned {
+                    st.warned = true;
+                    eprintln!("kvscope: warning: could not write report {name}: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// At exit, when the process made any CUDA allocation call (and the
+    /// post-mortem of an OOM first, if it is still waiting).
+    pub fn write_exit(&self) {
+        self.write_pending_oom();
+        if any_calls() {
+            self.write(Reason::Exit, None, None);
+        }
+    }
+
+    /// The post-mortem of the first out-of-memory failure, from what the
+    /// failing thread captured; once.
+    pub fn write_pending_oom(&self) {
+        if let Some(c) = self.track.oom.take_pending() {
+            let detail = format!("{} of {} bytes failed", c.failure.api.name(), c.failure.size);
+            self.write(Reason::Oom, Some(detail), Some(&c));
+        }
+    }
+
+    pub fn write_dump(&self, detail: Option<String>) -> Option<PathBuf> {
+        // Pools change between samples; a dump shows them as they are now.
+        if self.config.device_query {
+            self.timeline.refresh_pools(clock::ticks());
+        }
+        self.write(Reason::Dump, detail, None)
+    }
+
+    pub fn write_checkpoint(&self) {
+        if any_calls() {
+            self.write(Reason::Checkpoint, None, None);
+        }
+    }
+}
