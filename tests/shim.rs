@@ -151,6 +151,55 @@ fn first_out_of_memory_writes_a_post_mortem() {
     assert_eq!(r.reports.len(), 2, "{:?}", r.reports);
 }
 
+/// The post-mortem shows the moment of the failure, captured on the failing
+/// thread, although the report is built later (by the background thread, or
+/// at once without one); later reports count the OOMs and say the process
+/// allocated again.
+#[test]
+fn an_out_of_memory_the_host_recovers_from() {
+    for sample_ms in ["200", "0"] {
+        let dir = scratch(&format!("oom-recover-{sample_ms}"));
+        let env = [("KVSCOPE_SAMPLE_MS", sample_ms)];
+        let r = run("errors", &["oom-recover"], &env, true, &dir);
+        assert_eq!(r.code(), 0, "{}", r.stderr());
+        let want = expectations(&r.stdout());
+        let pm = r.report("oom");
+        let oom = &pm["oom"];
+        assert_eq!(u(&oom["size"]), want["failed_size"], "{sample_ms}");
+        assert_eq!(
+            u(&oom["live_bytes"]),
+            want["live_at_failure"],
+            "{sample_ms}"
+        );
+        assert_eq!(u(&oom["live_count"]), 5, "{sample_ms}");
+        let largest: Vec<u64> = oom["largest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| u(&a[2]))
+            .collect();
+        assert_eq!(
+            largest,
+            [512 << 20, 256 << 20, 256 << 20, 256 << 20, 256 << 20]
+        );
+        // The flight recorder as it was at the failure: it ends with it.
+        let last = pm["events"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["op"].as_str(), u(&last["size"])),
+            (Some("fail"), want["failed_size"])
+        );
+        let exit = r.report("exit");
+        let h = &exit["out_of_memory"];
+        assert_eq!(u(&h["failures"]), 2, "{sample_ms}: {h}");
+        assert_eq!(h["recovered"], true, "{sample_ms}: {h}");
+        assert_eq!(u(&h["allocations_after"]), 1, "{sample_ms}: {h}");
+        assert!(
+            exit["oom"].is_null(),
+            "only the post-mortem has the oom section"
+        );
+    }
+}
+
 #[test]
 fn many_threads_leave_an_exact_live_set() {
     let dir = scratch("threads");

@@ -1,5 +1,5 @@
 /* Failing calls: the codes must reach the program unchanged.
- * Usage: errors oom|invalid|nodevice */
+ * Usage: errors oom|oom-recover|invalid|nodevice */
 #include "client.h"
 
 int main(int argc, char **argv) {
@@ -14,6 +14,23 @@ int main(int argc, char **argv) {
         printf("cuMemAlloc_huge=%d\n", (int)cuMemAlloc(&d, total + GiB));
         printf("cudaMallocAsync_huge=%d\n", (int)cudaMallocAsync(&p, total + GiB, NULL));
         printf("expect.failed_size=%llu\n", (unsigned long long)(total + GiB));
+    } else if (!strcmp(mode, "oom-recover")) {
+        /* What PyTorch's caching allocator does at an OOM: 512 MiB in use and
+         * 4 x 256 MiB of cached segments; a request that does not fit fails,
+         * the cache is released, a smaller retry succeeds; a second request
+         * too big fails again later. */
+        void *keep, *cache[4], *p, *q;
+        RT(cudaMalloc(&keep, 512 * MiB));
+        for (int i = 0; i < 4; i++) RT(cudaMalloc(&cache[i], 256 * MiB));
+        size_t free_b = 0, total = 0;
+        RT(cudaMemGetInfo(&free_b, &total));
+        printf("first=%d\n", (int)cudaMalloc(&p, total));
+        for (int i = 0; i < 4; i++) RT(cudaFree(cache[i]));
+        RT(cudaMalloc(&p, 768 * MiB));
+        printf("second=%d\n", (int)cudaMalloc(&q, total));
+        RT(cudaFree(p));
+        printf("expect.failed_size=%llu\n", (unsigned long long)total);
+        printf("expect.live_at_failure=%llu\n", (unsigned long long)(1536 * MiB));
     } else if (!strcmp(mode, "invalid")) {
         void *p;
         size_t pitch;

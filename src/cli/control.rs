@@ -11,7 +11,11 @@ fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
     if !PathBuf::from(format!("/proc/{pid}")).exists() {
         return Err(CliError::input(format!("no process {pid}")));
     }
-    let base = control::base_dir(std::env::var_os(control::CTL_DIR_VAR).map(PathBuf::from).as_deref());
+    let base = control::base_dir(
+        std::env::var_os(control::CTL_DIR_VAR)
+            .map(PathBuf::from)
+            .as_deref(),
+    );
     let dir = control::dir_for(&base, pid);
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()

@@ -8,8 +8,8 @@
 //! re-purposing one needs v2.
 
 mod api;
-pub(crate) mod hooked;
 pub mod control;
+pub(crate) mod hooked;
 
 pub use api::{error_name, Api, Space};
 

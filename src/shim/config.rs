@@ -104,7 +104,11 @@ impl Config {
             checkpoint_s: e.number("KVSCOPE_CHECKPOINT_S", 30),
             device_query: e.flag("KVSCOPE_DEVICE_QUERY", true),
             log: e.flag("KVSCOPE_LOG", false),
-            ctl_dir: control::base_dir(std::env::var_os(control::CTL_DIR_VAR).map(PathBuf::from).as_deref()),
+            ctl_dir: control::base_dir(
+                std::env::var_os(control::CTL_DIR_VAR)
+                    .map(PathBuf::from)
+                    .as_deref(),
+            ),
             tmp_dir: std::env::var_os("TMPDIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp")),

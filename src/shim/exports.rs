@@ -32,7 +32,9 @@ pub unsafe extern "C" fn kvscope_mark(label: *const c_char) {
 /// Writes a report now. Returns 0 when it was written, -1 otherwise.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kvscope_dump(reason: *const c_char) -> c_int {
-    let Some(shim) = lifecycle::get() else { return -1 };
+    let Some(shim) = lifecycle::get() else {
+        return -1;
+    };
     match protect(|| shim.writer.write_dump(text(reason))) {
         Some(Some(_)) => 0,
         _ => -1,

@@ -6,8 +6,8 @@
 //! has one driver, and loading a runtime beside the program's would bring a
 //! second one.
 
-use super::{pool_attr, PoolProps};
 use super::loader as real;
+use super::{pool_attr, PoolProps};
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::{Once, OnceLock};
 
@@ -89,7 +89,8 @@ pub fn load() -> Option<&'static Driver> {
     static INIT: Once = Once::new();
     let d = loaded().or_else(|| {
         // SAFETY: loading the driver library by its soname; never closed.
-        let h = unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+        let h =
+            unsafe { libc::dlopen(c"libcuda.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
         if h.is_null() {
             return None;
         }

@@ -140,4 +140,3 @@ pub fn lookup_loaded(lib: Lib, name: &CStr) -> *mut c_void {
     }
     found
 }
-

@@ -70,7 +70,8 @@ pub unsafe fn cuCtxCreate_v2(
 pub unsafe fn cuCtxSetCurrent(real: impl FnOnce() -> i32, ctx: Ctx) -> i32 {
     let rc = real();
     if rc == 0 && !ctx.is_null() {
-        if let Some(d) = lifecycle::peek().and_then(|s| s.track.devices.context_device(ctx as u64)) {
+        if let Some(d) = lifecycle::peek().and_then(|s| s.track.devices.context_device(ctx as u64))
+        {
             tls::set_device(d);
         }
     }

@@ -101,7 +101,11 @@ pub unsafe fn cudaGetDriverEntryPointByVersion(
 ///
 /// # Safety
 /// dlsym's contract: `handle` is valid, `symbol` null or NUL-terminated.
-pub unsafe fn dlsym_routed(hooks: &[Hook], handle: *mut c_void, symbol: *const c_char) -> *mut c_void {
+pub unsafe fn dlsym_routed(
+    hooks: &[Hook],
+    handle: *mut c_void,
+    symbol: *const c_char,
+) -> *mut c_void {
     let p = match loader::dlsym_fn() {
         // SAFETY: the caller's arguments, passed through.
         Some(f) => unsafe { f(handle, symbol) },

@@ -130,7 +130,8 @@ fn library_of(p: *mut c_void) -> Option<LibHandle> {
 fn unrouted(what: &str) {
     if let Some(shim) = lifecycle::peek() {
         shim.track.note_unrouted(what);
-        shim.config.log(&format!("driver entry point {what} handed out unhooked"));
+        shim.config
+            .log(&format!("driver entry point {what} handed out unhooked"));
     }
 }
 

@@ -186,3 +186,31 @@ pub unsafe extern "C" fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *m
         real = sym super::entry::real_dlsym_address,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every recorded entry point can be handed out by the router in place
+    /// of its real function (cuGetProcAddress, dlsym): a missing row would
+    /// leave it unrouted, silently.
+    #[test]
+    fn every_api_has_a_routed_exported_hook() {
+        for api in Api::ALL {
+            assert!(EXPORTS.contains(&api.name()), "{} is not exported", api.name());
+            let routed = HOOKS.iter().find(|h| h.real.name.to_str() == Ok(api.name()));
+            assert_eq!(routed.is_some(), !api.pluggable(), "{} routing", api.name());
+        }
+    }
+
+    #[test]
+    fn routing_rows_are_distinct_hooks() {
+        for (i, a) in HOOKS.iter().enumerate() {
+            assert!(!a.addr.is_null());
+            for b in &HOOKS[i + 1..] {
+                assert_ne!(a.real.name, b.real.name);
+                assert!(!std::ptr::eq(a.addr, b.addr), "{:?}", a.real.name);
+            }
+        }
+    }
+}

@@ -36,7 +36,12 @@ pub unsafe fn cuMemAddressReserve(
 
 /// # Safety
 /// cuMemAddressFree's contract.
-pub unsafe fn cuMemAddressFree(call: Call, real: impl FnOnce() -> i32, va: u64, size: usize) -> i32 {
+pub unsafe fn cuMemAddressFree(
+    call: Call,
+    real: impl FnOnce() -> i32,
+    va: u64,
+    size: usize,
+) -> i32 {
     let undo = call
         .recording()
         .and_then(|s| protect(|| s.vmm.address_free_begin(va)));
@@ -84,7 +89,9 @@ pub unsafe fn cuMemRelease(call: Call, real: impl FnOnce() -> i32, handle: u64) 
         })
     });
     let rc = real();
-    if let (Some(shim), Some(r), Some(undo), true) = (call.recording(), call.recorder(), undo, rc != 0) {
+    if let (Some(shim), Some(r), Some(undo), true) =
+        (call.recording(), call.recorder(), undo, rc != 0)
+    {
         protect(|| record::vmm_undo(shim, r, &undo));
         call.failed_plain(rc, call.device(), 0);
     }
@@ -124,7 +131,9 @@ pub unsafe fn cuMemUnmap(call: Call, real: impl FnOnce() -> i32, va: u64, size: 
         })
     });
     let rc = real();
-    if let (Some(shim), Some(r), Some(undo), true) = (call.recording(), call.recorder(), undo, rc != 0) {
+    if let (Some(shim), Some(r), Some(undo), true) =
+        (call.recording(), call.recorder(), undo, rc != 0)
+    {
         protect(|| record::vmm_undo(shim, r, &undo));
         call.failed_plain(rc, call.device(), size as u64);
     }

@@ -55,11 +55,10 @@ fn apply_request(w: &Writer, f: &Path) {
         }
         _ => {
             w.write_dump(Some(if text.is_empty() {
-                    "external request".into()
-                } else {
-                    text.to_string()
-                }));
+                "external request".into()
+            } else {
+                text.to_string()
+            }));
         }
     }
 }
-

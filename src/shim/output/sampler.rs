@@ -91,7 +91,8 @@ pub fn spawn(w: &'static Writer) -> Option<Thread> {
     match spawned {
         Ok(h) => Some(h.thread().clone()),
         Err(_) => {
-            w.config.log("could not start the sampler thread; no timeline");
+            w.config
+                .log("could not start the sampler thread; no timeline");
             None
         }
     }

@@ -142,7 +142,11 @@ fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
         device_total_bytes: c.mem_info.map(|m| m.1),
         live_bytes: c.live_bytes,
         live_count: c.live_count,
-        largest: c.largest.iter().map(|e| row(e, scale, marker_ticks)).collect(),
+        largest: c
+            .largest
+            .iter()
+            .map(|e| row(e, scale, marker_ticks))
+            .collect(),
     }
 }
 

@@ -61,10 +61,18 @@ impl Writer {
     }
 
     /// Writes a report; returns its path.
-    fn write(&self, reason: Reason, detail: Option<String>, oom: Option<&Capture>) -> Option<PathBuf> {
+    fn write(
+        &self,
+        reason: Reason,
+        detail: Option<String>,
+        oom: Option<&Capture>,
+    ) -> Option<PathBuf> {
         let mut st = self.state.lock().ok()?;
         if st.dir.is_none() {
-            st.dir = Some(OutDir::prepare(self.config.out_dir.as_deref(), &self.config.tmp_dir));
+            st.dir = Some(OutDir::prepare(
+                self.config.out_dir.as_deref(),
+                &self.config.tmp_dir,
+            ));
         }
         let out = match st.dir.as_ref() {
             Some(Ok(d)) => Ok((d.path.display().to_string(), d.note.clone())),
@@ -134,7 +142,11 @@ impl Writer {
     /// failing thread captured; once.
     pub fn write_pending_oom(&self) {
         if let Some(c) = self.track.oom.take_pending() {
-            let detail = format!("{} of {} bytes failed", c.failure.api.name(), c.failure.size);
+            let detail = format!(
+                "{} of {} bytes failed",
+                c.failure.api.name(),
+                c.failure.size
+            );
             self.write(Reason::Oom, Some(detail), Some(&c));
         }
     }

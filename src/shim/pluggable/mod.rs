@@ -71,9 +71,7 @@ pub unsafe extern "C" fn kvscope_malloc(size: usize, device: c_int, stream: Stre
     }
     // set_memory_fraction: beyond the cap, out of memory, as PyTorch's allocators do.
     let cap = POOLS.caps[dev].load(Relaxed);
-    if cap != u64::MAX
-        && fold(lane(Space::Device, dev as u32)).live_bytes() + size as u64 > cap
-    {
+    if cap != u64::MAX && fold(lane(Space::Device, dev as u32)).live_bytes() + size as u64 > cap {
         call.allocated(
             ERROR_OUT_OF_MEMORY,
             || 0,

@@ -57,10 +57,7 @@ pub fn pool(d: &Driver, device: usize) -> Result<*mut c_void, i32> {
     if !p.is_null() {
         return Ok(p);
     }
-    let _g = POOLS
-        .create
-        .lock()
-        .map_err(|_| ERROR_NOT_INITIALIZED)?;
+    let _g = POOLS.create.lock().map_err(|_| ERROR_NOT_INITIALIZED)?;
     let p = POOLS.pools[device].load(Acquire);
     if !p.is_null() {
         return Ok(p);
@@ -119,4 +116,3 @@ pub fn wait_for_other_streams(d: &Driver, address: u64, stream: Stream) {
         }
     }
 }
-

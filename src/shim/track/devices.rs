@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering::*};
 /// Devices kvscope tells apart: the one limit every per-device structure
 /// (counter lanes, the set of devices seen, table entries) is sized by.
 pub const MAX_DEVICES: usize = 32;
-const _: () = assert!(MAX_DEVICES <= u64::BITS as usize, "Devices::seen is one u64");
+const _: () = assert!(
+    MAX_DEVICES <= u64::BITS as usize,
+    "Devices::seen is one u64"
+);
 
 /// A device ordinal as recorded: ordinals at or above `MAX_DEVICES` are
 /// recorded as the last one.
@@ -89,7 +92,9 @@ impl Devices {
     /// Devices that had allocation activity, ascending.
     pub fn seen(&self) -> Vec<u32> {
         let s = self.seen.load(Relaxed);
-        (0..MAX_DEVICES as u32).filter(|d| s & (1 << d) != 0).collect()
+        (0..MAX_DEVICES as u32)
+            .filter(|d| s & (1 << d) != 0)
+            .collect()
     }
 
     pub fn set_info(&self, device: u32, info: DeviceInfo) {

@@ -102,7 +102,8 @@ fn successful_allocs() -> u64 {
 
 /// Keeps the `LARGEST` biggest entries seen, largest first.
 fn keep_largest(top: &mut Vec<Entry>, e: Entry) {
-    let before = |a: &Entry, b: &Entry| a.size() > b.size() || (a.size() == b.size() && a.ticks < b.ticks);
+    let before =
+        |a: &Entry, b: &Entry| a.size() > b.size() || (a.size() == b.size() && a.ticks < b.ticks);
     if top.len() == LARGEST && !top.last().is_some_and(|last| before(&e, last)) {
         return;
     }
@@ -127,7 +128,16 @@ pub fn capture(t: &Tracker, failure: Failure, mem_info: Option<(u64, u64)>) -> C
         if h.device == device {
             live_bytes += h.size;
             live_count += 1;
-            let e = Entry::new(va.unwrap_or(handle), h.size, Api::CuMemCreate, h.device, 0, h.ticks, h.seq, h.thread);
+            let e = Entry::new(
+                va.unwrap_or(handle),
+                h.size,
+                Api::CuMemCreate,
+                h.device,
+                0,
+                h.ticks,
+                h.seq,
+                h.thread,
+            );
             keep_largest(&mut largest, e);
         }
     }
@@ -151,13 +161,19 @@ mod tests {
         let mut top = Vec::new();
         for i in 0..100u64 {
             let size = (i * 37) % 50 + 1;
-            keep_largest(&mut top, Entry::new(0x1000 + i, size, Api::CudaMalloc, 0, 0, i, i, 1));
+            keep_largest(
+                &mut top,
+                Entry::new(0x1000 + i, size, Api::CudaMalloc, 0, 0, i, i, 1),
+            );
         }
         assert_eq!(top.len(), LARGEST);
         let sizes: Vec<u64> = top.iter().map(|e| e.size()).collect();
         let mut want: Vec<(u64, u64)> = (0..100u64).map(|i| ((i * 37) % 50 + 1, i)).collect();
         want.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        assert_eq!(sizes, want.iter().take(LARGEST).map(|w| w.0).collect::<Vec<_>>());
+        assert_eq!(
+            sizes,
+            want.iter().take(LARGEST).map(|w| w.0).collect::<Vec<_>>()
+        );
         assert_eq!(
             top.iter().map(|e| e.ticks).collect::<Vec<_>>(),
             want.iter().take(LARGEST).map(|w| w.1).collect::<Vec<_>>()

@@ -327,7 +327,15 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
     }
     b.alloc(lane(Space::Device, device), size);
     shim.devices.mark_seen(device);
-    r.event(h.ticks, Op::Alloc, Api::CuMemCreate, device, handle, size, 0);
+    r.event(
+        h.ticks,
+        Op::Alloc,
+        Api::CuMemCreate,
+        device,
+        handle,
+        size,
+        0,
+    );
 }
 
 /// Handles whose memory a release or unmap gave back.

@@ -42,7 +42,10 @@ pub struct Entry {
 }
 
 pub const MAX_SIZE: u64 = (1 << 48) - 1;
-const _: () = assert!(super::devices::MAX_DEVICES <= 256, "an entry keeps 8 bits of device");
+const _: () = assert!(
+    super::devices::MAX_DEVICES <= 256,
+    "an entry keeps 8 bits of device"
+);
 
 impl Entry {
     #[allow(clippy::too_many_arguments)] // one per packed field
