@@ -61,6 +61,9 @@ int main(void) {
     /* runtime: managed, pitched, pinned host */
     RT(cudaMallocManaged(&m, 6 * MiB, cudaMemAttachGlobal)), managed_live += 6 * MiB;
     RT(cudaMallocPitch(&p, &pitch, 1000, 100)), up(0, pitch * 100);
+    struct cudaPitchedPtr p3;
+    struct cudaExtent extent = {1000, 10, 4};
+    RT(cudaMalloc3D(&p3, extent)), up(0, p3.pitch * 10 * 4);
     RT(cudaMallocHost(&h1, 4096)), host_live += 4096;
     RT(cudaHostAlloc(&h2, 8192, cudaHostAllocDefault)), host_live += 8192;
     RT(cudaFreeHost(h1)), host_live -= 4096;
@@ -156,6 +159,7 @@ int main(void) {
     printf("expect.calls.cudaMallocFromPoolAsync_ptsz=1\n");
     printf("expect.calls.cudaMallocManaged=1\n");
     printf("expect.calls.cudaMallocPitch=1\n");
+    printf("expect.calls.cudaMalloc3D=1\n");
     printf("expect.calls.cudaMallocHost=1\n");
     printf("expect.calls.cudaHostAlloc=1\n");
     printf("expect.calls.cudaFreeHost=1\n");

@@ -264,6 +264,23 @@ EXPORT cudaError_t cudaMallocPitch(void **p, size_t *pitch, size_t width, size_t
     return fail(e);
 }
 
+/* As the real runtime: pitched rows of extent.width bytes, height x depth of them. */
+EXPORT cudaError_t cudaMalloc3D(struct cudaPitchedPtr *pp, struct cudaExtent extent) {
+    if (!pp) return fail(cudaErrorInvalidValue);
+    cudaError_t e = ensure_ctx();
+    if (e) return fail(e);
+    CUdeviceptr d = 0;
+    size_t pitch = 0;
+    e = from_cu(drv.memAllocPitch(&d, &pitch, extent.width, extent.height * extent.depth, 16));
+    if (e == cudaSuccess) {
+        pp->ptr = (void *)(uintptr_t)d;
+        pp->pitch = pitch;
+        pp->xsize = extent.width;
+        pp->ysize = extent.height;
+    }
+    return fail(e);
+}
+
 EXPORT cudaError_t cudaMallocHost(void **p, size_t size) { CALL(drv.memAllocHost(p, size)); }
 EXPORT cudaError_t cudaHostAlloc(void **p, size_t size, unsigned int flags) {
     CALL(drv.memHostAlloc(p, size, flags));

@@ -80,6 +80,8 @@ macro_rules! hooked_functions {
             CuMemMap: cuMemMap(va: u64, size: usize, offset: usize, handle: u64, flags: c_ulonglong)
                 Driver Device [] => custom(vmm);
             CuMemUnmap: cuMemUnmap(va: u64, size: usize) Driver Device [] => custom(vmm);
+            CudaMalloc3D: cudaMalloc3D(p: *mut PitchedPtr, extent: Extent)
+                Runtime Device [ALLOCATES] => alloc(out = p as *const u64, size = out(p).pitch * extent.height * extent.depth, device = |d| d, stream = 0);
         }
         own {
             KvscopeMalloc: kvscope_malloc Device [ALLOCATES POOLED PLUGGABLE] => pluggable;

@@ -68,6 +68,25 @@ impl PropsHead {
     }
 }
 
+/// `cudaPitchedPtr`: what `cudaMalloc3D` fills (the pointer first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PitchedPtr {
+    pub ptr: u64,
+    pub pitch: usize,
+    pub xsize: usize,
+    pub ysize: usize,
+}
+
+/// `cudaExtent`: width in bytes, height and depth in rows (by value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Extent {
+    pub width: usize,
+    pub height: usize,
+    pub depth: usize,
+}
+
 /// `CUmemPoolProps` (CUDA 12: 88 bytes), as the pluggable allocator makes it.
 #[repr(C)]
 pub struct PoolProps {

@@ -10,7 +10,7 @@ use super::real::{real_fn, Real};
 use super::{call, out, pool_device, Hook};
 use crate::report::Api;
 use crate::shim::cuda::loader::Lib;
-use crate::shim::cuda::ERROR_SYMBOL_NOT_FOUND;
+use crate::shim::cuda::{Extent, PitchedPtr, ERROR_SYMBOL_NOT_FOUND};
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
 
 type Stream = *mut c_void;
@@ -197,8 +197,14 @@ mod tests {
     #[test]
     fn every_api_has_a_routed_exported_hook() {
         for api in Api::ALL {
-            assert!(EXPORTS.contains(&api.name()), "{} is not exported", api.name());
-            let routed = HOOKS.iter().find(|h| h.real.name.to_str() == Ok(api.name()));
+            assert!(
+                EXPORTS.contains(&api.name()),
+                "{} is not exported",
+                api.name()
+            );
+            let routed = HOOKS
+                .iter()
+                .find(|h| h.real.name.to_str() == Ok(api.name()));
             assert_eq!(routed.is_some(), !api.pluggable(), "{} routing", api.name());
         }
     }
