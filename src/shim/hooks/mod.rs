@@ -38,11 +38,6 @@ pub struct Hook {
 // SAFETY: addr is a function address, immutable.
 unsafe impl Sync for Hook {}
 
-/// Every hook the router may hand out in place of a real function.
-pub fn all() -> impl Iterator<Item = &'static Hook> {
-    table::HOOKS.iter()
-}
-
 /// A hooked call of `api`, recording when the shim is on (started here on
 /// first use) and this is the thread's outermost hook.
 #[inline]

@@ -14,8 +14,8 @@
 use super::counters;
 use super::events::EventRec;
 use super::failures::Failure;
-use super::table::Entry;
-use super::Tracker;
+use super::table::{Entry, Table};
+use super::vmm::Vmm;
 use crate::report::{Api, Space};
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Mutex;
@@ -112,19 +112,26 @@ fn keep_largest(top: &mut Vec<Entry>, e: Entry) {
     top.truncate(LARGEST);
 }
 
-/// Captures the failure on the failing thread.
-pub fn capture(t: &Tracker, failure: Failure, mem_info: Option<(u64, u64)>) -> Capture {
+/// Captures the failure on the failing thread: the live allocations of its
+/// device in `table` and `vmm`, and the last `events` events.
+pub fn capture(
+    table: &Table,
+    vmm: &Vmm,
+    events: usize,
+    failure: Failure,
+    mem_info: Option<(u64, u64)>,
+) -> Capture {
     let device = failure.device;
     let (mut live_bytes, mut live_count) = (0u64, 0u64);
     let mut largest = Vec::with_capacity(LARGEST + 1);
-    t.table.for_each(|e| {
+    table.for_each(|e| {
         if e.device() == device && e.api().space() == Space::Device {
             live_bytes += e.size();
             live_count += 1;
             keep_largest(&mut largest, *e);
         }
     });
-    for (handle, h, va) in t.vmm.snapshot().handles {
+    for (handle, h, va) in vmm.snapshot().handles {
         if h.device == device {
             live_bytes += h.size;
             live_count += 1;
@@ -147,7 +154,7 @@ pub fn capture(t: &Tracker, failure: Failure, mem_info: Option<(u64, u64)>) -> C
         live_bytes,
         live_count,
         largest,
-        events: counters::recent_events(t.settings.events),
+        events: counters::recent_events(events),
         allocs_before: successful_allocs(),
     }
 }

@@ -303,7 +303,14 @@ fn note_failure(
             .device_query
             .then(driver::mem_info_current)
             .flatten();
-        shim.oom.store(oom::capture(shim, failure, mem_info));
+        let events = shim.settings.events;
+        shim.oom.store(oom::capture(
+            &shim.table,
+            &shim.vmm,
+            events,
+            failure,
+            mem_info,
+        ));
         shim.oom_captured();
     }
 }
