@@ -1,8 +1,8 @@
-//! The human form of a check.
+//! The human form of a check result.
 
-use super::finding::Severity;
-use super::steps::Status;
-use super::CheckResult;
+use crate::check::finding::Severity;
+use crate::check::steps::Status;
+use crate::check::result::CheckResult;
 use crate::units::{bytes, duration_ms};
 use std::fmt::Write;
 

@@ -4,7 +4,7 @@
 
 use crate::check::breakdown::Part;
 use crate::check::finding::Finding;
-use crate::check::CheckResult;
+use crate::check::result::CheckResult;
 use crate::report::Report;
 use serde::Serialize;
 
