@@ -3,11 +3,13 @@
 //! processes (one per tensor-parallel rank).
 
 use super::context::{DeviceCtx, ModelCtx, Thresholds};
-use super::finding::{Finding, Severity};
+use super::detect::{self, balance::balance};
+use super::finding::RankLoad;
+use super::kind::Severity;
 use super::result::{CheckResult, DeviceResult, KvSummary, ProcessResult};
-use super::{detect, markers, steps};
+use super::{markers, steps};
 use crate::report::{Reason, Report};
-use crate::units::{bytes, count};
+use crate::units::Bytes;
 
 /// Reports of one process (an exit report and its OOM post-mortem, say) become one.
 fn merge(mut group: Vec<(String, Report)>) -> (Vec<String>, Report) {
@@ -75,11 +77,11 @@ pub fn check(
             for f in &mut found {
                 f.process = Some(label.clone());
             }
-            if let Some(t) = c.kv.capacity_tokens() {
-                capacities.push((label.clone(), t, c.breakdown.peak_bytes));
-            } else {
-                capacities.push((label.clone(), 0, c.breakdown.peak_bytes));
-            }
+            capacities.push(RankLoad {
+                label: label.clone(),
+                kv_tokens: c.kv.capacity_tokens().unwrap_or(0),
+                peak: Bytes(c.breakdown.peak_bytes),
+            });
             devices.push(DeviceResult {
                 device: d.device,
                 kv_cache: c
@@ -131,38 +133,4 @@ pub fn check(
         notes,
         exit_status,
     }
-}
-
-/// Processes of one job (tensor-parallel ranks) should hold the same.
-fn balance(c: &[(String, u64, u64)]) -> Option<Finding> {
-    if c.len() < 2 {
-        return None;
-    }
-    let spread = |v: Vec<u64>| {
-        let (lo, hi) = (*v.iter().min()?, *v.iter().max()?);
-        (hi > 0).then(|| (hi - lo) as f64 / hi as f64)
-    };
-    let peaks = spread(c.iter().map(|x| x.2).collect()).unwrap_or(0.0);
-    let caps = spread(c.iter().map(|x| x.1).collect()).unwrap_or(0.0);
-    if peaks <= 0.10 && caps <= 0.01 {
-        return None;
-    }
-    let mut f = Finding::new(
-        "rank_imbalance",
-        Severity::Warning,
-        format!(
-            "the {} processes differ: peak memory by {:.0}%, KV capacity by {:.0}%",
-            c.len(),
-            peaks * 100.0,
-            caps * 100.0
-        ),
-    );
-    for (label, tokens, peak) in c {
-        f = f.evidence(format!(
-            "{label}: peak {}, KV cache {} tokens",
-            bytes(*peak),
-            count(*tokens)
-        ));
-    }
-    Some(f.next("tensor-parallel ranks should hold the same: look for work (a sampler, a cache, a second model) that only one rank does; the engine sizes the KV cache by the smallest"))
 }

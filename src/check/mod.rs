@@ -11,6 +11,7 @@ pub mod context;
 pub mod detect;
 pub mod finding;
 pub mod job;
+pub mod kind;
 pub mod kv_detect;
 pub mod markers;
 pub mod result;

@@ -33,7 +33,9 @@ pub struct ProcessResult {
     pub devices: Vec<DeviceResult>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// Not `Serialize`: findings are typed facts, and `crate::render::json`
+/// gives them their words and numbers.
+#[derive(Clone, Debug)]
 pub struct CheckResult {
     pub schema: &'static str,
     pub model: Option<String>,

@@ -3,7 +3,7 @@
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
-use crate::check::finding::Severity;
+use crate::check::kind::Severity;
 use crate::check::job::check;
 use crate::load::load;
 use crate::render::{json, text};
@@ -46,11 +46,19 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 1.5)]
     pub weights_factor: f64,
     /// Exit with status 1 when a finding is at or above this level.
-    #[arg(long, value_enum, default_value_t = Severity::Critical)]
+    #[arg(long, default_value = "critical", value_parser = fail_on())]
     pub fail_on: Severity,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--fail-on`: the severities by their JSON names. clap lists and checks
+/// the names (its usual one-line error and help); `Severity` parses itself,
+/// so the check knows nothing of clap.
+fn fail_on() -> impl clap::builder::TypedValueParser<Value = Severity> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Severity::NAMES).try_map(|s| s.parse::<Severity>())
 }
 
 impl CheckArgs {

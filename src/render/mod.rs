@@ -2,6 +2,7 @@
 //! machines read. `text`, `json` and `html` render one `CheckResult`;
 //! `summary` renders a report on its own.
 
+pub mod finding;
 pub mod html;
 pub mod json;
 pub mod summary;

@@ -1,6 +1,7 @@
 //! The human form of a check result.
 
-use crate::check::finding::Severity;
+use super::finding::view;
+use crate::check::kind::Severity;
 use crate::check::steps::Status;
 use crate::check::result::CheckResult;
 use crate::units::{bytes, duration_ms};
@@ -69,8 +70,8 @@ pub fn render(r: &CheckResult) -> String {
     if !r.findings.is_empty() {
         let _ = writeln!(o, "findings:");
     }
-    for f in &r.findings {
-        let where_ = match (&f.process, f.device) {
+    for f in r.findings.iter().map(view) {
+        let where_ = match (f.process, f.device) {
             (Some(p), Some(d)) => format!(" ({p}, device {d})"),
             (Some(p), None) => format!(" ({p})"),
             _ => String::new(),
