@@ -7,10 +7,10 @@
 //! KVSCOPE_FUZZ_CASES (default 300, the CI smoke run); the long run:
 //! `KVSCOPE_FUZZ_CASES=1000000 cargo test --release --bin kvscope fuzz`.
 
-use crate::check::{context::ModelCtx, context::Thresholds, kind::Severity, job};
+use crate::check::{context::ModelCtx, context::Thresholds, job, kind::Severity};
+use crate::kv::{fit, model, source};
 use crate::load;
 use crate::render::{html, summary};
-use crate::kv::{fit, model, source};
 use proptest::prelude::*;
 use serde_json::{Number, Value};
 use std::path::PathBuf;

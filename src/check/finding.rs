@@ -114,7 +114,9 @@ pub enum Facts {
         pool_held: Bytes,
     },
     /// Pools hold much memory free (no out-of-memory failure).
-    PoolsHoldFree { pool_held: Bytes },
+    PoolsHoldFree {
+        pool_held: Bytes,
+    },
     ContextSpike {
         request: String,
         tokens: u64,

@@ -97,11 +97,11 @@ mod tests {
 
     #[test]
     fn severities_parse_from_their_json_names_only() {
-        for (s, v) in Severity::NAMES.iter().zip([
-            Severity::Info,
-            Severity::Warning,
-            Severity::Critical,
-        ]) {
+        for (s, v) in
+            Severity::NAMES
+                .iter()
+                .zip([Severity::Info, Severity::Warning, Severity::Critical])
+        {
             assert_eq!(s.parse::<Severity>(), Ok(v));
             assert_eq!(serde_json::to_value(v).unwrap(), *s);
         }

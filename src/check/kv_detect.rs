@@ -42,7 +42,7 @@ impl Geometry {
             .map(|r| {
                 m.layers[r.clone()]
                     .iter()
-                    .filter(|k| !matches!(k, crate::kv::model::LayerKind::State))
+                    .filter(|k| !matches!(k, crate::kv::arch::LayerKind::State))
                     .count() as u64
             })
             .collect();

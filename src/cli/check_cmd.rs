@@ -3,8 +3,8 @@
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
-use crate::check::kind::Severity;
 use crate::check::job::check;
+use crate::check::kind::Severity;
 use crate::load::load;
 use crate::render::{json, text};
 use crate::units::parse_size;

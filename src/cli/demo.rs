@@ -5,7 +5,7 @@ use super::error::{CliError, Result};
 use super::locate;
 use super::model_args::{model_ctx, ModelArgs};
 use super::preload::{preload_value, reports_since};
-use crate::check::{context::Thresholds, kind::Severity, job::check};
+use crate::check::{context::Thresholds, job::check, kind::Severity};
 use crate::load::load;
 use crate::render::{html, text};
 use std::path::PathBuf;

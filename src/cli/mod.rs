@@ -17,7 +17,6 @@ mod run;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-
 #[derive(Parser)]
 #[command(name = "kvscope", version, about = "Finds GPU memory problems in LLM serving", long_about = None)]
 struct Cli {

@@ -129,4 +129,3 @@ pub fn model_ctx(
     input.context = context.unwrap_or(0);
     Ok(Some(ModelCtx::new(model, input)))
 }
-

@@ -2,7 +2,7 @@
 
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
-use crate::check::{context::Thresholds, kind::Severity, job::check};
+use crate::check::{context::Thresholds, job::check, kind::Severity};
 use crate::load::load;
 use crate::render::{html, summary};
 use clap::Args;

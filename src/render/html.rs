@@ -2,8 +2,8 @@
 //! network, no external script) with the memory timeline and its markers,
 //! the breakdown and the findings.
 
-use crate::check::breakdown::Part;
 use super::finding::{view, FindingView};
+use crate::check::breakdown::Part;
 use crate::check::result::CheckResult;
 use crate::report::Report;
 use serde::Serialize;

@@ -2,8 +2,8 @@
 
 use super::finding::view;
 use crate::check::kind::Severity;
-use crate::check::steps::Status;
 use crate::check::result::CheckResult;
+use crate::check::steps::Status;
 use crate::units::{bytes, duration_ms};
 use std::fmt::Write;
 

@@ -13,21 +13,20 @@ pub fn kv_capacity(c: &DeviceCtx) -> Vec<Finding> {
         return out;
     };
     let g = &m.geometry;
-    let group = c
-        .kv
-        .groups
-        .iter()
-        .find(|x| x.layout != Layout::PerRequest)
-        .map(|grp| KvGroupShape {
-            layout: grp.layout,
-            tensors: grp.tensors,
-            tensor_bytes: Bytes(grp.tensor_bytes),
-            tokens: grp.tokens,
-            page: Bytes(g.page),
-            token_row: Bytes(g.token_row),
-            block: g.block,
-            stage_layers: g.layers_per_stage.iter().copied().max().unwrap_or(1),
-        });
+    let group =
+        c.kv.groups
+            .iter()
+            .find(|x| x.layout != Layout::PerRequest)
+            .map(|grp| KvGroupShape {
+                layout: grp.layout,
+                tensors: grp.tensors,
+                tensor_bytes: Bytes(grp.tensor_bytes),
+                tokens: grp.tokens,
+                page: Bytes(g.page),
+                token_row: Bytes(g.token_row),
+                block: g.block,
+                stage_layers: g.layers_per_stage.iter().copied().max().unwrap_or(1),
+            });
     let allowed = m.fit_for(c.total(), 1, 1).map(|f| KvAllowed {
         tokens: f.available_bytes_per_gpu.max(0) as u64 / g.per_token.max(1),
         model: m.model.name.clone(),

@@ -35,11 +35,7 @@ pub fn growth(c: &DeviceCtx) -> Option<Finding> {
         bytes: Bytes(left),
         allocations: n,
         requests: done,
-        groups: groups
-            .iter()
-            .take(4)
-            .map(|&(s, k)| (Bytes(s), k))
-            .collect(),
+        groups: groups.iter().take(4).map(|&(s, k)| (Bytes(s), k)).collect(),
         levels,
         runway,
     };

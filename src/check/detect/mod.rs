@@ -5,8 +5,8 @@
 //! alerts of a run that did not fail (`alerts`). Across processes: `balance`.
 
 mod alerts;
-mod baseline;
 pub mod balance;
+mod baseline;
 mod capacity;
 mod growth;
 mod oom;
@@ -33,10 +33,7 @@ pub fn run(c: &DeviceCtx) -> Vec<Finding> {
         out.extend(alerts::utilization(c));
         out.extend(alerts::pools_hold_free(c));
     }
-    out.extend(alerts::context_spikes(
-        c,
-        &oom_requests.unwrap_or_default(),
-    ));
+    out.extend(alerts::context_spikes(c, &oom_requests.unwrap_or_default()));
     for f in &mut out {
         f.device = Some(c.device);
     }
