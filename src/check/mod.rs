@@ -16,3 +16,5 @@ pub mod kv_detect;
 pub mod markers;
 pub mod result;
 pub mod steps;
+#[cfg(test)]
+pub mod testkit;

@@ -95,3 +95,85 @@ pub fn context_spikes(c: &DeviceCtx, explained: &[String]) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::finding::Facts;
+    use crate::check::kind::{FindingKind, Severity};
+    use crate::check::testkit::*;
+
+    fn on_10_gib(peak: u64) -> Vec<(FindingKind, Severity)> {
+        let r = ReportBuilder::new()
+            .total(10 * GIB)
+            .alloc(GIB)
+            .peak(peak)
+            .build();
+        detect(&r, None)
+            .iter()
+            .map(|f| (f.kind(), f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn utilization_is_graded_by_the_thresholds() {
+        let util = FindingKind::Utilization;
+        assert_eq!(on_10_gib(19 * GIB / 2), [(util, Severity::Critical)]);
+        assert_eq!(on_10_gib(17 * GIB / 2), [(util, Severity::Warning)]);
+        assert!(on_10_gib(5 * GIB).is_empty());
+        // Memory the driver sees in use beyond what was tracked counts too.
+        let r = ReportBuilder::new()
+            .total(10 * GIB)
+            .alloc(GIB)
+            .used(19 * GIB / 2)
+            .build();
+        let found = detect(&r, None);
+        let Facts::Utilization {
+            context_untracked, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(context_untracked.0, 17 * GIB / 2);
+        assert_eq!(found[0].severity, Severity::Critical);
+    }
+
+    #[test]
+    fn pools_holding_much_free_are_an_alert() {
+        let r = ReportBuilder::new().alloc(GIB).pool(4 * GIB, GIB).build();
+        let found = detect(&r, None);
+        assert_eq!(found.len(), 1);
+        assert!(matches!(found[0].facts, Facts::PoolsHoldFree { .. }));
+        assert_eq!(found[0].kind(), FindingKind::Fragmentation);
+        let r = ReportBuilder::new().alloc(GIB).pool(2 * GIB, GIB).build();
+        assert!(detect(&r, None).is_empty());
+    }
+
+    #[test]
+    fn requests_far_above_the_average_are_spikes() {
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .start("a", 100)
+            .done("a")
+            .start("b", 100)
+            .done("b")
+            .start("c", 1000)
+            .done("c")
+            .build();
+        let found = detect(&r, None);
+        assert_eq!(found.len(), 1);
+        let Facts::ContextSpike {
+            request, tokens, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!((request.as_str(), *tokens), ("c", 1000));
+        let even = ReportBuilder::new()
+            .marker("serve")
+            .start("a", 100)
+            .start("b", 150)
+            .build();
+        assert!(detect(&even, None).is_empty());
+    }
+}

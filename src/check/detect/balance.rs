@@ -27,3 +27,38 @@ pub fn balance(loads: &[RankLoad]) -> Option<Finding> {
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::balance;
+    use crate::check::finding::{Facts, RankLoad};
+    use crate::units::Bytes;
+
+    fn rank(i: u32, kv_tokens: u64, peak: u64) -> RankLoad {
+        RankLoad {
+            label: format!("rank {i}"),
+            kv_tokens,
+            peak: Bytes(peak),
+        }
+    }
+
+    #[test]
+    fn ranks_that_differ_are_flagged() {
+        let f = balance(&[rank(0, 1000, 100), rank(1, 1000, 150)]).unwrap();
+        let Facts::RankImbalance {
+            peak_spread, ranks, ..
+        } = &f.facts
+        else {
+            panic!("{f:?}")
+        };
+        assert!((peak_spread - 1.0 / 3.0).abs() < 1e-9);
+        assert_eq!(ranks.len(), 2);
+        assert!(balance(&[rank(0, 1000, 100), rank(1, 900, 100)]).is_some());
+    }
+
+    #[test]
+    fn ranks_alike_or_alone_are_not() {
+        assert!(balance(&[rank(0, 1000, 100), rank(1, 1000, 105)]).is_none());
+        assert!(balance(&[rank(0, 1000, 100)]).is_none());
+    }
+}

@@ -27,3 +27,34 @@ pub fn weights_too_high(c: &DeviceCtx) -> Option<Finding> {
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::finding::Facts;
+    use crate::check::testkit::*;
+    use crate::units::Bytes;
+
+    fn weights(bytes: u64) -> crate::report::Report {
+        ReportBuilder::new().alloc(bytes).marker("serve").build()
+    }
+
+    #[test]
+    fn weights_loaded_twice_are_found() {
+        let found = detect(&weights(32 * GIB), Some(&llama(80 * GIB, 0, 1)));
+        let Facts::BaselineTooHigh {
+            weights, expected, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(*weights, Bytes(32 * GIB));
+        // llama-3.1-8b in bf16: 8,030,261,248 parameters x 2 bytes.
+        assert_eq!(*expected, Bytes(2 * 8_030_261_248));
+    }
+
+    #[test]
+    fn weights_the_model_needs_are_fine() {
+        assert!(detect(&weights(16 * GIB), Some(&llama(80 * GIB, 0, 1))).is_empty());
+        assert!(detect(&weights(32 * GIB), None).is_empty());
+    }
+}

@@ -77,3 +77,70 @@ pub fn kv_capacity(c: &DeviceCtx) -> Vec<Finding> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::finding::Facts;
+    use crate::check::kind::FindingKind;
+    use crate::check::testkit::*;
+
+    /// llama-3.1-8b's paged KV cache of `pages` 16-token pages per layer
+    /// (one page of one layer: 16 x 2 x 8 KV heads x 128 x 2 bytes = 64 KiB),
+    /// then `requests` of 1,000 tokens in flight at once.
+    fn paged(pages: u64, requests: u64) -> crate::report::Report {
+        let mut b = ReportBuilder::new()
+            .alloc(16 * GIB)
+            .allocs(pages * 64 * 1024, 32)
+            .marker("serve");
+        for i in 0..requests {
+            b = b.start(&i.to_string(), 1000);
+        }
+        b.build()
+    }
+
+    fn kinds(r: &crate::report::Report, context: u64, concurrency: u64) -> Vec<FindingKind> {
+        detect(r, Some(&llama(80 * GIB, context, concurrency)))
+            .iter()
+            .map(|f| f.kind())
+            .collect()
+    }
+
+    #[test]
+    fn a_paged_cache_is_found_with_its_capacity() {
+        let found = detect(&paged(1000, 1), Some(&llama(80 * GIB, 0, 1)));
+        let Facts::KvCache {
+            capacity_tokens,
+            group,
+            allowed,
+            ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(*capacity_tokens, 16_000);
+        assert_eq!(group.as_ref().unwrap().tensors, 32);
+        assert!(allowed.as_ref().unwrap().tokens > 16_000);
+        assert_eq!(found.len(), 1);
+    }
+
+    #[test]
+    fn a_cache_too_small_for_the_workload_is_short() {
+        // 64 requests of 8,192 tokens need 524,288 tokens.
+        assert!(kinds(&paged(1000, 1), 8192, 64).contains(&FindingKind::KvCapacityShort));
+        assert!(!kinds(&paged(1000, 1), 8192, 1).contains(&FindingKind::KvCapacityShort));
+    }
+
+    #[test]
+    fn concurrency_near_the_caches_limit_is_an_alert() {
+        // 16,000 tokens hold 15 requests of 1,008 (1,000 in whole pages); 80% is 12.
+        assert!(kinds(&paged(1000, 13), 0, 1).contains(&FindingKind::ConcurrencyHigh));
+        assert!(!kinds(&paged(1000, 12), 0, 1).contains(&FindingKind::ConcurrencyHigh));
+    }
+
+    #[test]
+    fn without_a_model_or_a_cache_nothing_is_said() {
+        assert!(detect(&paged(1000, 13), None).is_empty());
+        let no_cache = ReportBuilder::new().alloc(16 * GIB).marker("serve").build();
+        assert!(kinds(&no_cache, 8192, 64).is_empty());
+    }
+}

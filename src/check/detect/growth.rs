@@ -56,3 +56,60 @@ pub fn growth(c: &DeviceCtx) -> Option<Finding> {
     };
     Some(Finding::new(Severity::Critical, facts))
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::finding::Facts;
+    use crate::check::testkit::*;
+    use crate::report::Report;
+    use crate::units::Bytes;
+
+    /// Weights, `serve`, then four requests in turn, each leaving `n` x `size`.
+    fn served(size: u64, n: u64) -> Report {
+        let mut b = ReportBuilder::new().alloc(16 * GIB).marker("serve");
+        for id in ["a", "b", "c", "d"] {
+            b = b.start(id, 100).allocs(size, n).done(id);
+        }
+        b.build()
+    }
+
+    #[test]
+    fn a_few_allocations_kept_per_request_are_a_leak() {
+        let found = detect(&served(64 * MIB, 1), None);
+        let Facts::LeakPerRequest {
+            growth,
+            per_request,
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(*per_request, Bytes(64 * MIB));
+        assert_eq!((growth.bytes, growth.requests), (Bytes(256 * MIB), 4));
+        let levels = growth.levels.as_ref().unwrap();
+        assert_eq!(
+            (levels.baseline, levels.last),
+            (Bytes(16 * GIB), Bytes(16 * GIB + 256 * MIB))
+        );
+    }
+
+    #[test]
+    fn many_allocations_kept_are_unbounded_growth() {
+        let found = detect(&served(2 * MIB, 8), None);
+        let Facts::UnboundedGrowth {
+            growth, per_token, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(growth.allocations, 32);
+        // 64 MiB over 400 tokens served.
+        assert_eq!(*per_token, Some(Bytes(64 * MIB / 400)));
+    }
+
+    #[test]
+    fn requests_that_give_their_memory_back_grow_nothing() {
+        assert!(detect(&served(MIB, 0), None).is_empty());
+        // Below the threshold (1 MiB per request): not a leak.
+        assert!(detect(&served(MIB / 2, 1), None).is_empty());
+    }
+}

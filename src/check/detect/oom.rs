@@ -140,3 +140,106 @@ fn largest_live(c: &DeviceCtx, n: usize) -> Vec<LiveGroup> {
     }
     groups
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::context::Thresholds;
+    use crate::check::finding::Facts;
+    use crate::check::kind::FindingKind;
+    use crate::check::testkit::*;
+    use crate::units::Bytes;
+
+    fn kinds(r: &crate::report::Report, big: bool) -> Vec<FindingKind> {
+        let m = llama(40 * GIB, 0, 1);
+        detect(r, big.then_some(&m))
+            .iter()
+            .map(|f| f.kind())
+            .collect()
+    }
+
+    #[test]
+    fn memory_held_free_by_pools_is_fragmentation() {
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .pool(4 * GIB, GIB)
+            .oom(64 * MIB)
+            .build();
+        let found = detect(&r, None);
+        let Facts::OomWithMemoryFree {
+            failure,
+            pool_held,
+            pools,
+            ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(
+            (failure.size, *pool_held),
+            (Bytes(64 * MIB), Bytes(3 * GIB))
+        );
+        assert_eq!(pools.len(), 1);
+        assert_eq!(found[0].kind(), FindingKind::Fragmentation);
+    }
+
+    #[test]
+    fn requests_beyond_the_budget_are_a_long_context_oom() {
+        let r = ReportBuilder::new()
+            .total(40 * GIB)
+            .alloc(16 * GIB)
+            .marker("serve")
+            .start("long", 200_000)
+            .oom(GIB)
+            .build();
+        let found = detect(&r, Some(&llama(40 * GIB, 0, 1)));
+        let Facts::LongContextOom {
+            kv_needed,
+            longest_tokens,
+            ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        // 200,000 tokens x 128 KiB of KV per token.
+        assert_eq!(*kv_needed, Bytes(200_000 * 131_072));
+        assert_eq!(*longest_tokens, 200_000);
+    }
+
+    #[test]
+    fn an_oom_without_explanation_lists_the_largest_live() {
+        let r = ReportBuilder::new()
+            .allocs(GIB, 3)
+            .alloc(MIB)
+            .oom(GIB)
+            .build();
+        let found = detect(&r, None);
+        let Facts::OutOfMemory {
+            tracked_live,
+            largest,
+            ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(*tracked_live, Bytes(3 * GIB + MIB));
+        assert_eq!((largest[0].count, largest[0].size), (3, Bytes(GIB)));
+        // With a model but requests that fit, still a plain out-of-memory.
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .start("a", 100)
+            .oom(GIB)
+            .build();
+        assert_eq!(kinds(&r, true), [FindingKind::OutOfMemory]);
+    }
+
+    #[test]
+    fn no_failure_no_oom_finding() {
+        let r = ReportBuilder::new().alloc(GIB).pool(GIB, GIB).build();
+        let none = with_ctx(&r, None, Thresholds::default(), |c| {
+            super::out_of_memory(c).is_none()
+        });
+        assert!(none);
+        assert!(kinds(&r, true).iter().all(|k| !k.explains_oom()));
+    }
+}
