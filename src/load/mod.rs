@@ -3,6 +3,8 @@
 //! within a second and well under a GiB), refused in one line when the file
 //! is something else or claims implausible figures (`validate`).
 
+#[cfg(test)]
+mod drift;
 mod validate;
 
 use crate::report::{Report, SCHEMA};
