@@ -7,9 +7,10 @@
 //! KVSCOPE_FUZZ_CASES (default 300, the CI smoke run); the long run:
 //! `KVSCOPE_FUZZ_CASES=1000000 cargo test --release --bin kvscope fuzz`.
 
-use crate::check::{self, context::ModelCtx, context::Thresholds, finding::Severity};
-use crate::cli::{html, load, summary};
+use crate::check::{context::ModelCtx, context::Thresholds, job, kind::Severity};
 use crate::kv::{fit, model, source};
+use crate::load;
+use crate::render::{html, summary};
 use proptest::prelude::*;
 use serde_json::{Number, Value};
 use std::path::PathBuf;
@@ -223,14 +224,14 @@ fn model_ctx() -> ModelCtx {
 fn read_report(bytes: &[u8], ctx: &ModelCtx) {
     let Ok(r) = load::parse(bytes) else { return };
     let _ = summary::render(&r, 10);
-    let with = check::check(
+    let with = job::check(
         vec![("a".into(), r.clone())],
         Some(ctx),
         Thresholds::default(),
         Severity::Critical,
     );
     let _ = html::render(&r, &with);
-    let two = check::check(
+    let two = job::check(
         vec![("a".into(), r.clone()), ("b".into(), r)],
         None,
         Thresholds::default(),

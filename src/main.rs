@@ -4,6 +4,8 @@
 mod check;
 mod cli;
 mod kv;
+mod load;
+mod render;
 // Shared with the shim (src/lib.rs), which uses the parts the reader does not.
 #[allow(dead_code)]
 mod report;

@@ -53,6 +53,18 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// A size in bytes, as findings keep it: an integer for machines, printed
+/// as `bytes()` for people. A type of its own so a count of tokens or
+/// requests is never printed as a size, nor a size as a count.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub u64);
+
+impl std::fmt::Display for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&bytes(self.0))
+    }
+}
+
 /// Signed sizes, for growth.
 pub fn signed_bytes(n: i64) -> String {
     if n < 0 {
@@ -111,5 +123,6 @@ mod tests {
         assert_eq!(signed_bytes(-(64 << 20)), "-64.0 MiB");
         assert_eq!(count(1234567), "1,234,567");
         assert_eq!(duration_ms(12_400.0), "12.4 s");
+        assert_eq!(Bytes(3 << 29).to_string(), "1.50 GiB");
     }
 }

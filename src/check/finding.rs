@@ -1,70 +1,238 @@
-//! A finding: a name, a severity, the evidence, and what to do next.
+//! A finding: its severity, where it was found, and its evidence as typed
+//! facts (sizes as `Bytes`, counts, times, names). Detectors build these and
+//! write no English; `crate::render::finding` turns them into the summary,
+//! evidence lines, numbers and advice people and machines read.
 
-use serde::Serialize;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use super::kind::{FindingKind, Severity};
+use super::kv_detect::Layout;
+use crate::units::Bytes;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Info,
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn label(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "WARNING",
-            Severity::Critical => "CRITICAL",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Finding {
-    /// Stable identifier, e.g. `leak_per_request`.
-    pub name: &'static str,
     pub severity: Severity,
     /// Which process (report) it is about: its label.
     pub process: Option<String>,
     pub device: Option<u32>,
-    /// One line.
-    pub summary: String,
-    /// The numbers, times and allocation groups behind it.
-    pub evidence: Vec<String>,
-    /// The same numbers for machines (bytes as integers).
-    pub numbers: BTreeMap<&'static str, Value>,
-    pub next: String,
+    pub facts: Facts,
 }
 
 impl Finding {
-    pub fn new(name: &'static str, severity: Severity, summary: impl Into<String>) -> Finding {
+    pub fn new(severity: Severity, facts: Facts) -> Finding {
         Finding {
-            name,
             severity,
             process: None,
             device: None,
-            summary: summary.into(),
-            evidence: Vec::new(),
-            numbers: BTreeMap::new(),
-            next: String::new(),
+            facts,
         }
     }
 
-    pub fn evidence(mut self, line: impl Into<String>) -> Self {
-        self.evidence.push(line.into());
-        self
+    pub fn kind(&self) -> FindingKind {
+        self.facts.kind()
     }
+}
 
-    pub fn number(mut self, key: &'static str, v: impl Into<Value>) -> Self {
-        self.numbers.insert(key, v.into());
-        self
-    }
+/// The evidence of each kind of finding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Facts {
+    /// Out of memory while pools (or the driver) held at least the size asked.
+    OomWithMemoryFree {
+        failure: OomFailure,
+        pool_held: Bytes,
+        pools: Vec<PoolFree>,
+        /// What the driver reported free right after the failure.
+        device_free: Option<Bytes>,
+    },
+    /// Out of memory because the requests in flight need more KV than the budget.
+    LongContextOom {
+        failure: OomFailure,
+        /// Every request in flight at the failure.
+        in_flight: Vec<RequestKv>,
+        /// How many of them told their length.
+        sized_requests: u64,
+        total_tokens: u64,
+        longest_tokens: u64,
+        kv_needed: Bytes,
+        kv_budget: Bytes,
+        model: String,
+        /// The longest context that many requests could each have.
+        max_context: u64,
+        max_context_is_models_limit: bool,
+    },
+    OutOfMemory {
+        failure: OomFailure,
+        tracked_live: Bytes,
+        largest: Vec<LiveGroup>,
+    },
+    LeakPerRequest {
+        growth: Growth,
+        per_request: Bytes,
+    },
+    UnboundedGrowth {
+        growth: Growth,
+        per_request: Option<Bytes>,
+        per_token: Option<Bytes>,
+        tokens_served: u64,
+    },
+    BaselineTooHigh {
+        weights: Bytes,
+        expected: Bytes,
+        /// weights / expected.
+        ratio: f64,
+        model: String,
+        params: u64,
+        tp: u64,
+        pp: u64,
+    },
+    KvCache {
+        capacity_tokens: u64,
+        bytes: Bytes,
+        group: Option<KvGroupShape>,
+        allowed: Option<KvAllowed>,
+    },
+    KvCapacityShort {
+        concurrency: u64,
+        context: u64,
+        needed_tokens: u64,
+        capacity_tokens: u64,
+    },
+    ConcurrencyHigh {
+        in_flight: u64,
+        max_concurrency: u64,
+        /// The threshold, a fraction of `max_concurrency`.
+        threshold: f64,
+        mean_tokens: u64,
+    },
+    Utilization {
+        used: Bytes,
+        total: Bytes,
+        fraction: f64,
+        peak_tracked: Bytes,
+        kv_preallocated: Bytes,
+        /// The part of the preallocated KV cache the requests in flight fill.
+        kv_in_use: Bytes,
+        context_untracked: Bytes,
+        pool_held: Bytes,
+    },
+    /// Pools hold much memory free (no out-of-memory failure).
+    PoolsHoldFree {
+        pool_held: Bytes,
+    },
+    ContextSpike {
+        request: String,
+        tokens: u64,
+        mean_tokens: f64,
+    },
+    RankImbalance {
+        /// (max - min) / max over the processes.
+        peak_spread: f64,
+        capacity_spread: f64,
+        ranks: Vec<RankLoad>,
+    },
+}
 
-    pub fn next(mut self, what: impl Into<String>) -> Self {
-        self.next = what.into();
-        self
+impl Facts {
+    pub fn kind(&self) -> FindingKind {
+        match self {
+            Facts::OomWithMemoryFree { .. } | Facts::PoolsHoldFree { .. } => {
+                FindingKind::Fragmentation
+            }
+            Facts::LongContextOom { .. } => FindingKind::LongContextOom,
+            Facts::OutOfMemory { .. } => FindingKind::OutOfMemory,
+            Facts::LeakPerRequest { .. } => FindingKind::LeakPerRequest,
+            Facts::UnboundedGrowth { .. } => FindingKind::UnboundedGrowth,
+            Facts::BaselineTooHigh { .. } => FindingKind::BaselineTooHigh,
+            Facts::KvCache { .. } => FindingKind::KvCache,
+            Facts::KvCapacityShort { .. } => FindingKind::KvCapacityShort,
+            Facts::ConcurrencyHigh { .. } => FindingKind::ConcurrencyHigh,
+            Facts::Utilization { .. } => FindingKind::Utilization,
+            Facts::ContextSpike { .. } => FindingKind::ContextSpike,
+            Facts::RankImbalance { .. } => FindingKind::RankImbalance,
+        }
     }
+}
+
+/// The failed allocation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OomFailure {
+    pub api: String,
+    pub size: Bytes,
+    pub t_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolFree {
+    pub handle: u64,
+    pub reserved: Bytes,
+    pub used: Bytes,
+    /// None: the pool never releases (threshold u64::MAX).
+    pub release_threshold: Option<Bytes>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestKv {
+    pub id: String,
+    pub tokens: Option<u64>,
+    /// Its KV on this GPU, when its length is known.
+    pub kv: Option<Bytes>,
+}
+
+/// Live allocations of one size, entry point and phase.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveGroup {
+    pub size: Bytes,
+    pub api: &'static str,
+    pub phase: String,
+    pub count: u64,
+}
+
+/// Memory made while serving and never returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Growth {
+    pub bytes: Bytes,
+    pub allocations: u64,
+    pub requests: u64,
+    /// The largest groups by size: (size, count).
+    pub groups: Vec<(Bytes, u64)>,
+    pub levels: Option<IdleLevels>,
+    /// At this rate: (free on the device, requests it lasts).
+    pub runway: Option<(Bytes, u64)>,
+}
+
+/// Live memory when no request was in flight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdleLevels {
+    pub baseline: Bytes,
+    pub first: Bytes,
+    pub last: Bytes,
+    pub points: u64,
+}
+
+/// A recognised KV cache group, with the geometry that explains its size.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvGroupShape {
+    pub layout: Layout,
+    pub tensors: u64,
+    pub tensor_bytes: Bytes,
+    pub tokens: u64,
+    pub page: Bytes,
+    pub token_row: Bytes,
+    pub block: u64,
+    /// Attention layers of the largest pipeline stage.
+    pub stage_layers: u64,
+}
+
+/// What the model's budget allows on this GPU.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvAllowed {
+    pub tokens: u64,
+    pub model: String,
+    pub gpu_util: f64,
+    pub per_token: Bytes,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RankLoad {
+    pub label: String,
+    pub kv_tokens: u64,
+    pub peak: Bytes,
 }

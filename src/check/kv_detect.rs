@@ -42,7 +42,7 @@ impl Geometry {
             .map(|r| {
                 m.layers[r.clone()]
                     .iter()
-                    .filter(|k| !matches!(k, crate::kv::model::LayerKind::State))
+                    .filter(|k| !matches!(k, crate::kv::arch::LayerKind::State))
                     .count() as u64
             })
             .collect();
@@ -101,35 +101,6 @@ pub struct KvGroup {
 impl KvGroup {
     pub fn bytes(&self) -> u64 {
         self.tensors * self.tensor_bytes
-    }
-
-    pub fn describe(&self, g: &Geometry) -> String {
-        match self.layout {
-            Layout::Paged => format!(
-                "{} tensors of {} = {} pages of {} each, {} tokens per page: {} tokens",
-                self.tensors,
-                crate::units::bytes(self.tensor_bytes),
-                crate::units::count(self.tensor_bytes / g.page.max(1)),
-                crate::units::bytes(g.page),
-                g.block,
-                crate::units::count(self.tokens)
-            ),
-            Layout::TokenPool => format!(
-                "{} buffers of {} = {} token rows of {} (one kept for padding): {} tokens",
-                self.tensors,
-                crate::units::bytes(self.tensor_bytes),
-                crate::units::count(self.tensor_bytes / g.token_row.max(1)),
-                crate::units::bytes(g.token_row),
-                crate::units::count(self.tokens)
-            ),
-            Layout::PerRequest => format!(
-                "{} tensors of {} ({} token rows each): {} requests' caches",
-                self.tensors,
-                crate::units::bytes(self.tensor_bytes),
-                crate::units::count(self.tokens),
-                self.tensors / (2 * g.layers_per_stage.iter().copied().max().unwrap_or(1)).max(1)
-            ),
-        }
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::context::DeviceCtx;
 use super::finding::Finding;
+use super::kind::FindingKind;
 use super::kv_detect::Layout;
 use crate::units::{bytes, count, signed_bytes};
 use serde::Serialize;
@@ -34,8 +35,8 @@ fn step(number: u8, name: &'static str, status: Status, detail: impl Into<String
     }
 }
 
-fn has(findings: &[Finding], names: &[&str]) -> bool {
-    findings.iter().any(|f| names.contains(&f.name))
+fn has(findings: &[Finding], kinds: &[FindingKind]) -> bool {
+    findings.iter().any(|f| kinds.contains(&f.kind()))
 }
 
 pub fn run(c: &DeviceCtx, findings: &[Finding]) -> Vec<Step> {
@@ -69,7 +70,7 @@ fn baseline(c: &DeviceCtx, f: &[Finding]) -> Step {
             bytes(fit.weights_bytes_per_gpu)
         );
     }
-    let status = if has(f, &["baseline_too_high"]) {
+    let status = if has(f, &[FindingKind::BaselineTooHigh]) {
         Status::Problem
     } else {
         Status::Ok
@@ -99,7 +100,10 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         signed_bytes(last.live as i64 - base as i64),
         signed_bytes(worst)
     );
-    let status = if has(f, &["leak_per_request", "unbounded_growth"]) {
+    let status = if has(
+        f,
+        &[FindingKind::LeakPerRequest, FindingKind::UnboundedGrowth],
+    ) {
         Status::Problem
     } else {
         Status::Ok
@@ -129,7 +133,10 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     let expect = n * mean.round() as u64 * per_token;
     if let Some(cap) = c.kv.capacity_tokens() {
         let need = n * mean.round() as u64;
-        let status = if has(f, &["kv_capacity_short", "concurrency_high"]) {
+        let status = if has(
+            f,
+            &[FindingKind::KvCapacityShort, FindingKind::ConcurrencyHigh],
+        ) {
             Status::Problem
         } else {
             Status::Ok
@@ -196,7 +203,7 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         );
     };
     let expect = tokens * m.geometry.per_token;
-    if has(f, &["long_context_oom"]) {
+    if has(f, &[FindingKind::LongContextOom]) {
         return step(
             4,
             "one long request",

@@ -1,10 +1,12 @@
 //! `kvscope check REPORT... --model M`.
 
-use super::fit::ModelArgs;
-use super::{load, CliError, Result};
-use crate::check::context::{ModelCtx, Thresholds};
-use crate::check::finding::Severity;
-use crate::check::{check, render};
+use super::error::{CliError, Result};
+use super::model_args::{model_ctx, ModelArgs};
+use crate::check::context::Thresholds;
+use crate::check::job::check;
+use crate::check::kind::Severity;
+use crate::load::load;
+use crate::render::{json, text};
 use crate::units::parse_size;
 use clap::Args;
 use std::path::PathBuf;
@@ -44,11 +46,19 @@ pub struct CheckArgs {
     #[arg(long, default_value_t = 1.5)]
     pub weights_factor: f64,
     /// Exit with status 1 when a finding is at or above this level.
-    #[arg(long, value_enum, default_value_t = Severity::Critical)]
+    #[arg(long, default_value = "critical", value_parser = fail_on())]
     pub fail_on: Severity,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--fail-on`: the severities by their JSON names. clap lists and checks
+/// the names (its usual one-line error and help); `Severity` parses itself,
+/// so the check knows nothing of clap.
+fn fail_on() -> impl clap::builder::TypedValueParser<Value = Severity> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Severity::NAMES).try_map(|s| s.parse::<Severity>())
 }
 
 impl CheckArgs {
@@ -82,38 +92,6 @@ impl CheckArgs {
     }
 }
 
-/// The model context, when --model is given; one report per rank sets --tp.
-pub fn model_ctx(
-    m: &ModelArgs,
-    processes: usize,
-    context: Option<u64>,
-    concurrency: Option<u64>,
-    notes: &mut Vec<String>,
-) -> Result<Option<ModelCtx>> {
-    if m.model.is_none() {
-        return Ok(None);
-    }
-    let model = m.load()?;
-    let mut args = m.clone();
-    if processes > 1 && m.tp == 1 && m.pp == 1 && m.gpus.is_none() {
-        args.tp = processes as u64;
-        notes.push(format!("{processes} processes checked as the tensor-parallel ranks of one job (--tp {processes}); give --tp / --pp otherwise"));
-    }
-    let mut input = args.input(context.unwrap_or(0), concurrency.unwrap_or(1))?;
-    // The check's own context may be 0 (not given); validate the rest with 1.
-    crate::kv::fit::fit(
-        &model,
-        &crate::kv::fit::FitInput {
-            context: 1,
-            concurrency: 1,
-            ..input.clone()
-        },
-    )
-    .map_err(CliError::input)?;
-    input.context = context.unwrap_or(0);
-    Ok(Some(ModelCtx::new(model, input)))
-}
-
 pub fn run(a: &CheckArgs) -> Result<i32> {
     let thresholds = a.thresholds()?;
     if a.context == Some(0) || a.concurrency == Some(0) {
@@ -123,7 +101,7 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
     }
     let mut reports = Vec::new();
     for p in &a.reports {
-        reports.push((p.display().to_string(), load::load(p)?));
+        reports.push((p.display().to_string(), load(p)?));
     }
     let pids: std::collections::BTreeSet<_> = reports
         .iter()
@@ -134,12 +112,9 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
     let mut result = check(reports, ctx.as_ref(), thresholds, a.fail_on);
     result.notes.extend(notes);
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?
-        );
+        println!("{}", json::render(&result)?);
     } else {
-        print!("{}", render::render(&result));
+        print!("{}", text::render(&result));
     }
     Ok(result.exit_status)
 }

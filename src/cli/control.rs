@@ -2,7 +2,7 @@
 //! its code: a request file in its control directory, which the shim's
 //! sampler thread picks up within one sample period and removes.
 
-use super::{CliError, Result};
+use super::error::{CliError, Result};
 use crate::report::control;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,10 +1,13 @@
 //! `kvscope demo`: serve_sim under the shim on the stand-in CUDA, with a
 //! leak planted, then the whole diagnosis against the model it simulates.
 
-use super::check_cmd::model_ctx;
-use super::fit::ModelArgs;
-use super::{html, load, locate, run, CliError, Result};
-use crate::check::{check, context::Thresholds, finding::Severity, render};
+use super::error::{CliError, Result};
+use super::locate;
+use super::model_args::{model_ctx, ModelArgs};
+use super::preload::{preload_value, reports_since};
+use crate::check::{context::Thresholds, job::check, kind::Severity};
+use crate::load::load;
+use crate::render::{html, text};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
@@ -43,7 +46,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
     println!("   (Llama-3.1-8B's shape on one simulated 80 GiB GPU; a leak of 64 MiB per request is planted)");
     let output = Command::new(native.join("serve_sim"))
         .args(ARGS)
-        .env("LD_PRELOAD", run::preload_value(&lib))
+        .env("LD_PRELOAD", preload_value(&lib))
         .env("KVSCOPE_OUT", &dir)
         .env("KVSCOPE_SAMPLE_MS", "10")
         .output()
@@ -60,7 +63,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
             code: 1,
         });
     }
-    let reports = run::reports_since(&dir, since);
+    let reports = reports_since(&dir, since);
     let Some(path) = reports
         .iter()
         .find(|p| p.to_string_lossy().ends_with("-exit.json"))
@@ -70,7 +73,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
             code: 1,
         });
     };
-    let r = load::load(path)?;
+    let r = load(path)?;
 
     println!(
         "\n== 2. kvscope check {} --model {MODEL}",
@@ -92,7 +95,7 @@ pub fn run(keep: Option<PathBuf>) -> Result<i32> {
         Thresholds::default(),
         Severity::Critical,
     );
-    for line in render::render(&result).lines() {
+    for line in text::render(&result).lines() {
         println!("   {line}");
     }
     if !temporary {

@@ -1,6 +1,7 @@
 //! `kvscope diff A B`: what grew between two reports, grouped.
 
-use super::{load, Result};
+use super::error::Result;
+use crate::load::load;
 use crate::report::{LiveAlloc, Report};
 use crate::units::{bytes, count, signed_bytes};
 use std::collections::BTreeMap;
@@ -148,7 +149,7 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
 }
 
 pub fn run(a: &Path, b: &Path) -> Result<i32> {
-    let (ra, rb) = (load::load(a)?, load::load(b)?);
+    let (ra, rb) = (load(a)?, load(b)?);
     print!(
         "{}",
         render(&ra, &rb, &a.display().to_string(), &b.display().to_string())

@@ -1,7 +1,7 @@
 //! Finds libkvscope.so and the stand-in CUDA beside the kvscope binary, so
 //! no path has to be set, whatever the working directory.
 
-use super::{CliError, Result};
+use super::error::{CliError, Result};
 use std::path::PathBuf;
 
 fn exe_dir() -> Option<PathBuf> {

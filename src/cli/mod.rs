@@ -1,45 +1,21 @@
-//! The reader's command line.
+//! The reader's command line: parsing the arguments, one module per
+//! command, and the exit status. Commands never import each other; what two
+//! share lives beside them (`model_args`, `preload`, `locate`, `error`).
 
 mod check_cmd;
 mod control;
 mod demo;
 mod diff;
-pub mod fit;
-pub(crate) mod html;
-pub(crate) mod load;
+mod error;
+mod fit;
 mod locate;
+mod model_args;
+mod preload;
 mod report_cmd;
 mod run;
-pub(crate) mod summary;
-mod validate;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-
-/// An error for the user: one line, and the exit status it maps to.
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub code: i32,
-}
-
-impl CliError {
-    /// Bad input: exit status 2.
-    pub fn input(message: impl Into<String>) -> CliError {
-        CliError {
-            message: message.into(),
-            code: 2,
-        }
-    }
-}
-
-impl From<String> for CliError {
-    fn from(message: String) -> Self {
-        CliError::input(message)
-    }
-}
-
-pub type Result<T> = std::result::Result<T, CliError>;
 
 #[derive(Parser)]
 #[command(name = "kvscope", version, about = "Finds GPU memory problems in LLM serving", long_about = None)]

@@ -1,9 +1,10 @@
 //! `kvscope report FILE [--json | --html OUT]`.
 
-use super::check_cmd::model_ctx;
-use super::fit::ModelArgs;
-use super::{html, load, summary, CliError, Result};
-use crate::check::{check, context::Thresholds, finding::Severity};
+use super::error::{CliError, Result};
+use super::model_args::{model_ctx, ModelArgs};
+use crate::check::{context::Thresholds, job::check, kind::Severity};
+use crate::load::load;
+use crate::render::{html, summary};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -26,7 +27,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: &ReportArgs) -> Result<i32> {
-    let r = load::load(&a.file)?;
+    let r = load(&a.file)?;
     if let Some(out) = &a.html {
         let mut notes = Vec::new();
         let ctx = model_ctx(&a.model, 1, None, None, &mut notes)?;

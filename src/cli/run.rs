@@ -1,39 +1,14 @@
 //! `kvscope run -- CMD...`: the command with the shim preloaded, then a
 //! summary of every report it (and its children) wrote.
 
-use super::{load, locate, summary, CliError, Result};
-use std::path::{Path, PathBuf};
+use super::error::{CliError, Result};
+use super::locate;
+use super::preload::{preload_value, reports_since};
+use crate::load::load;
+use crate::render::summary;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::SystemTime;
-
-/// Reports in `dir` written since `since`, oldest first.
-pub fn reports_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut found: Vec<(SystemTime, PathBuf)> = entries
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name();
-            let n = n.to_string_lossy();
-            n.starts_with("kvscope-") && n.ends_with(".json")
-        })
-        .filter_map(|e| {
-            let t = e.metadata().ok()?.modified().ok()?;
-            (t >= since).then(|| (t, e.path()))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, p)| p).collect()
-}
-
-/// LD_PRELOAD with the shim first, keeping what was there.
-pub fn preload_value(lib: &Path) -> String {
-    match std::env::var("LD_PRELOAD") {
-        Ok(v) if !v.trim().is_empty() => format!("{} {v}", lib.display()),
-        _ => lib.display().to_string(),
-    }
-}
 
 pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     let lib = locate::shim_library()?;
@@ -63,9 +38,9 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     }
     for p in &reports {
         eprintln!("kvscope: {}", p.display());
-        match load::load(p) {
+        match load(p) {
             Ok(r) => eprint!("{}", summary::render(&r, 5)),
-            Err(e) => eprintln!("kvscope: {}", e.message),
+            Err(e) => eprintln!("kvscope: {e}"),
         }
     }
     Ok(status

@@ -10,8 +10,9 @@
 //! layer per stage from the second-to-last stage backwards (the last stage
 //! also holds the LM head, the first the embedding).
 
+use super::arch::LayerKind;
 use super::dtype::Dtype;
-use super::model::{LayerKind, Model};
+use super::model::Model;
 use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! a fixed state instead (hybrid Mamba / linear-attention models); and how
 //! big that state is.
 
+use super::arch::LayerKind;
 use super::json::Obj;
-use super::model::LayerKind;
 
 /// Model types whose sliding/global interleaving is implicit in the
 /// architecture: every n-th layer is global, the others slide.

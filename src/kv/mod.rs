@@ -2,6 +2,7 @@
 //! `model` reads a config, `cache` does the KV arithmetic, `params` the
 //! weights, `fit` the budget and the will-it-fit answer.
 
+pub mod arch;
 pub mod cache;
 pub mod dtype;
 pub mod fit;
@@ -9,6 +10,7 @@ mod json;
 mod layout;
 pub mod model;
 pub mod params;
+mod quant;
 pub mod source;
 
 #[cfg(test)]

@@ -2,31 +2,11 @@
 //! config.json: attention geometry, what every layer keeps per token or per
 //! sequence, and what the parameter count needs.
 
+use super::arch::{LayerKind, Mla};
 use super::dtype::Dtype;
 use super::json::Obj;
 use super::layout;
 use super::params::ParamSpec;
-
-/// What one decoder layer keeps while a sequence is served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerKind {
-    /// Attention over the whole context: KV for every token.
-    Full,
-    /// Sliding-window attention: KV for the last `window` tokens at most.
-    Sliding(u64),
-    /// A Mamba or linear-attention layer: a fixed state per sequence, no KV.
-    State,
-}
-
-/// Multi-head latent attention (DeepSeek-V2/V3): one latent per token per layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mla {
-    pub kv_lora_rank: u64,
-    pub qk_rope_head_dim: u64,
-    pub qk_nope_head_dim: u64,
-    pub v_head_dim: u64,
-    pub q_lora_rank: Option<u64>,
-}
 
 #[derive(Clone, Debug)]
 pub struct Model {

@@ -2,7 +2,7 @@
 //! writes figures near these bounds; a file that does is damaged or forged,
 //! and is refused in one line instead of overflowing an analysis.
 
-use crate::report::{LiveAlloc, Report, SpaceStats};
+use crate::report::{LiveAlloc, Report, SpaceStats, LIVE_COLUMNS};
 
 /// Bytes: 1 PiB, beyond any device, host or job.
 const MAX_BYTES: u64 = 1 << 50;
@@ -14,6 +14,10 @@ const MAX_COUNT: u64 = 1 << 48;
 const MAX_MS: f64 = 1e13;
 /// Device ordinals.
 const MAX_DEVICE: u32 = 1 << 16;
+/// Kernel thread ids: Linux's pid_max is at most 2^22.
+const MAX_THREAD: u64 = 1 << 22;
+/// Processes of one distributed job.
+const MAX_WORLD: u64 = 1 << 20;
 
 struct V(Vec<String>);
 
@@ -31,6 +35,9 @@ impl V {
     }
     fn count(&mut self, what: impl FnOnce() -> String, n: u64) {
         self.at_most(what, n, MAX_COUNT);
+    }
+    fn thread(&mut self, what: impl FnOnce() -> String, t: u32) {
+        self.at_most(what, t as u64, MAX_THREAD);
     }
     fn device(&mut self, what: impl FnOnce() -> String, d: u32) {
         self.at_most(what, d as u64, MAX_DEVICE as u64);
@@ -62,12 +69,20 @@ impl V {
             self.ms(|| format!("{at}.peak_t_ms"), t);
         }
     }
-    fn rows(&mut self, at: &str, rows: &[LiveAlloc]) {
+    /// `markers`: how many the report holds; a row's phase counts them.
+    fn rows(&mut self, at: &str, rows: &[LiveAlloc], markers: usize) {
         let mut sum = 0u128;
         for (i, a) in rows.iter().enumerate() {
             self.bytes(|| format!("{at}[{i}].size"), a.size);
             self.device(|| format!("{at}[{i}].device"), a.device);
             self.ms(|| format!("{at}[{i}].t_ms"), a.t_ms);
+            self.count(|| format!("{at}[{i}].seq"), a.seq);
+            self.thread(|| format!("{at}[{i}].thread"), a.thread);
+            self.at_most(
+                || format!("{at}[{i}].phase (the markers it counts)"),
+                a.phase as u64,
+                markers as u64,
+            );
             sum += a.size as u128;
         }
         self.bytes(
@@ -88,6 +103,45 @@ pub fn validate(r: &Report) -> Result<(), String> {
     }
     let mut v = V(Vec::new());
     v.ms(|| "t_ms".into(), r.t_ms);
+    v.thread(|| "process.pid".into(), r.process.pid);
+    v.thread(|| "process.ppid".into(), r.process.ppid);
+    let l = &r.process.launch;
+    let world = l.world_size.map(u64::from);
+    v.at_most(
+        || "process.launch.world_size".into(),
+        world.unwrap_or(1),
+        MAX_WORLD,
+    );
+    for (k, n) in [("rank", l.rank), ("local_rank", l.local_rank)] {
+        // A rank counts from 0 within the world.
+        let max = world.map_or(MAX_WORLD, |w| w.saturating_sub(1));
+        v.at_most(
+            || format!("process.launch.{k}"),
+            n.map_or(0, u64::from),
+            max,
+        );
+    }
+    // Unix times in ms share the bound of times since start: ~300 years.
+    v.at_most(
+        || "written_unix_ms".into(),
+        r.written_unix_ms,
+        MAX_MS as u64,
+    );
+    v.at_most(
+        || "process.start_unix_ms".into(),
+        r.process.start_unix_ms,
+        MAX_MS as u64,
+    );
+    let s = &r.shim;
+    v.ms(|| "shim.sample_ms".into(), s.sample_ms as f64);
+    v.ms(|| "shim.idle_ms".into(), s.idle_ms as f64);
+    for (k, n) in [
+        ("event_capacity", s.event_capacity),
+        ("live_limit", s.live_limit),
+        ("failure_limit", s.failure_limit),
+    ] {
+        v.count(|| format!("shim.{k}"), n);
+    }
     for (i, d) in r.devices.iter().enumerate() {
         v.device(|| format!("devices[{i}].device"), d.device);
         v.bytes(
@@ -116,6 +170,7 @@ pub fn validate(r: &Report) -> Result<(), String> {
     for (i, f) in r.failures.iter().enumerate() {
         v.ms(|| format!("failures[{i}].t_ms"), f.t_ms);
         v.device(|| format!("failures[{i}].device"), f.device);
+        v.thread(|| format!("failures[{i}].thread"), f.thread);
     }
     let a = &r.anomalies;
     for (k, n) in [
@@ -126,9 +181,17 @@ pub fn validate(r: &Report) -> Result<(), String> {
         v.count(|| format!("anomalies.{k}"), n);
     }
     let l = &r.live;
+    // Rows are read by position: columns other than these mean other rows.
+    if !l.columns.is_empty() && l.columns.iter().ne(LIVE_COLUMNS.iter()) && v.0.is_empty() {
+        v.0.push(format!(
+            "live.columns is {:?}, not the columns this reader reads ({})",
+            l.columns,
+            LIVE_COLUMNS.join(", ")
+        ));
+    }
     v.count(|| "live.count".into(), l.count);
     v.bytes(|| "live.bytes".into(), l.bytes);
-    v.rows("live.allocations", &l.allocations);
+    v.rows("live.allocations", &l.allocations, r.markers.len());
     for (i, k) in l.by_kind.iter().enumerate() {
         v.device(|| format!("live.by_kind[{i}].device"), k.device);
         v.bytes(|| format!("live.by_kind[{i}].bytes"), k.bytes);
@@ -140,6 +203,13 @@ pub fn validate(r: &Report) -> Result<(), String> {
         v.count(|| format!("live.by_stream[{i}].count"), k.count);
     }
     for (i, k) in l.by_size_class.iter().enumerate() {
+        v.bytes(|| format!("live.by_size_class[{i}].min_bytes"), k.min_bytes);
+        // The class of a MAX_BYTES allocation ends beyond it.
+        v.at_most(
+            || format!("live.by_size_class[{i}].max_bytes"),
+            k.max_bytes,
+            MAX_TOTAL,
+        );
         v.bytes(|| format!("live.by_size_class[{i}].bytes"), k.bytes);
         v.count(|| format!("live.by_size_class[{i}].count"), k.count);
     }
@@ -200,6 +270,7 @@ pub fn validate(r: &Report) -> Result<(), String> {
     for (i, e) in r.events.iter().enumerate() {
         v.ms(|| format!("events[{i}].t_ms"), e.t_ms);
         v.device(|| format!("events[{i}].device"), e.device);
+        v.thread(|| format!("events[{i}].thread"), e.thread);
     }
     if let Some(o) = &r.oom {
         v.ms(|| "oom.t_ms".into(), o.t_ms);
@@ -214,7 +285,8 @@ pub fn validate(r: &Report) -> Result<(), String> {
         );
         v.bytes(|| "oom.live_bytes".into(), o.live_bytes);
         v.count(|| "oom.live_count".into(), o.live_count);
-        v.rows("oom.largest", &o.largest);
+        v.thread(|| "oom.thread".into(), o.thread);
+        v.rows("oom.largest", &o.largest, r.markers.len());
     }
     match v.0.pop() {
         Some(e) => Err(e),

@@ -1,8 +1,12 @@
-//! Reading report files: straight into the typed report (a million live
-//! allocations stay within a second and well under a GiB), with a clear
-//! word when the file is something else.
+//! Report I/O, the reader's first stage (load -> check -> render): report
+//! files straight into the typed report (a million live allocations stay
+//! within a second and well under a GiB), refused in one line when the file
+//! is something else or claims implausible figures (`validate`).
 
-use super::{CliError, Result};
+#[cfg(test)]
+mod drift;
+mod validate;
+
 use crate::report::{Report, SCHEMA};
 use serde::Deserialize;
 use std::path::Path;
@@ -17,27 +21,28 @@ struct Head {
 /// a larger file is something else, and is refused before it is read.
 pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 
-pub fn load(path: &Path) -> Result<Report> {
-    let bad_file = |e: std::io::Error| CliError::input(format!("{}: {e}", path.display()));
+/// A report file, or what is wrong with it in one line (naming the file).
+pub fn load(path: &Path) -> Result<Report, String> {
+    let bad_file = |e: std::io::Error| format!("{}: {e}", path.display());
     let size = std::fs::metadata(path).map_err(bad_file)?.len();
     if size >= MAX_REPORT_BYTES {
-        return Err(CliError::input(format!(
+        return Err(format!(
             "{}: {} bytes is too large for a report (the limit is {MAX_REPORT_BYTES})",
             path.display(),
             size
-        )));
+        ));
     }
     let bytes = std::fs::read(path).map_err(bad_file)?;
-    parse(&bytes).map_err(|what| CliError::input(format!("{}: {what}", path.display())))
+    parse(&bytes).map_err(|what| format!("{}: {what}", path.display()))
 }
 
 /// A report from its bytes, or what is wrong with them in one line.
-pub fn parse(bytes: &[u8]) -> std::result::Result<Report, String> {
+pub fn parse(bytes: &[u8]) -> Result<Report, String> {
     let unsupported =
         |s: &str| format!("report schema '{s}' is not supported (this kvscope reads {SCHEMA})");
     let no_schema = || "not a kvscope report (no \"schema\" field)".to_string();
     match serde_json::from_slice::<Report>(bytes) {
-        Ok(r) if r.schema == SCHEMA => match super::validate::validate(&r) {
+        Ok(r) if r.schema == SCHEMA => match validate::validate(&r) {
             Ok(()) => Ok(r),
             Err(e) => Err(format!("implausible report: {e}")),
         },

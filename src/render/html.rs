@@ -2,9 +2,9 @@
 //! network, no external script) with the memory timeline and its markers,
 //! the breakdown and the findings.
 
+use super::finding::{view, FindingView};
 use crate::check::breakdown::Part;
-use crate::check::finding::Finding;
-use crate::check::CheckResult;
+use crate::check::result::CheckResult;
 use crate::report::Report;
 use serde::Serialize;
 
@@ -35,7 +35,7 @@ struct Page<'a> {
     t_ms: f64,
     devices: Vec<DevicePage<'a>>,
     markers: &'a [crate::report::Marker],
-    findings: &'a [Finding],
+    findings: Vec<FindingView<'a>>,
     largest: Vec<Row>,
 }
 
@@ -97,7 +97,7 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
         t_ms: r.t_ms,
         devices,
         markers: &r.markers,
-        findings: &check.findings,
+        findings: check.findings.iter().map(view).collect(),
         largest,
     };
     // Inside <script>, "</" could end the element: JSON allows "<\/".

@@ -1,8 +1,9 @@
-//! The human form of a check.
+//! The human form of a check result.
 
-use super::finding::Severity;
-use super::steps::Status;
-use super::CheckResult;
+use super::finding::view;
+use crate::check::kind::Severity;
+use crate::check::result::CheckResult;
+use crate::check::steps::Status;
 use crate::units::{bytes, duration_ms};
 use std::fmt::Write;
 
@@ -69,8 +70,8 @@ pub fn render(r: &CheckResult) -> String {
     if !r.findings.is_empty() {
         let _ = writeln!(o, "findings:");
     }
-    for f in &r.findings {
-        let where_ = match (&f.process, f.device) {
+    for f in r.findings.iter().map(view) {
+        let where_ = match (f.process, f.device) {
             (Some(p), Some(d)) => format!(" ({p}, device {d})"),
             (Some(p), None) => format!(" ({p})"),
             _ => String::new(),

@@ -1,0 +1,8 @@
+//! The KV model against figures derived by hand (the arithmetic is in the
+//! comments), and against the published parameter counts of the shared models.
+//! One file per part of the model; the helpers in `support`.
+
+mod attention;
+mod budget;
+mod support;
+mod weights;

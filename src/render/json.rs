@@ -1,0 +1,36 @@
+//! The machine form of a check result: one JSON object, `kvscope.check.v1`.
+//! Findings appear as `finding::FindingView`s: name, severity, where, the
+//! summary, evidence and advice, and their numbers.
+
+use super::finding::{view, FindingView};
+use crate::check::result::{CheckResult, ProcessResult};
+use serde::Serialize;
+
+/// The fields in the order `kvscope.check.v1` has always had them.
+#[derive(Serialize)]
+struct CheckJson<'a> {
+    schema: &'static str,
+    model: &'a Option<String>,
+    processes: &'a [ProcessResult],
+    findings: Vec<FindingView<'a>>,
+    critical: usize,
+    warnings: usize,
+    info: usize,
+    notes: &'a [String],
+    exit_status: i32,
+}
+
+pub fn render(r: &CheckResult) -> Result<String, String> {
+    let json = CheckJson {
+        schema: r.schema,
+        model: &r.model,
+        processes: &r.processes,
+        findings: r.findings.iter().map(view).collect(),
+        critical: r.critical,
+        warnings: r.warnings,
+        info: r.info,
+        notes: &r.notes,
+        exit_status: r.exit_status,
+    };
+    serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
+}

@@ -1,0 +1,9 @@
+//! The reader's last stage (load -> check -> render): the forms people and
+//! machines read. `text`, `json` and `html` render one `CheckResult`;
+//! `summary` renders a report on its own.
+
+pub mod finding;
+pub mod html;
+pub mod json;
+pub mod summary;
+pub mod text;
