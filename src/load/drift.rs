@@ -314,6 +314,12 @@ fn full() -> Report {
             live_count: 1,
             largest: vec![row(1 << 20)],
         }),
+        out_of_memory: Some(OomHistory {
+            failures: 2,
+            first_t_ms: 10.0,
+            allocations_after: 1,
+            recovered: true,
+        }),
     }
 }
 

@@ -288,6 +288,14 @@ pub fn validate(r: &Report) -> Result<(), String> {
         v.thread(|| "oom.thread".into(), o.thread);
         v.rows("oom.largest", &o.largest, r.markers.len());
     }
+    if let Some(h) = &r.out_of_memory {
+        v.count(|| "out_of_memory.failures".into(), h.failures);
+        v.ms(|| "out_of_memory.first_t_ms".into(), h.first_t_ms);
+        v.count(
+            || "out_of_memory.allocations_after".into(),
+            h.allocations_after,
+        );
+    }
     match v.0.pop() {
         Some(e) => Err(e),
         None => Ok(()),
