@@ -237,7 +237,7 @@ pub struct Alloc {
 }
 
 /// An allocation: into the table, the thread's counters and its flight recorder.
-#[inline]
+#[inline(always)]
 pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64, a: Alloc) {
     let b = r.block;
     let thread = r.tls.tid();
