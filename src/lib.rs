@@ -7,5 +7,8 @@
 //! library, so none of the hook symbols (`cudaMalloc`, `dlsym`, ...) can end
 //! up in the `kvscope` binary.
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod report;
 pub mod shim;

@@ -1,6 +1,9 @@
 //! kvscope, the reader. Compiles the shared report schema itself and never
 //! links the shim library, so no hook symbol is part of this binary.
 
+// Every unsafe block says why it is sound.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod check;
 mod cli;
 mod kv;
