@@ -2,7 +2,6 @@
 //! frees themselves are generated whole from the table).
 #![allow(non_snake_case)]
 
-use super::out;
 use crate::shim::lifecycle;
 use crate::shim::track::tls;
 use std::ffi::{c_int, c_void};
@@ -21,6 +20,8 @@ pub unsafe fn cudaSetDevice(real: impl FnOnce() -> i32, device: c_int) -> i32 {
     rc
 }
 
+/// The runtime's default pool is the driver's: the same handle, the same note.
+///
 /// # Safety
 /// cudaDeviceGetDefaultMemPool's contract.
 pub unsafe fn cudaDeviceGetDefaultMemPool(
@@ -28,11 +29,6 @@ pub unsafe fn cudaDeviceGetDefaultMemPool(
     pool: *mut Pool,
     device: c_int,
 ) -> i32 {
-    let rc = real();
-    if rc == 0 && device >= 0 {
-        // SAFETY: filled by the successful call.
-        let handle = unsafe { out(pool as *const Pool) } as u64;
-        super::driver::note_pool(handle, device as u32, true);
-    }
-    rc
+    // SAFETY: the same contract as the driver's call.
+    unsafe { super::driver::cuDeviceGetDefaultMemPool(real, pool, device) }
 }
