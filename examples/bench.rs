@@ -68,6 +68,11 @@ fn figure(out: &str, key: &str) -> f64 {
 }
 
 fn client(args: &[&str], shim: bool, env: &[(&str, &str)]) -> String {
+    client_with(args, shim.then(shim_lib), env)
+}
+
+/// bench_client, preloading `shim` when given.
+fn client_with(args: &[&str], shim: Option<PathBuf>, env: &[(&str, &str)]) -> String {
     let scratch = std::env::temp_dir().join("kvscope-bench");
     let _ = std::fs::create_dir_all(&scratch);
     let mut c = Command::new(native("bench_client"));
@@ -77,8 +82,8 @@ fn client(args: &[&str], shim: bool, env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         c.env(k, v);
     }
-    if shim {
-        c.env("LD_PRELOAD", shim_lib());
+    if let Some(lib) = shim {
+        c.env("LD_PRELOAD", lib);
     }
     let out = c.output().expect("bench_client");
     assert!(
@@ -90,18 +95,22 @@ fn client(args: &[&str], shim: bool, env: &[(&str, &str)]) -> String {
 }
 
 /// Added cost of a cudaMalloc + cudaFree pair through LD_PRELOAD, one thread.
+/// With KVSCOPE_BENCH_BASELINE=/path/to/an/older/libkvscope.so, that build
+/// runs too, interleaved with this one, to compare two builds of the shim.
 fn preload() {
     let pairs = "2000000";
-    let (mut base, mut shim) = (Vec::new(), Vec::new());
+    let args = ["pairs", pairs, "4096", "1"];
+    let older = std::env::var_os("KVSCOPE_BENCH_BASELINE").map(PathBuf::from);
+    let (mut base, mut shim, mut old) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        base.push(figure(
-            &client(&["pairs", pairs, "4096", "1"], false, &[]),
-            "ns_per_pair",
-        ));
-        shim.push(figure(
-            &client(&["pairs", pairs, "4096", "1"], true, &[]),
-            "ns_per_pair",
-        ));
+        base.push(figure(&client(&args, false, &[]), "ns_per_pair"));
+        shim.push(figure(&client(&args, true, &[]), "ns_per_pair"));
+        if let Some(lib) = &older {
+            old.push(figure(
+                &client_with(&args, Some(lib.clone()), &[]),
+                "ns_per_pair",
+            ));
+        }
     }
     let (b, s) = (median(base), median(shim));
     let added = s - b;
@@ -110,6 +119,14 @@ fn preload() {
         s / b,
         verdict(added <= 40.0, || format!("{:.1} ns over", added - 40.0))
     );
+    if let Some(lib) = older {
+        let o = median(old);
+        println!(
+            "preload   this build against {}: {:+.1} ns per pair ({s:.1} ns against {o:.1} ns)",
+            lib.display(),
+            s - o
+        );
+    }
 }
 
 /// The pluggable allocator against the driver calls it makes inside
