@@ -289,6 +289,11 @@ fn full() -> Report {
                 max_live_bytes: 1 << 20,
                 reserved_bytes: Some(3 << 20),
                 device_used_bytes: Some(10 << 30),
+                framework: Some(FrameworkSample {
+                    allocated_bytes: 1 << 20,
+                    reserved_bytes: 2 << 20,
+                    sampled_t_ms: 1.5,
+                }),
             }],
         }],
         events: vec![Event {

@@ -275,6 +275,25 @@ pub struct DeviceSample {
     pub reserved_bytes: Option<u64>,
     /// Device total - free (cuMemGetInfo): everything on the device, context and other processes included.
     pub device_used_bytes: Option<u64>,
+    /// The framework's own view of the same device, when the program reports
+    /// it (`kvscope_framework_counters`: the Python helper's `mark()` and
+    /// `watch_torch()`, automatic under `kvscope run`): the latest counters
+    /// at the time of this point.
+    pub framework: Option<FrameworkSample>,
+}
+
+/// A framework allocator's counters (PyTorch: `torch.cuda.memory_allocated()`
+/// and `memory_reserved()`): tensor-level truth the CUDA calls cannot show.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameworkSample {
+    /// Bytes in live tensors (rounded to the allocator's blocks).
+    pub allocated_bytes: u64,
+    /// Bytes the framework's allocator holds from CUDA: allocated plus its
+    /// cache (reserved - allocated: cached or fragmented).
+    pub reserved_bytes: u64,
+    /// When the framework was asked (`t_ms`).
+    pub sampled_t_ms: f64,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

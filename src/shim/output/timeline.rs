@@ -172,6 +172,7 @@ impl Timeline {
                     max_live_bytes: t.live_bytes(),
                     reserved_bytes: reserved.or(Some(t.live_bytes())),
                     device_used_bytes: st.device_used.get(&d).copied(),
+                    framework: None,
                 }
             })
             .collect();
