@@ -108,6 +108,7 @@ macro_rules! hooked_functions {
             kvscope_mark => exports;
             kvscope_dump => exports;
             kvscope_live_bytes => exports;
+            kvscope_framework_counters => exports;
             kvscope_init => pluggable;
             kvscope_reset => pluggable;
             kvscope_memory_fraction => pluggable;

@@ -4,7 +4,9 @@
 #![allow(clippy::missing_safety_doc)]
 
 use super::lifecycle;
+use super::track::clock;
 use super::track::counters::{fold, lane};
+use super::track::devices::FrameworkCounters;
 use super::track::markers::Source;
 use super::track::record::protect;
 use crate::report::Space;
@@ -48,4 +50,30 @@ pub extern "C" fn kvscope_live_bytes(device: c_int) -> u64 {
         return 0;
     }
     protect(|| fold(lane(Space::Device, device as u32)).live_bytes()).unwrap_or(0)
+}
+
+/// The framework allocator's own counters for `device` (PyTorch:
+/// `torch.cuda.memory_allocated(device)` and `memory_reserved(device)`): every
+/// later timeline point carries the latest, so the reader can judge tensors,
+/// not segments. The Python helper calls it at every `mark()` and, under
+/// `kvscope run` or `kvscope.watch_torch()`, every sample period. Cheap: a
+/// spin lock and three stores; never starts the shim.
+#[unsafe(no_mangle)]
+pub extern "C" fn kvscope_framework_counters(device: c_int, allocated: u64, reserved: u64) {
+    let Some(shim) = lifecycle::peek() else {
+        return;
+    };
+    if device < 0 {
+        return;
+    }
+    protect(|| {
+        shim.track.devices.set_framework(
+            device as u32,
+            FrameworkCounters {
+                allocated,
+                reserved,
+                ticks: clock::ticks(),
+            },
+        )
+    });
 }

@@ -8,11 +8,11 @@
 //! the higher max_live_bytes), halving the resolution of the past. Marker
 //! points never merge.
 
-use crate::report::{DeviceSample, PoolStats, Sample, Space};
+use crate::report::{DeviceSample, FrameworkSample, PoolStats, Sample, Space};
 use crate::shim::config::Config;
 use crate::shim::cuda::driver::{self, PoolAttrs};
 use crate::shim::track::counters::{self, lane};
-use crate::shim::track::devices::DeviceInfo;
+use crate::shim::track::devices::{DeviceInfo, FrameworkCounters};
 use crate::shim::track::{clock, tls, Tracker};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,6 +22,9 @@ struct Point {
     ticks: u64,
     marker: Option<String>,
     devices: Vec<DeviceSample>,
+    /// The framework's counters of each of `devices` (same order), with the
+    /// time they were reported (converted to `t_ms` when a report is made).
+    framework: Vec<Option<FrameworkCounters>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -77,7 +80,24 @@ impl Timeline {
             .map(|p| Sample {
                 t_ms: scale.ms(p.ticks),
                 marker: p.marker.clone(),
-                devices: p.devices.clone(),
+                devices: p
+                    .devices
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| DeviceSample {
+                        framework: p
+                            .framework
+                            .get(i)
+                            .copied()
+                            .flatten()
+                            .map(|c| FrameworkSample {
+                                allocated_bytes: c.allocated,
+                                reserved_bytes: c.reserved,
+                                sampled_t_ms: scale.ms(c.ticks),
+                            }),
+                        ..d.clone()
+                    })
+                    .collect(),
             })
             .collect()
     }
@@ -177,10 +197,15 @@ impl Timeline {
             })
             .collect();
         drop(st);
+        let framework = devices
+            .iter()
+            .map(|&d| self.track.devices.framework(d))
+            .collect();
         self.push(Point {
             ticks: now,
             marker,
             devices: samples,
+            framework,
         });
     }
 
@@ -273,6 +298,7 @@ mod tests {
         Point {
             ticks: t,
             marker: marker.map(String::from),
+            framework: Vec::new(),
             devices: vec![DeviceSample {
                 device: 0,
                 live_bytes: live,

@@ -35,6 +35,15 @@ pub struct DeviceInfo {
     pub sampled_ticks: u64,
 }
 
+/// A framework allocator's counters for one device, as the program last
+/// reported them (`kvscope_framework_counters`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameworkCounters {
+    pub allocated: u64,
+    pub reserved: u64,
+    pub ticks: u64,
+}
+
 #[derive(Default)]
 pub struct Devices {
     contexts: SpinLock<Vec<(u64, u32)>>,
@@ -42,6 +51,7 @@ pub struct Devices {
     /// One bit per device (`MAX_DEVICES` of them).
     seen: AtomicU64,
     info: SpinLock<Vec<DeviceInfo>>,
+    framework: SpinLock<Vec<Option<FrameworkCounters>>>,
 }
 
 impl Devices {
@@ -104,6 +114,23 @@ impl Devices {
             v.resize(i + 1, DeviceInfo::default());
         }
         v[i] = info;
+    }
+
+    pub fn set_framework(&self, device: u32, c: FrameworkCounters) {
+        let mut v = self.framework.lock();
+        let i = clamp(device) as usize;
+        if v.len() <= i {
+            v.resize(i + 1, None);
+        }
+        v[i] = Some(c);
+    }
+
+    pub fn framework(&self, device: u32) -> Option<FrameworkCounters> {
+        self.framework
+            .lock()
+            .get(device as usize)
+            .copied()
+            .flatten()
     }
 
     pub fn info(&self, device: u32) -> DeviceInfo {
