@@ -102,3 +102,142 @@ fn without_kvscope_in_the_process_the_helper_does_nothing() {
         "a report was written"
     );
 }
+
+/// The framework counters of every timeline point of the exit report in
+/// `dir`: (marker, allocated, reserved).
+fn framework_points(dir: &Path) -> Vec<(Option<String>, u64, u64)> {
+    let exit = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .expect("an exit report");
+    let rep = load(&exit);
+    rep["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| {
+            let f = &s["devices"].as_array()?.first()?["framework"];
+            (!f.is_null()).then(|| {
+                (
+                    s["marker"].as_str().map(String::from),
+                    u(&f["allocated_bytes"]),
+                    u(&f["reserved_bytes"]),
+                )
+            })
+        })
+        .collect()
+}
+
+fn run_counters_check(py: &str, dir: &Path, torch: Option<&str>) -> std::process::Output {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new(kvscope_bin());
+    cmd.args(["run", "--out"])
+        .arg(dir)
+        .args(["--", py])
+        .arg(root.join("tests/python/counters_check.py"))
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                root.join("tests/python").display(),
+                root.join("tests/python/chained").display()
+            ),
+        )
+        .env("LD_LIBRARY_PATH", native(""))
+        .env("KVSCOPE_SAMPLE_MS", "50")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("TMPDIR", &tmp)
+        .env_remove("LD_PRELOAD")
+        .env_remove("KVSCOPE_TORCH");
+    if let Some(v) = torch {
+        cmd.env("KVSCOPE_TORCH", v);
+    }
+    cmd.output().unwrap()
+}
+
+/// Under `kvscope run`, the site hook samples PyTorch's counters into the
+/// timeline, without importing torch or reading anything before CUDA is
+/// initialised, chaining the program's own sitecustomize; a forked child has
+/// no sampler thread; KVSCOPE_TORCH=0 turns it off.
+#[test]
+fn kvscope_run_records_pytorch_counters_through_its_site_hook() {
+    let Some(py) = python() else {
+        eprintln!("python3 not found: skipped");
+        return;
+    };
+    let dir = scratch("site-hook");
+    let out = run_counters_check(py, &dir, None);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("chained=ran"), "{stdout}");
+    let want = expectations(&stdout);
+    let points = framework_points(&dir);
+    let allocated: Vec<u64> = points.iter().map(|p| p.1).collect();
+    assert!(allocated.contains(&want["first_allocated"]), "{points:?}");
+    assert!(allocated.contains(&want["later_allocated"]), "{points:?}");
+    assert!(points.iter().all(|p| p.2 == want["reserved"]), "{points:?}");
+    // The site folder (in the run's TMPDIR) is gone after the run.
+    assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+
+    let dir = scratch("site-hook-off");
+    let out = run_counters_check(py, &dir, Some("0"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("reads=0"), "{stdout}");
+    assert!(stdout.contains("chained=ran"), "{stdout}");
+    assert_eq!(framework_points(&dir), []);
+}
+
+/// kvscope.mark() hands PyTorch's counters to the shim with each marker.
+#[test]
+fn mark_attaches_pytorch_counters_to_the_marker() {
+    let Some(py) = python() else {
+        eprintln!("python3 not found: skipped");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("mark-counters");
+    let out = Command::new(py)
+        .arg(root.join("tests/python/counters_check.py"))
+        .arg("mark")
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                root.join("python").display(),
+                root.join("tests/python").display()
+            ),
+        )
+        .env("LD_PRELOAD", shim_lib())
+        .env("LD_LIBRARY_PATH", native(""))
+        .env("KVSCOPE_OUT", &dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = expectations(&stdout);
+    let marked: Vec<(String, u64)> = framework_points(&dir)
+        .into_iter()
+        .filter_map(|(m, a, _)| Some((m?, a)))
+        .collect();
+    assert_eq!(
+        marked,
+        [
+            ("serve".to_string(), want["first_allocated"]),
+            ("request 0 done".to_string(), want["later_allocated"])
+        ]
+    );
+}

@@ -4,9 +4,15 @@ set phase markers, write reports on demand.
     import kvscope
     kvscope.install()            # before the first CUDA tensor
     ...load the model...
-    kvscope.mark("serving")
+    kvscope.mark("serve")         # PyTorch's own counters ride along
     ...serve...
     kvscope.dump("after load test")
+
+With PyTorch in the process, mark() also hands the shim PyTorch's own
+counters (memory_allocated, memory_reserved) for the marker's point, and
+watch_torch() does so every sample period (automatic for Python processes
+under `kvscope run`; KVSCOPE_TORCH=0 turns that off). Neither imports torch
+nor initialises CUDA: they wait until the program has.
 
 Markers and dumps also work when the library is only preloaded
 (LD_PRELOAD=libkvscope.so python ...), without install(). mark, dump and
@@ -22,7 +28,22 @@ the kvscope checkout this file sits in.
 import ctypes
 import os
 
-__all__ = ["library_path", "install", "mempool", "mark", "dump", "live_bytes", "hooks"]
+try:
+    # Under `kvscope run` the site hook's sampler is this module: share it.
+    import kvscope_torch_counters as torch_counters
+except ImportError:
+    from . import torch_counters
+
+__all__ = [
+    "library_path",
+    "install",
+    "mempool",
+    "mark",
+    "dump",
+    "live_bytes",
+    "hooks",
+    "watch_torch",
+]
 
 # PyTorch's optional allocator callbacks and kvscope's functions for them.
 # Which ones a PyTorch build lets Python set differs between versions.
@@ -79,6 +100,8 @@ def _library():
         _lib.kvscope_dump.restype = ctypes.c_int
         _lib.kvscope_live_bytes.argtypes = [ctypes.c_int]
         _lib.kvscope_live_bytes.restype = ctypes.c_uint64
+        _lib.kvscope_framework_counters.argtypes = [ctypes.c_int, ctypes.c_uint64, ctypes.c_uint64]
+        _lib.kvscope_framework_counters.restype = None
     return _lib
 
 
@@ -150,12 +173,24 @@ def hooks():
 
 
 def mark(label):
-    """A phase boundary on kvscope's timeline ("loaded", "serving", ...)."""
+    """A phase boundary on kvscope's timeline: "load", "serve", "request 7
+    start tokens=512", "request 7 done", ... (see the README for the labels
+    kvscope check understands). PyTorch's counters, when it has them, go
+    with it."""
     lib = _library()
     if lib is None:
         return False
+    torch_counters.report(lib)
     lib.kvscope_mark(str(label).encode())
     return True
+
+
+def watch_torch(period_s=None):
+    """Hands PyTorch's counters to kvscope every `period_s` seconds
+    (default: KVSCOPE_SAMPLE_MS) from a background thread, once CUDA is
+    initialised; True when the thread runs. `kvscope run` does this for
+    every Python process it starts."""
+    return torch_counters.watch(_library(), period_s)
 
 
 def dump(reason=None):

@@ -13,6 +13,7 @@ mod model_args;
 mod preload;
 mod report_cmd;
 mod run;
+mod site_hook;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -4,6 +4,7 @@
 use super::error::{CliError, Result};
 use super::locate;
 use super::preload::{preload_value, reports_since};
+use super::site_hook::SiteHook;
 use crate::load::load;
 use crate::render::summary;
 use std::path::PathBuf;
@@ -23,10 +24,16 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     let out = out.canonicalize().unwrap_or(out);
     // A second earlier: file times are coarse on some filesystems.
     let since = SystemTime::now() - std::time::Duration::from_secs(1);
-    let status = Command::new(&command[0])
-        .args(&command[1..])
+    // Python processes report PyTorch's own counters (removed after the run).
+    let hook = SiteHook::install();
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
         .env("LD_PRELOAD", preload_value(&lib))
-        .env("KVSCOPE_OUT", &out)
+        .env("KVSCOPE_OUT", &out);
+    if let Some(h) = &hook {
+        cmd.env("PYTHONPATH", h.pythonpath());
+    }
+    let status = cmd
         .status()
         .map_err(|e| CliError::input(format!("cannot run {}: {e}", command[0])))?;
     let reports = reports_since(&out, since);
