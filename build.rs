@@ -18,6 +18,7 @@ const CLIENTS: &[&str] = &[
     "bench_client",
     "pluggable_client",
     "stress",
+    "signals",
 ];
 
 /// Test clients in C++ (native/clients/*.cpp).

@@ -128,6 +128,13 @@ fn every_exit_path_keeps_its_status_and_reports_where_documented() {
             "{how}: {:?}",
             shim.reports
         );
+        // A terminating signal at its default action: the shim's final report.
+        let signal_reports = shim
+            .reports
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with("-signal.json"))
+            .count();
+        assert_eq!(signal_reports, usize::from(how == "sigterm"), "{how}");
         if reported {
             let rep = shim.report("exit");
             assert_eq!(

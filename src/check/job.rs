@@ -14,7 +14,7 @@ use crate::units::Bytes;
 /// Reports of one process (an exit report and its OOM post-mortem, say) become one.
 fn merge(mut group: Vec<(String, Report)>) -> (Vec<String>, Report) {
     let rank = |r: &Report| match r.reason {
-        Some(Reason::Exit) => 3,
+        Some(Reason::Exit) | Some(Reason::Signal) => 3,
         Some(Reason::Checkpoint) => 2,
         Some(Reason::Dump) => 1,
         _ => 0,

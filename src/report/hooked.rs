@@ -105,6 +105,8 @@ macro_rules! hooked_functions {
         }
         exported {
             dlsym => table;
+            sigaction => signal;
+            signal => signal;
             kvscope_mark => exports;
             kvscope_dump => exports;
             kvscope_live_bytes => exports;

@@ -33,6 +33,9 @@ pub enum Reason {
     /// Periodically while allocations change (KVSCOPE_CHECKPOINT_S), for
     /// processes that end without running exit handlers.
     Checkpoint,
+    /// On a terminating signal (SIGTERM, SIGINT, SIGHUP) left at its default
+    /// action: the last report before the process dies by it.
+    Signal,
 }
 
 impl Reason {
@@ -42,6 +45,7 @@ impl Reason {
             Reason::Oom => "oom",
             Reason::Dump => "dump",
             Reason::Checkpoint => "checkpoint",
+            Reason::Signal => "signal",
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Config {
     pub device_query: bool,
     /// KVSCOPE_LOG=1: diagnostics on stderr.
     pub log: bool,
+    /// KVSCOPE_STOP_WAIT_MS: how long a terminating signal waits for the
+    /// final report before the process dies as it would have (default 2000).
+    pub stop_wait_ms: u64,
     /// KVSCOPE_CTL_DIR: where `kvscope mark/dump PID` leave requests.
     pub ctl_dir: PathBuf,
     /// TMPDIR: where the fallback report directory goes (default /tmp).
@@ -104,6 +107,7 @@ impl Config {
             checkpoint_s: e.number("KVSCOPE_CHECKPOINT_S", 30),
             device_query: e.flag("KVSCOPE_DEVICE_QUERY", true),
             log: e.flag("KVSCOPE_LOG", false),
+            stop_wait_ms: e.number("KVSCOPE_STOP_WAIT_MS", 2000).min(60_000),
             ctl_dir: control::base_dir(
                 std::env::var_os(control::CTL_DIR_VAR)
                     .map(PathBuf::from)

@@ -8,10 +8,11 @@
 //! state is unusable anyway and the parent's table means nothing there.
 
 use super::config::Config;
-use super::output::{sampler, timeline::Timeline, writer::Writer};
+use super::output::{sampler, timeline::Timeline, wake, writer::Writer};
+use super::signals;
 use super::track::{self, clock, counters, record::protect, Tracker};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicPtr, AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 use std::sync::OnceLock;
 use std::thread::Thread;
 
@@ -22,7 +23,8 @@ const DISABLED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
-/// The background thread, when it runs: woken when an OOM post-mortem waits.
+/// The background thread, when it runs: woken (`wake`) when an OOM
+/// post-mortem waits or a terminating signal asks for a final report.
 static BACKGROUND: OnceLock<Thread> = OnceLock::new();
 
 thread_local! {
@@ -134,6 +136,7 @@ fn start_here() -> Option<&'static Shim> {
     if let Some(t) = sampler::spawn(writer) {
         let _ = BACKGROUND.set(t);
     }
+    signals::arm(on_stop_signal);
     Some(shim)
 }
 
@@ -148,14 +151,35 @@ pub fn peek() -> Option<&'static Shim> {
 /// the background thread writes its post-mortem; without one, it is written
 /// here and now, as the only thread there is to do it.
 fn oom_captured() {
-    match BACKGROUND.get() {
-        Some(t) => t.unpark(),
-        None => {
-            if let Some(s) = peek() {
-                s.writer.write_pending_oom();
-            }
+    if BACKGROUND.get().is_some() {
+        wake::notify(wake::OOM); // or it is written at the next sample
+    } else if let Some(s) = peek() {
+        s.writer.write_pending_oom();
+    }
+}
+
+/// A stop is being handled (a second signal does not wait again).
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// The shim's handler of a terminating signal the host left at its default
+/// action: the background thread writes the final report (reason `signal`)
+/// while this waits, at most KVSCOPE_STOP_WAIT_MS; then the process dies by
+/// the signal as it would have. A forked child, a process without the
+/// background thread, or a second signal dies at once. Async-signal-safe:
+/// atomics, a pipe, poll, sigaction, raise.
+extern "C" fn on_stop_signal(sig: libc::c_int) {
+    // SAFETY: errno of this thread, saved and restored around the handler.
+    let errno = unsafe { *libc::__errno_location() };
+    let ready = STATE.load(Acquire) == ON && BACKGROUND.get().is_some() && wake::is_open();
+    if ready && !STOPPING.swap(true, AcqRel) && (0..64).contains(&sig) {
+        if let Some(s) = peek() {
+            wake::notify(wake::STOP_BASE + sig as u8);
+            wake::wait_answer(s.config.stop_wait_ms);
         }
     }
+    signals::die_by(sig);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 extern "C" fn at_exit() {

@@ -13,7 +13,8 @@
 //! `lifecycle` starts the shim on first use and wires the parts together;
 //! `config` is read once at start; `cuda/` is what the shim knows of CUDA's
 //! ABI and the driver functions it calls itself; `pluggable/` is PyTorch's
-//! pluggable allocator and `exports` kvscope's own C API.
+//! pluggable allocator, `exports` kvscope's own C API, and `signals` the
+//! final report on a terminating signal.
 
 pub mod config;
 pub mod cuda;
@@ -22,4 +23,5 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod output;
 pub mod pluggable;
+pub mod signals;
 pub mod track;

@@ -20,6 +20,7 @@ pub mod entry;
 pub mod real;
 pub mod route;
 pub mod runtime;
+pub mod signal;
 pub mod table;
 pub mod vmm;
 

@@ -5,6 +5,7 @@
 //! Output pulls from the recorded state; nothing here is called from a hook.
 
 use super::control;
+use super::wake;
 use super::writer::Writer;
 use crate::shim::track::markers::Source;
 use crate::shim::track::{clock, counters};
@@ -18,7 +19,8 @@ fn total_calls() -> u64 {
     counters::calls().iter().sum()
 }
 
-/// Sleeps until `deadline`, writing a waiting post-mortem whenever woken.
+/// Sleeps until `deadline`; woken, writes a waiting post-mortem, or the
+/// final report a terminating signal asks for (then answers the handler).
 fn wait_until(w: &Writer, deadline: Instant) {
     loop {
         w.write_pending_oom();
@@ -26,8 +28,38 @@ fn wait_until(w: &Writer, deadline: Instant) {
         if now >= deadline || STOP.load(Acquire) {
             return;
         }
-        std::thread::park_timeout(deadline - now);
+        for request in wake::sleep((deadline - now).as_millis() as u64) {
+            if let Some(sig) = request.checked_sub(wake::STOP_BASE) {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    w.write_signal(sig.into())
+                }));
+                wake::answer();
+            }
+        }
     }
+}
+
+/// Blocks the stop signals on the calling thread; the mask it had before.
+/// The background thread is made with them blocked (a new thread inherits
+/// its creator's mask), so that no stop signal ever lands on it, even in
+/// its first instant: it must be free to write the report the signal asks for.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: zeroed sigset_t values are valid input to sigemptyset.
+    let (mut set, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
+    // SAFETY: valid sigset_t values; the mask applies to this thread only.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in crate::shim::signals::STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+    }
+    old
+}
+
+fn restore_mask(old: &libc::sigset_t) {
+    // SAFETY: a mask this thread had.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
 fn run(w: &'static Writer) {
@@ -38,7 +70,8 @@ fn run(w: &'static Writer) {
     let mut last_change = clock::ticks();
     let mut idle_marked = false;
     let mut last_checkpoint = clock::ticks();
-    let mut checkpoint_calls = last_calls;
+    // Nothing is checkpointed yet, whatever was called before this thread ran.
+    let mut checkpoint_calls = 0;
     let mut next = Instant::now() + period;
     while !STOP.load(Acquire) {
         wait_until(w, next);
@@ -61,6 +94,13 @@ fn run(w: &'static Writer) {
                 idle_marked = true;
                 let m = w.track.markers.add("idle", Source::Auto);
                 w.timeline.sample(Some(m.label), false);
+                // A process about to end without exit handlers (a worker's
+                // os._exit) has gone still: its final state gets a checkpoint.
+                if config.checkpoint_s > 0 && calls != checkpoint_calls {
+                    checkpoint_calls = calls;
+                    last_checkpoint = now;
+                    w.write_checkpoint();
+                }
             }
             w.timeline.sample(None, true);
             control::poll_requests(w);
@@ -84,10 +124,13 @@ pub fn spawn(w: &'static Writer) -> Option<Thread> {
     if w.config.sample_ms == 0 {
         return None;
     }
+    wake::open();
+    let mask = block_stop_signals();
     let spawned = std::thread::Builder::new()
         .name("kvscope-sampler".into())
         .stack_size(256 << 10)
         .spawn(move || run(w));
+    restore_mask(&mask);
     match spawned {
         Ok(h) => Some(h.thread().clone()),
         Err(_) => {

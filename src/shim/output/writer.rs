@@ -38,6 +38,15 @@ fn safe_name(s: &str) -> String {
         .collect()
 }
 
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    }
+}
+
 fn any_calls() -> bool {
     counters::calls().iter().any(|&n| n > 0)
 }
@@ -157,6 +166,13 @@ impl Writer {
             self.timeline.refresh_pools(clock::ticks());
         }
         self.write(Reason::Dump, detail, None)
+    }
+
+    /// The final report on a terminating signal (then the process dies by it).
+    pub fn write_signal(&self, sig: i32) {
+        self.write_pending_oom();
+        self.timeline.sample(None, true);
+        self.write(Reason::Signal, Some(signal_name(sig).into()), None);
     }
 
     pub fn write_checkpoint(&self) {

@@ -1,0 +1,83 @@
+/* signals: how a process under the shim dies by a signal.
+ * Usage: signals wait|own|own-late|query|fork|dumps|idle-exit
+ *   wait       allocate, print "ready", wait for a signal
+ *   own        its own SIGTERM handler (set before CUDA) prints and exits 7
+ *   own-late   the same, set with signal() after CUDA is in use
+ *   query      print the SIGTERM disposition the program sees after CUDA
+ *   fork       a forked child (CUDA unusable there) prints "ready" and waits
+ *   dumps      a thread writes reports in a loop while waiting
+ *   idle-exit  allocate, stay still 1.5 s, _exit(0): no exit handler runs */
+#include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "client.h"
+
+static void own_handler(int sig) {
+    static const char msg[] = "own handler\n";
+    (void)sig;
+    (void)!write(1, msg, sizeof msg - 1);
+    _exit(7);
+}
+
+static void *dumper(void *arg) {
+    int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "kvscope_dump");
+    (void)arg;
+    for (;;) {
+        if (dump) dump("busy");
+        usleep(1000);
+    }
+    return NULL;
+}
+
+static void ready(void) {
+    printf("ready\n");
+    fflush(stdout);
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argc > 1 ? argv[1] : "wait";
+    void *p;
+    if (!strcmp(mode, "own")) {
+        struct sigaction a;
+        memset(&a, 0, sizeof a);
+        a.sa_handler = own_handler;
+        sigaction(SIGTERM, &a, NULL);
+    }
+    RT(cudaMalloc(&p, 16 * MiB));
+    if (!strcmp(mode, "own-late")) signal(SIGTERM, own_handler);
+    if (!strcmp(mode, "query")) {
+        struct sigaction old;
+        sigaction(SIGTERM, NULL, &old);
+        printf("sigterm=%s\n", old.sa_handler == SIG_DFL ? "default" : "handled");
+        printf("signal_returns=%s\n", signal(SIGHUP, SIG_IGN) == SIG_DFL ? "default" : "other");
+        printf("after_ignore=%s\n", signal(SIGHUP, SIG_DFL) == SIG_IGN ? "ignored" : "other");
+        return 0;
+    }
+    if (!strcmp(mode, "idle-exit")) {
+        printf("expect.live_bytes=%llu\n", 16 * MiB);
+        fflush(stdout);
+        usleep(1500 * 1000);
+        _exit(0);
+    }
+    if (!strcmp(mode, "fork")) {
+        pid_t c = fork();
+        if (c == 0) {
+            ready();
+            for (;;) pause();
+        }
+        int status;
+        waitpid(c, &status, 0);
+        printf("child=%s%d\n", WIFSIGNALED(status) ? "signal " : "exit ",
+               WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return 0;
+    }
+    if (!strcmp(mode, "dumps")) {
+        pthread_t t;
+        pthread_create(&t, NULL, dumper, NULL);
+        usleep(50 * 1000);
+    }
+    ready();
+    for (;;) pause();
+}

@@ -1,0 +1,242 @@
+//! Terminating signals (SIGTERM, SIGINT, SIGHUP) while the host leaves them
+//! at their default action: the shim's handler asks for a final report, then
+//! dies by the signal exactly as the process would have without kvscope.
+//!
+//! The host keeps full control: preloaded, the shim interposes `sigaction`
+//! and `signal` (`hooks/signal.rs`), so a query returns what the host set,
+//! a handler the host installs goes to the kernel as it is, and the shim's
+//! handler takes the signal only while the host's disposition is the
+//! default (again whenever the host sets it back, as CPython does for SIGINT
+//! before killing itself after an unhandled KeyboardInterrupt). Loaded as a
+//! pluggable allocator (not interposing), it takes a signal only if it is at
+//! the default when the shim starts.
+//!
+//! Everything the handler reaches is async-signal-safe: atomics, `sigaction`
+//! through a pointer resolved when arming, `raise`.
+
+use crate::shim::cuda::loader;
+use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering::*};
+use std::sync::Mutex;
+
+/// The signals the shim may take, and no others.
+pub const STOP_SIGNALS: [c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+type SigactionFn =
+    unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
+type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;
+
+static REAL_SIGACTION: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+static REAL_SIGNAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+/// The shim's handler is armed and `sigaction` is interposed.
+static ARMED: AtomicBool = AtomicBool::new(false);
+static HANDLER: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// What the host set for one signal, and whether the kernel has the shim's
+/// handler in its place.
+#[derive(Clone, Copy)]
+struct Slot {
+    host: libc::sigaction,
+    ours: bool,
+}
+
+static SLOTS: Mutex<[Option<Slot>; 3]> = Mutex::new([None; 3]);
+
+fn index(sig: c_int) -> Option<usize> {
+    STOP_SIGNALS.iter().position(|&s| s == sig)
+}
+
+fn real_sigaction() -> Option<SigactionFn> {
+    let mut p = REAL_SIGACTION.load(Acquire);
+    if p.is_null() {
+        // SAFETY: RTLD_NEXT is always valid; the name is NUL-terminated.
+        p = unsafe { loader::lookup(libc::RTLD_NEXT, c"sigaction") };
+        if p.is_null() {
+            return None;
+        }
+        REAL_SIGACTION.store(p, Release);
+    }
+    // SAFETY: the C library's sigaction, with this signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, SigactionFn>(p) })
+}
+
+fn real_signal() -> Option<SignalFn> {
+    let mut p = REAL_SIGNAL.load(Acquire);
+    if p.is_null() {
+        // SAFETY: RTLD_NEXT is always valid; the name is NUL-terminated.
+        p = unsafe { loader::lookup(libc::RTLD_NEXT, c"signal") };
+        if p.is_null() {
+            return None;
+        }
+        REAL_SIGNAL.store(p, Release);
+    }
+    // SAFETY: the C library's signal, with this signature.
+    Some(unsafe { std::mem::transmute::<*mut c_void, SignalFn>(p) })
+}
+
+/// The shim's disposition for a signal: its handler, the other stop signals
+/// blocked while it runs (a second one waits rather than cutting it short).
+fn ours(handler: *mut c_void) -> libc::sigaction {
+    // SAFETY: sigaction is plain data; all-zero is a valid value.
+    let mut a: libc::sigaction = unsafe { std::mem::zeroed() };
+    a.sa_sigaction = handler as libc::sighandler_t;
+    a.sa_flags = libc::SA_RESTART;
+    // SAFETY: a.sa_mask is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut a.sa_mask);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut a.sa_mask, s);
+        }
+    }
+    a
+}
+
+fn is_default(a: &libc::sigaction) -> bool {
+    a.sa_flags & libc::SA_SIGINFO == 0 && a.sa_sigaction == libc::SIG_DFL
+}
+
+/// Takes every stop signal the host leaves at its default action, with
+/// `handler`; from then on (when `sigaction` is interposed) follows the host.
+pub fn arm(handler: extern "C" fn(c_int)) {
+    let Some(real) = real_sigaction() else { return };
+    let handler = handler as *mut c_void;
+    HANDLER.store(handler, Release);
+    let Ok(mut slots) = SLOTS.lock() else { return };
+    for (i, &sig) in STOP_SIGNALS.iter().enumerate() {
+        // SAFETY: sigaction is plain data; all-zero is a valid value.
+        let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a query: valid out-pointer.
+        if unsafe { real(sig, std::ptr::null(), &mut now) } != 0 {
+            continue;
+        }
+        let mut slot = Slot {
+            host: now,
+            ours: false,
+        };
+        // SAFETY: installs a valid disposition.
+        if is_default(&now) && unsafe { real(sig, &ours(handler), std::ptr::null_mut()) } == 0 {
+            slot.ours = true;
+        }
+        slots[i] = Some(slot);
+    }
+    // Preloaded, the process's `sigaction` is the shim's (not the C library's).
+    // SAFETY: RTLD_DEFAULT is always valid; the name is NUL-terminated.
+    let global = unsafe { loader::lookup(libc::RTLD_DEFAULT, c"sigaction") };
+    ARMED.store(global != REAL_SIGACTION.load(Acquire), Release);
+}
+
+/// The slots, without blocking: the hook may run inside a signal handler
+/// that interrupted a thread holding them (then it passes through).
+fn slots() -> Option<std::sync::MutexGuard<'static, [Option<Slot>; 3]>> {
+    for _ in 0..10_000 {
+        if let Ok(g) = SLOTS.try_lock() {
+            return Some(g);
+        }
+        std::hint::spin_loop();
+    }
+    None
+}
+
+/// The interposed `sigaction`.
+///
+/// # Safety
+/// sigaction's contract.
+pub unsafe fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    old: *mut libc::sigaction,
+) -> c_int {
+    let Some(real) = real_sigaction() else {
+        // SAFETY: sets errno, as a failed sigaction does.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        return -1;
+    };
+    let pass = || {
+        // SAFETY: the caller's arguments, untouched.
+        unsafe { real(sig, act, old) }
+    };
+    let (true, Some(i)) = (ARMED.load(Acquire), index(sig)) else {
+        return pass();
+    };
+    let Some(mut slots) = slots() else {
+        return pass();
+    };
+    let Some(slot) = slots[i].as_mut() else {
+        return pass();
+    };
+    let before = slot.host;
+    if !act.is_null() {
+        // SAFETY: the caller passed a valid sigaction.
+        let want = unsafe { *act };
+        let rc = if is_default(&want) {
+            // The host gives the signal back to the default: the shim takes it.
+            // SAFETY: installs a valid disposition.
+            unsafe { real(sig, &ours(HANDLER.load(Acquire)), std::ptr::null_mut()) }
+        } else {
+            // SAFETY: the host's own disposition, as it asked.
+            unsafe { real(sig, act, std::ptr::null_mut()) }
+        };
+        if rc != 0 {
+            return rc;
+        }
+        slot.host = want;
+        slot.ours = is_default(&want);
+    }
+    if !old.is_null() {
+        // SAFETY: the caller's out-pointer.
+        unsafe { *old = before };
+    }
+    0
+}
+
+/// The interposed `signal`: BSD semantics (glibc's), through `sigaction`.
+///
+/// # Safety
+/// signal's contract.
+pub unsafe fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if !ARMED.load(Acquire) || index(sig).is_none() {
+        return match real_signal() {
+            // SAFETY: the caller's arguments, untouched.
+            Some(f) => unsafe { f(sig, handler) },
+            None => libc::SIG_ERR,
+        };
+    }
+    // SAFETY: sigaction is plain data; all-zero is a valid value.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = handler;
+    act.sa_flags = libc::SA_RESTART;
+    // SAFETY: act.sa_mask is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaddset(&mut act.sa_mask, sig);
+    }
+    // SAFETY: sigaction is plain data; all-zero is a valid value.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    if unsafe { sigaction(sig, &act, &mut old) } != 0 {
+        return libc::SIG_ERR;
+    }
+    old.sa_sigaction
+}
+
+/// From the shim's handler: the default action back, and the signal again
+/// (pending until the handler returns, then the process dies by it, as it
+/// would have). Async-signal-safe.
+pub fn die_by(sig: c_int) {
+    let p = REAL_SIGACTION.load(Acquire);
+    if !p.is_null() {
+        // SAFETY: the C library's sigaction, resolved when arming.
+        let real = unsafe { std::mem::transmute::<*mut c_void, SigactionFn>(p) };
+        // SAFETY: sigaction is plain data; all-zero is SIG_DFL, no flags.
+        let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: installs the default disposition.
+        unsafe { real(sig, &dfl, std::ptr::null_mut()) };
+        if let Ok(mut slots) = SLOTS.try_lock() {
+            if let Some(Some(s)) = index(sig).map(|i| slots[i].as_mut()) {
+                s.ours = false;
+            }
+        }
+    }
+    // SAFETY: raise is async-signal-safe.
+    unsafe { libc::raise(sig) };
+}
