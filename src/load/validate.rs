@@ -266,9 +266,18 @@ pub fn validate(r: &Report) -> Result<(), String> {
             );
             v.count(|| format!("{}.live_count", at()), d.live_count);
             if let Some(f) = &d.framework {
-                v.bytes(|| format!("{}.framework.allocated_bytes", at()), f.allocated_bytes);
-                v.bytes(|| format!("{}.framework.reserved_bytes", at()), f.reserved_bytes);
-                v.ms(|| format!("{}.framework.sampled_t_ms", at()), f.sampled_t_ms);
+                v.bytes(
+                    || format!("{}.framework.allocated_bytes", at()),
+                    f.allocated_bytes,
+                );
+                v.bytes(
+                    || format!("{}.framework.reserved_bytes", at()),
+                    f.reserved_bytes,
+                );
+                v.ms(
+                    || format!("{}.framework.sampled_t_ms", at()),
+                    f.sampled_t_ms,
+                );
             }
         }
     }
