@@ -180,20 +180,6 @@ impl<'a> DeviceCtx<'a> {
         self.levels.iter().rev().find_map(|l| l.framework.as_ref())
     }
 
-    /// Live bytes right after completed requests, when no other request was
-    /// in flight (a request's memory must be back by then), in order.
-    pub fn done_levels(&self) -> Vec<&Level> {
-        self.levels
-            .iter()
-            .filter(|l| {
-                l.marker.as_deref().is_some_and(|m| {
-                    m.starts_with("request ") && (m.ends_with(" done") || m.ends_with(" end"))
-                })
-            })
-            .filter(|l| self.phases.in_flight(l.t_ms).is_empty())
-            .collect()
-    }
-
     /// Samples taken while requests were in flight: (sample, KV the
     /// requests in flight can hold at most: their tokens x KV per token).
     pub fn in_flight_levels(&self, per_token: u64) -> Vec<(&Level, u64, usize)> {

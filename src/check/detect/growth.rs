@@ -206,3 +206,226 @@ fn scales_with_tokens(r: &Reading, recurring: &[usize]) -> bool {
     let per_tok: Vec<f64> = pts.iter().map(|p| p.1 / p.0).collect();
     spread(&per_tok) < 0.5 * spread(&per_req)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::finding::{Facts, Unclear, View};
+    use crate::check::kind::{FindingKind, Severity};
+    use crate::check::testkit::*;
+    use crate::report::Report;
+    use crate::units::Bytes;
+
+    /// Weights, `serve`, then four requests in turn, each leaving `n` x `size`.
+    fn served(size: u64, n: u64) -> Report {
+        let mut b = ReportBuilder::new().alloc(16 * GIB).marker("serve");
+        for id in ["a", "b", "c", "d"] {
+            b = b.start(id, 100).allocs(size, n).done(id);
+        }
+        b.build()
+    }
+
+    fn kinds(r: &Report) -> Vec<(FindingKind, Severity)> {
+        detect(r, None)
+            .iter()
+            .map(|f| (f.kind(), f.severity))
+            .collect()
+    }
+
+    #[test]
+    fn a_few_allocations_kept_per_request_are_a_leak() {
+        let found = detect(&served(64 * MIB, 1), None);
+        let Facts::LeakPerRequest {
+            growth,
+            per_request,
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(found[0].severity, Severity::Critical);
+        assert_eq!(*per_request, Bytes(64 * MIB));
+        assert_eq!((growth.bytes, growth.requests), (Bytes(256 * MIB), 4));
+        assert_eq!((growth.recurring.len(), growth.repeats), (3, 3));
+        assert_eq!(growth.view, View::SegmentLevel);
+        let levels = growth.levels.as_ref().unwrap();
+        assert_eq!(
+            (levels.baseline, levels.last),
+            (Bytes(16 * GIB), Bytes(16 * GIB + 256 * MIB))
+        );
+    }
+
+    #[test]
+    fn many_allocations_kept_are_unbounded_growth() {
+        let found = detect(&served(2 * MIB, 8), None);
+        let Facts::UnboundedGrowth {
+            growth, per_token, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(growth.allocations, 32);
+        // 16 MiB over each repeated request of 100 tokens.
+        assert_eq!(*per_token, Some(Bytes(16 * MIB / 100)));
+    }
+
+    #[test]
+    fn requests_that_give_their_memory_back_grow_nothing() {
+        assert!(detect(&served(MIB, 0), None).is_empty());
+        // Below the threshold (1 MiB per request): not a leak.
+        assert!(detect(&served(MIB / 2, 1), None).is_empty());
+    }
+
+    /// What a caching allocator does: segments after the first request and
+    /// after the first longer one, none over repeats.
+    #[test]
+    fn warmup_and_high_water_are_info() {
+        let r = ReportBuilder::new()
+            .alloc(16 * GIB)
+            .marker("serve")
+            .start("0", 200)
+            .allocs(20 * MIB, 3)
+            .done("0")
+            .start("1", 400)
+            .alloc(20 * MIB)
+            .done("1")
+            .start("2", 200)
+            .done("2")
+            .start("3", 400)
+            .done("3")
+            .build();
+        assert_eq!(
+            kinds(&r),
+            [
+                (FindingKind::AllocatorWarmup, Severity::Info),
+                (FindingKind::AllocatorHighWater, Severity::Info)
+            ]
+        );
+        let found = detect(&r, None);
+        let Facts::AllocatorHighWater {
+            bytes,
+            steps,
+            flat_repeats,
+            ..
+        } = &found[1].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!((*bytes, *flat_repeats), (Bytes(20 * MIB), 2));
+        assert_eq!(steps[0].requests, ["1"]);
+    }
+
+    #[test]
+    fn growth_after_ever_longer_requests_is_inconclusive() {
+        let r = ReportBuilder::new()
+            .marker("serve")
+            .start("0", 100)
+            .alloc(20 * MIB)
+            .done("0")
+            .start("1", 200)
+            .alloc(20 * MIB)
+            .done("1")
+            .build();
+        let found = detect(&r, None);
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert!(matches!(
+            found[0].facts,
+            Facts::GrowthInconclusive {
+                why: Unclear::EveryRequestLarger,
+                ..
+            }
+        ));
+    }
+
+    /// PyTorch's counters: the tensors return, the cache stays.
+    #[test]
+    fn counters_judge_on_allocated_bytes() {
+        let healthy = ReportBuilder::new()
+            .alloc(GIB)
+            .counters(900 * MIB, GIB)
+            .marker("serve")
+            .start("0", 100)
+            .alloc(256 * MIB)
+            .counters(932 * MIB, GIB + 256 * MIB)
+            .done("0")
+            .start("1", 100)
+            .alloc(256 * MIB)
+            .counters(932 * MIB, GIB + 512 * MIB)
+            .done("1")
+            .start("2", 100)
+            .alloc(256 * MIB)
+            .done("2")
+            .build();
+        // Segment-level the same run looks like a leak; tensor-level it is a warm-up.
+        let found = detect(&healthy, None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let Facts::AllocatorWarmup {
+            view, bytes, cache, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!((*view, *bytes), (View::TensorLevel, Bytes(32 * MIB)));
+        assert_eq!(cache.unwrap().unallocated(), Bytes(GIB + 512 * MIB - 932 * MIB));
+
+        let leak = ReportBuilder::new()
+            .counters(GIB, GIB)
+            .marker("serve")
+            .start("0", 100)
+            .counters(GIB + 64 * MIB, 2 * GIB)
+            .done("0")
+            .start("1", 100)
+            .counters(GIB + 128 * MIB, 2 * GIB)
+            .done("1")
+            .start("2", 100)
+            .counters(GIB + 192 * MIB, 2 * GIB)
+            .done("2")
+            .build();
+        let found = detect(&leak, None);
+        let Facts::LeakPerRequest {
+            growth,
+            per_request,
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(found[0].severity, Severity::Critical);
+        assert_eq!(
+            (growth.view, *per_request),
+            (View::TensorLevel, Bytes(64 * MIB))
+        );
+    }
+
+    /// An automatic idle point inside a request is not a quiet point; without
+    /// markers, growth across idle points is never critical.
+    #[test]
+    fn idle_points_inside_requests_and_inferred_phases() {
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .start("0", 100)
+            .alloc(512 * MIB)
+            .auto_idle()
+            .done("0")
+            .build();
+        let found = detect(&r, None);
+        // One stretch: warm-up or leak, info.
+        assert_eq!(found[0].severity, Severity::Info);
+
+        let mut b = ReportBuilder::new().alloc(MIB).auto_idle().alloc(GIB).auto_idle();
+        for _ in 0..3 {
+            b = b.alloc(64 * MIB).auto_idle();
+        }
+        let found = detect(&b.build(), None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Warning);
+        let Facts::GrowthInconclusive {
+            why, bytes, points, ..
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(
+            (*why, *bytes, *points),
+            (Unclear::PhasesInferred, Bytes(192 * MIB), 4)
+        );
+    }
+}
