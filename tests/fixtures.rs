@@ -127,7 +127,11 @@ fn with_counters(name: &str) -> PathBuf {
             )
         })
         .collect();
-    assert_eq!(api.len(), torch.len(), "{name}: one torch reading per marker");
+    assert_eq!(
+        api.len(),
+        torch.len(),
+        "{name}: one torch reading per marker"
+    );
     let timeline = r["timeline"].as_array_mut().unwrap();
     for ((label, t), counters) in api.iter().zip(torch) {
         assert_eq!(counters["label"], label.as_str());
@@ -198,15 +202,27 @@ fn a_healthy_server_is_not_a_leak() {
     let c = check(&scenario("healthy", "kvscope-exit.json"));
     assert_eq!(c.critical(), Vec::<String>::new(), "{}", c.text);
     assert_eq!(c.code, 0, "{}", c.text);
-    assert!(!c.has("leak_per_request") && !c.has("unbounded_growth"), "{}", c.text);
+    assert!(
+        !c.has("leak_per_request") && !c.has("unbounded_growth"),
+        "{}",
+        c.text
+    );
     // Segment-level: ~128 MB of segments and workspaces after request 0, the
     // cache following the first 320- and 576-token requests.
     let w = c.finding("allocator_warmup");
     assert_eq!(w["numbers"]["view"], "segment_level");
-    assert!(within(&w["numbers"]["warmup_bytes"], 128_083_716.0, 0.01), "{w}");
+    assert!(
+        within(&w["numbers"]["warmup_bytes"], 128_083_716.0, 0.01),
+        "{w}"
+    );
     let h = c.finding("allocator_high_water");
-    assert!(within(&h["numbers"]["high_water_bytes"], 24.0 * MIB, 0.01), "{h}");
-    assert!(c.text.contains("segment-level (CUDA calls; PyTorch's cache included)"));
+    assert!(
+        within(&h["numbers"]["high_water_bytes"], 24.0 * MIB, 0.01),
+        "{h}"
+    );
+    assert!(c
+        .text
+        .contains("segment-level (CUDA calls; PyTorch's cache included)"));
 }
 
 #[test]
@@ -214,7 +230,10 @@ fn a_real_leak_is_found_at_its_true_rate() {
     let c = check(&scenario("leak", "kvscope-exit.json"));
     let f = c.finding("leak_per_request");
     assert_eq!(f["severity"], "critical", "{}", c.text);
-    assert!(within(&f["numbers"]["bytes_per_request"], 64.0 * MIB, 0.03), "{f}");
+    assert!(
+        within(&f["numbers"]["bytes_per_request"], 64.0 * MIB, 0.03),
+        "{f}"
+    );
     assert_eq!(f["numbers"]["view"], "segment_level");
     assert_eq!(c.code, 1);
 }
@@ -234,19 +253,37 @@ fn with_pytorchs_counters_the_verdicts_are_tensor_level() {
     let c = check(&with_counters("healthy"));
     assert_eq!(c.critical(), Vec::<String>::new(), "{}", c.text);
     assert_eq!(c.code, 0);
-    assert!(!c.has("leak_per_request") && !c.has("unbounded_growth"), "{}", c.text);
+    assert!(
+        !c.has("leak_per_request") && !c.has("unbounded_growth"),
+        "{}",
+        c.text
+    );
     // memory_allocated: 89.3 MB at `serve`, 122.8 MB after request 0, then flat.
     let w = c.finding("allocator_warmup");
     assert_eq!(w["numbers"]["view"], "tensor_level", "{}", c.text);
-    assert!(within(&w["numbers"]["warmup_bytes"], 33_558_528.0, 0.01), "{w}");
-    assert!(c.text.contains("tensor-level (PyTorch's counters)"), "{}", c.text);
+    assert!(
+        within(&w["numbers"]["warmup_bytes"], 33_558_528.0, 0.01),
+        "{w}"
+    );
+    assert!(
+        c.text.contains("tensor-level (PyTorch's counters)"),
+        "{}",
+        c.text
+    );
 
     let c = check(&with_counters("leak"));
     let f = c.finding("leak_per_request");
     assert_eq!(f["severity"], "critical", "{}", c.text);
     assert_eq!(f["numbers"]["view"], "tensor_level");
-    assert!(within(&f["numbers"]["bytes_per_request"], 64.0 * MIB, 0.03), "{f}");
-    assert!(c.text.contains("tensor-level (PyTorch's counters)"), "{}", c.text);
+    assert!(
+        within(&f["numbers"]["bytes_per_request"], 64.0 * MIB, 0.03),
+        "{f}"
+    );
+    assert!(
+        c.text.contains("tensor-level (PyTorch's counters)"),
+        "{}",
+        c.text
+    );
 }
 
 #[test]
@@ -314,11 +351,16 @@ fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() 
         let f = c.finding("fragmentation");
         assert_eq!(f["severity"], "critical");
         assert!(
-            within(&f["numbers"]["framework_unallocated_bytes"], 13.92 * GIB, 0.01),
+            within(
+                &f["numbers"]["framework_unallocated_bytes"],
+                13.92 * GIB,
+                0.01
+            ),
             "{file}: {f}"
         );
         assert!(
-            c.text.contains("13.9 GiB reserved by PyTorch but unallocated"),
+            c.text
+                .contains("13.9 GiB reserved by PyTorch but unallocated"),
             "{file}: {}",
             c.text
         );

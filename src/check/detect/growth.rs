@@ -364,7 +364,10 @@ mod tests {
             panic!("{found:?}")
         };
         assert_eq!((*view, *bytes), (View::TensorLevel, Bytes(32 * MIB)));
-        assert_eq!(cache.unwrap().unallocated(), Bytes(GIB + 512 * MIB - 932 * MIB));
+        assert_eq!(
+            cache.unwrap().unallocated(),
+            Bytes(GIB + 512 * MIB - 932 * MIB)
+        );
 
         let leak = ReportBuilder::new()
             .counters(GIB, GIB)
@@ -410,7 +413,11 @@ mod tests {
         // One stretch: warm-up or leak, info.
         assert_eq!(found[0].severity, Severity::Info);
 
-        let mut b = ReportBuilder::new().alloc(MIB).auto_idle().alloc(GIB).auto_idle();
+        let mut b = ReportBuilder::new()
+            .alloc(MIB)
+            .auto_idle()
+            .alloc(GIB)
+            .auto_idle();
         for _ in 0..3 {
             b = b.alloc(64 * MIB).auto_idle();
         }
