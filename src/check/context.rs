@@ -5,7 +5,7 @@ use super::kv_detect::{self, Geometry, KvFound};
 use super::markers::Phases;
 use crate::kv::fit::{self, Fit, FitInput};
 use crate::kv::{Dtype, Model, Parallel};
-use crate::report::{Failure, Report};
+use crate::report::{Failure, FrameworkSample, Report};
 
 /// The model and deployment the reports are checked against.
 pub struct ModelCtx {
@@ -75,6 +75,9 @@ pub struct Level {
     pub live: u64,
     pub max_live: u64,
     pub marker: Option<String>,
+    /// The framework allocator's counters at this point, when the program
+    /// reported them (PyTorch's memory_allocated / memory_reserved).
+    pub framework: Option<FrameworkSample>,
 }
 
 pub struct DeviceCtx<'a> {
@@ -116,6 +119,7 @@ impl<'a> DeviceCtx<'a> {
                         live: d.live_bytes,
                         max_live: d.max_live_bytes.max(d.live_bytes),
                         marker: s.marker.clone(),
+                        framework: d.framework.clone(),
                     })
             })
             .collect();
@@ -157,18 +161,23 @@ impl<'a> DeviceCtx<'a> {
             .or(self.model.map(|m| m.fit.gpu_mem))
     }
 
-    /// Live bytes right after completed requests, when no other request was
-    /// in flight (a request's memory must be back by then), in order.
-    pub fn done_levels(&self) -> Vec<&Level> {
+    /// The framework's counters closest to `t_ms` and no further than
+    /// `window_ms` from it (the latest of a tie).
+    pub fn framework_near(&self, t_ms: f64, window_ms: f64) -> Option<&FrameworkSample> {
         self.levels
             .iter()
-            .filter(|l| {
-                l.marker.as_deref().is_some_and(|m| {
-                    m.starts_with("request ") && (m.ends_with(" done") || m.ends_with(" end"))
-                })
+            .filter_map(|l| l.framework.as_ref())
+            .filter(|f| (f.sampled_t_ms - t_ms).abs() <= window_ms)
+            .min_by(|a, b| {
+                let (da, db) = ((a.sampled_t_ms - t_ms).abs(), (b.sampled_t_ms - t_ms).abs());
+                da.total_cmp(&db)
+                    .then(b.sampled_t_ms.total_cmp(&a.sampled_t_ms))
             })
-            .filter(|l| self.phases.in_flight(l.t_ms).is_empty())
-            .collect()
+    }
+
+    /// The framework's latest counters on this device.
+    pub fn framework_last(&self) -> Option<&FrameworkSample> {
+        self.levels.iter().rev().find_map(|l| l.framework.as_ref())
     }
 
     /// Samples taken while requests were in flight: (sample, KV the

@@ -3,6 +3,7 @@
 //! write no English; `crate::render::finding` turns them into the summary,
 //! evidence lines, numbers and advice people and machines read.
 
+pub use super::growth::classify::{Unclear, View};
 use super::kind::{FindingKind, Severity};
 use super::kv_detect::Layout;
 use crate::units::Bytes;
@@ -63,6 +64,14 @@ pub enum Facts {
         tracked_live: Bytes,
         largest: Vec<LiveGroup>,
     },
+    /// Out of memory while the framework's allocator held at least the size
+    /// asked reserved but unallocated (its counters near the failure): the
+    /// memory was in the process, in pieces of its cache too small to use.
+    OomInFrameworkCache {
+        failure: OomFailure,
+        cache: FrameworkCache,
+        tracked_live: Bytes,
+    },
     LeakPerRequest {
         growth: Growth,
         per_request: Bytes,
@@ -72,6 +81,41 @@ pub enum Facts {
         per_request: Option<Bytes>,
         per_token: Option<Bytes>,
         tokens_served: u64,
+    },
+    /// Memory the allocator kept after the first requests (workspaces, its
+    /// first segments), flat after them.
+    AllocatorWarmup {
+        view: View,
+        bytes: Bytes,
+        requests: Vec<String>,
+        /// Later stretches of serving that did not grow.
+        flat_after: u64,
+        cache: Option<FrameworkCache>,
+    },
+    /// Memory the allocator's cache took after requests larger than every
+    /// one before, flat over requests no larger.
+    AllocatorHighWater {
+        view: View,
+        bytes: Bytes,
+        steps: Vec<GrowthStep>,
+        flat_repeats: u64,
+        cache: Option<FrameworkCache>,
+    },
+    /// Growth that the run cannot tell apart: the allocator's cache or a leak.
+    GrowthInconclusive {
+        view: View,
+        why: Unclear,
+        bytes: Bytes,
+        steps: Vec<GrowthStep>,
+        /// Points with no request in flight, the baseline included.
+        points: u64,
+        cache: Option<FrameworkCache>,
+    },
+    /// The framework's allocator holds much reserved but unallocated (no
+    /// out-of-memory failure).
+    FrameworkCacheHeld {
+        cache: FrameworkCache,
+        t_ms: f64,
     },
     BaselineTooHigh {
         weights: Bytes,
@@ -138,6 +182,12 @@ impl Facts {
             }
             Facts::LongContextOom { .. } => FindingKind::LongContextOom,
             Facts::OutOfMemory { .. } => FindingKind::OutOfMemory,
+            Facts::OomInFrameworkCache { .. } | Facts::FrameworkCacheHeld { .. } => {
+                FindingKind::Fragmentation
+            }
+            Facts::AllocatorWarmup { .. } => FindingKind::AllocatorWarmup,
+            Facts::AllocatorHighWater { .. } => FindingKind::AllocatorHighWater,
+            Facts::GrowthInconclusive { .. } => FindingKind::GrowthInconclusive,
             Facts::LeakPerRequest { .. } => FindingKind::LeakPerRequest,
             Facts::UnboundedGrowth { .. } => FindingKind::UnboundedGrowth,
             Facts::BaselineTooHigh { .. } => FindingKind::BaselineTooHigh,
@@ -185,12 +235,49 @@ pub struct LiveGroup {
     pub count: u64,
 }
 
-/// Memory made while serving and never returned.
+/// The framework allocator's counters (PyTorch's memory_allocated and
+/// memory_reserved): reserved - allocated is its cache and fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameworkCache {
+    pub allocated: Bytes,
+    pub reserved: Bytes,
+}
+
+impl FrameworkCache {
+    pub fn unallocated(&self) -> Bytes {
+        Bytes(self.reserved.0.saturating_sub(self.allocated.0))
+    }
+}
+
+/// One stretch of serving, between two points with no request in flight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GrowthStep {
+    pub requests: Vec<String>,
+    /// Its largest request, when every one told its size.
+    pub tokens: Option<u64>,
+    /// What it added.
+    pub bytes: Bytes,
+}
+
+/// Memory kept after requests and never returned.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Growth {
+    /// What was measured: the framework's allocated bytes or the CUDA allocations.
+    pub view: View,
+    /// The phases were inferred from the trace (no markers).
+    pub inferred: bool,
+    /// From the baseline to the last point with no request in flight.
     pub bytes: Bytes,
+    /// Allocations made while serving and still live (not KV cache).
     pub allocations: u64,
     pub requests: u64,
+    /// The stretches the rate comes from: growth after requests no larger
+    /// than ones already served (or of unknown size).
+    pub recurring: Vec<GrowthStep>,
+    /// Stretches whose requests were no larger than ones already served.
+    pub repeats: u64,
+    /// Whether the requests told their sizes.
+    pub sized: bool,
     /// The largest groups by size: (size, count).
     pub groups: Vec<(Bytes, u64)>,
     pub levels: Option<IdleLevels>,
@@ -198,7 +285,7 @@ pub struct Growth {
     pub runway: Option<(Bytes, u64)>,
 }
 
-/// Live memory when no request was in flight.
+/// Live memory (or allocated, tensor-level) when no request was in flight.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IdleLevels {
     pub baseline: Bytes,

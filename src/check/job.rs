@@ -6,7 +6,7 @@ use super::context::{DeviceCtx, ModelCtx, Thresholds};
 use super::detect::{self, balance::balance};
 use super::finding::RankLoad;
 use super::kind::Severity;
-use super::result::{CheckResult, DeviceResult, KvSummary, ProcessResult};
+use super::result::{CheckResult, DeviceResult, KvSummary, ProcessResult, UnknownMarker};
 use super::{markers, steps};
 use crate::report::{Reason, Report};
 use crate::units::Bytes;
@@ -62,9 +62,15 @@ pub fn check(
     let mut processes = Vec::new();
     let mut findings = Vec::new();
     let mut capacities = Vec::new();
+    let mut unknown_markers = Vec::new();
     for (names, r) in &merged {
         let phases = markers::Phases::of(r);
         let label = label(r);
+        unknown_markers.extend(phases.unknown.iter().map(|(l, n)| UnknownMarker {
+            process: label.clone(),
+            label: l.clone(),
+            count: *n,
+        }));
         let mut devices = Vec::new();
         for d in r
             .devices
@@ -131,6 +137,7 @@ pub fn check(
         processes,
         findings,
         notes,
+        unknown_markers,
         exit_status,
     }
 }

@@ -53,6 +53,12 @@ pub enum FindingKind {
     OutOfMemory,
     LeakPerRequest,
     UnboundedGrowth,
+    /// Memory the allocator kept after the first requests: info.
+    AllocatorWarmup,
+    /// Memory the allocator's cache took following the largest request: info.
+    AllocatorHighWater,
+    /// Growth the run cannot attribute (cache or leak), and which run would.
+    GrowthInconclusive,
     BaselineTooHigh,
     KvCache,
     KvCapacityShort,
@@ -71,6 +77,9 @@ impl FindingKind {
             FindingKind::OutOfMemory => "out_of_memory",
             FindingKind::LeakPerRequest => "leak_per_request",
             FindingKind::UnboundedGrowth => "unbounded_growth",
+            FindingKind::AllocatorWarmup => "allocator_warmup",
+            FindingKind::AllocatorHighWater => "allocator_high_water",
+            FindingKind::GrowthInconclusive => "growth_inconclusive",
             FindingKind::BaselineTooHigh => "baseline_too_high",
             FindingKind::KvCache => "kv_cache",
             FindingKind::KvCapacityShort => "kv_capacity_short",

@@ -10,6 +10,7 @@ pub mod breakdown;
 pub mod context;
 pub mod detect;
 pub mod finding;
+pub mod growth;
 pub mod job;
 pub mod kind;
 pub mod kv_detect;

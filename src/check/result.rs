@@ -33,6 +33,14 @@ pub struct ProcessResult {
     pub devices: Vec<DeviceResult>,
 }
 
+/// A marker label the check did not understand (kept as a phase name).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnknownMarker {
+    pub process: String,
+    pub label: String,
+    pub count: u64,
+}
+
 /// Not `Serialize`: findings are typed facts, and `crate::render::json`
 /// gives them their words and numbers.
 #[derive(Clone, Debug)]
@@ -45,5 +53,7 @@ pub struct CheckResult {
     pub warnings: usize,
     pub info: usize,
     pub notes: Vec<String>,
+    /// Marker labels not understood, once per label and process.
+    pub unknown_markers: Vec<UnknownMarker>,
     pub exit_status: i32,
 }

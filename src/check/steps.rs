@@ -4,7 +4,9 @@
 //! per token; one long request, whose growth must be linear in tokens.
 
 use super::context::DeviceCtx;
-use super::finding::Finding;
+use super::finding::{Finding, View};
+use super::growth::classify::Verdict;
+use super::growth::points;
 use super::kind::FindingKind;
 use super::kv_detect::Layout;
 use crate::units::{bytes, count, signed_bytes};
@@ -79,8 +81,7 @@ fn baseline(c: &DeviceCtx, f: &[Finding]) -> Step {
 }
 
 fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
-    let levels = c.done_levels();
-    let (Some(base), Some(last)) = (c.baseline, levels.last()) else {
+    let Some(g) = points::read(c).filter(|g| !g.reading.steps.is_empty()) else {
         return step(
             2,
             "one request returns to baseline",
@@ -88,16 +89,31 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
             "no `request <id> done` markers",
         );
     };
-    let worst = levels
+    let r = &g.reading;
+    let worst = r
+        .steps
         .iter()
-        .map(|l| l.live as i64 - base as i64)
+        .map(|s| s.input.after as i64 - r.baseline as i64)
         .max_by_key(|d| d.unsigned_abs())
         .unwrap_or(0);
+    let reading = match &r.verdict {
+        Verdict::Flat => "back at the baseline",
+        Verdict::Settled { .. } => {
+            "grew only after the first requests or larger ones (the allocator's cache), flat over the rest"
+        }
+        Verdict::Leak { .. } => "grew again after requests no larger than ones already served",
+        Verdict::Inconclusive { .. } => "growth this run cannot attribute (see the findings)",
+    };
     let detail = format!(
-        "{} requests done; at the last of {} points with no request in flight {} from the baseline (largest difference {})",
+        "{} requests done; {}{}: at the last of {} points with no request in flight {} from the baseline (largest difference {}): {reading}",
         c.phases.completed(),
-        levels.len(),
-        signed_bytes(last.live as i64 - base as i64),
+        match g.view {
+            View::TensorLevel => "tensor-level (PyTorch's counters)",
+            View::SegmentLevel => "segment-level (CUDA calls)",
+        },
+        if g.inferred { ", phases inferred" } else { "" },
+        r.steps.len() + 1,
+        signed_bytes(r.last() as i64 - r.baseline as i64),
         signed_bytes(worst)
     );
     let status = if has(

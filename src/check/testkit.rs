@@ -9,8 +9,8 @@ use super::markers::Phases;
 use crate::kv::fit::FitInput;
 use crate::kv::source;
 use crate::report::{
-    Api, DeviceSample, DeviceStats, Failure, LiveAlloc, Marker, PoolStats, Process, Reason, Report,
-    Sample, SCHEMA,
+    Api, DeviceSample, DeviceStats, Failure, FrameworkSample, LiveAlloc, Marker, PoolStats,
+    Process, Reason, Report, Sample, SCHEMA,
 };
 
 pub const GIB: u64 = 1 << 30;
@@ -19,6 +19,8 @@ pub const MIB: u64 = 1 << 20;
 pub struct ReportBuilder {
     r: Report,
     t_ms: f64,
+    /// The framework's counters (allocated, reserved) the next samples carry.
+    counters: Option<(u64, u64)>,
 }
 
 impl Default for ReportBuilder {
@@ -46,6 +48,7 @@ impl ReportBuilder {
                 ..Report::default()
             },
             t_ms: 0.0,
+            counters: None,
         }
     }
 
@@ -112,13 +115,29 @@ impl ReportBuilder {
         self
     }
 
+    /// From now on, samples carry the framework's counters: PyTorch's
+    /// memory_allocated and memory_reserved.
+    pub fn counters(mut self, allocated: u64, reserved: u64) -> Self {
+        self.counters = Some((allocated, reserved));
+        self
+    }
+
     /// A marker, and the timeline sample the shim takes with it.
-    pub fn marker(mut self, label: &str) -> Self {
+    pub fn marker(self, label: &str) -> Self {
+        self.marked(label, "api")
+    }
+
+    /// The shim's own `idle` marker (source `auto`).
+    pub fn auto_idle(self) -> Self {
+        self.marked("idle", "auto")
+    }
+
+    fn marked(mut self, label: &str, source: &str) -> Self {
         let t_ms = self.tick();
         self.r.markers.push(Marker {
             t_ms,
             label: label.into(),
-            source: "api".into(),
+            source: source.into(),
         });
         let m = &self.r.devices[0].memory;
         let sample = DeviceSample {
@@ -126,6 +145,11 @@ impl ReportBuilder {
             live_bytes: m.live_bytes,
             live_count: m.live_count,
             max_live_bytes: m.live_bytes,
+            framework: self.counters.map(|(a, r)| FrameworkSample {
+                allocated_bytes: a,
+                reserved_bytes: r,
+                sampled_t_ms: t_ms,
+            }),
             ..DeviceSample::default()
         };
         self.r.timeline.push(Sample {

@@ -2,7 +2,9 @@
 //! the findings' English lives. Text, JSON and HTML all show this view, so
 //! they never disagree.
 
-use crate::check::finding::{Facts, Finding, Growth, KvGroupShape, OomFailure};
+use super::growth::{self, phrase};
+use super::words::Words;
+use crate::check::finding::{Facts, Finding, FrameworkCache, KvGroupShape, OomFailure, View};
 use crate::check::kind::Severity;
 use crate::check::kv_detect::Layout;
 use crate::units::{count, duration_ms, Bytes};
@@ -38,35 +40,6 @@ pub fn view(f: &Finding) -> FindingView<'_> {
         evidence: w.evidence,
         numbers: w.numbers,
         next: w.next,
-    }
-}
-
-#[derive(Default)]
-struct Words {
-    summary: String,
-    evidence: Vec<String>,
-    numbers: BTreeMap<&'static str, Value>,
-    next: String,
-}
-
-impl Words {
-    fn new(summary: impl Into<String>) -> Words {
-        Words {
-            summary: summary.into(),
-            ..Words::default()
-        }
-    }
-    fn evidence(mut self, line: impl Into<String>) -> Self {
-        self.evidence.push(line.into());
-        self
-    }
-    fn number(mut self, key: &'static str, v: impl Into<Value>) -> Self {
-        self.numbers.insert(key, v.into());
-        self
-    }
-    fn next(mut self, what: impl Into<String>) -> Self {
-        self.next = what.into();
-        self
     }
 }
 
@@ -184,44 +157,48 @@ fn words(facts: &Facts) -> Words {
                     g.phase
                 ));
             }
-            x.next("see the largest live allocations and the phase that made them; the oom report (kvscope-*-oom.json) holds the last allocation events before the failure")
+            x.evidence(format!(
+                "live counted {}: without PyTorch's counters near the failure, memory it held reserved but unallocated cannot be told from its tensors",
+                phrase(View::SegmentLevel)
+            ))
+            .next("see the largest live allocations and the phase that made them; the oom report (kvscope-*-oom.json) holds the last allocation events before the failure")
         }
-        Facts::LeakPerRequest {
-            growth,
-            per_request,
-        } => with_growth(
+        Facts::OomInFrameworkCache {
+            failure,
+            cache,
+            tracked_live,
+        } => with_cache(
             Words::new(format!(
-                "memory does not return to the baseline: {per_request} more per request, {} after {} requests",
-                growth.bytes, growth.requests
-            ))
-            .number("bytes_per_request", per_request.0)
-            .next("find what holds these allocations after a request ends (the api and phase above); in PyTorch, tensors kept in a list or cache outside the request"),
-            growth,
-        ),
-        Facts::UnboundedGrowth {
-            growth,
-            per_request,
-            per_token,
-            tokens_served,
-        } => {
-            let mut x = Words::new(format!(
-                "memory only grows while serving: {} in {} allocations never freed",
-                growth.bytes,
-                count(growth.allocations)
-            ))
-            .next("something caches per token or per step without a bound (a prefix or logits cache, a growing buffer): bound it or evict");
-            if let Some(per) = per_request {
-                x = x.number("bytes_per_request", per.0);
-            }
-            if let Some(per) = per_token {
-                x = x.number("bytes_per_token", per.0).evidence(format!(
-                    "{per} per token over {} tokens of {} completed requests",
-                    count(*tokens_served),
-                    growth.requests
-                ));
-            }
-            with_growth(x, growth)
-        }
+                "out of memory with {} reserved by PyTorch but unallocated: {} asked, {}",
+                cache.unallocated(),
+                failure.size,
+                phrase(View::TensorLevel)
+            )),
+            cache,
+        )
+        .evidence(failed(failure))
+        .evidence(format!(
+            "{tracked_live} tracked live on the device (PyTorch's segments, cache included)"
+        ))
+        .number("failed_bytes", failure.size.0)
+        .number("live_bytes", tracked_live.0)
+        .number("view", View::TensorLevel.name())
+        .next("the free memory is inside PyTorch's segments, in blocks too small for the request (fragmentation): PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True lets segments grow in place; allocate long-lived tensors first and in fewer sizes; torch.cuda.empty_cache() only returns segments with nothing live in them"),
+        Facts::FrameworkCacheHeld { cache, t_ms } => with_cache(
+            Words::new(format!(
+                "PyTorch holds {} reserved but unallocated (reserved - allocated)",
+                cache.unallocated()
+            )),
+            cache,
+        )
+        .evidence(format!("PyTorch's counters at {}", duration_ms(*t_ms)))
+        .number("view", View::TensorLevel.name())
+        .next("cached or fragmented memory, free to PyTorch and unavailable to everyone else: torch.cuda.empty_cache() returns the empty segments, PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True keeps fewer of them"),
+        Facts::LeakPerRequest { .. }
+        | Facts::UnboundedGrowth { .. }
+        | Facts::AllocatorWarmup { .. }
+        | Facts::AllocatorHighWater { .. }
+        | Facts::GrowthInconclusive { .. } => growth::words(facts),
         Facts::BaselineTooHigh {
             weights,
             expected,
@@ -364,34 +341,17 @@ fn words(facts: &Facts) -> Words {
     }
 }
 
-/// What leaks and unbounded growth share: the totals and what is left.
-fn with_growth(x: Words, g: &Growth) -> Words {
-    let groups: Vec<String> = g
-        .groups
-        .iter()
-        .map(|(s, k)| format!("{} x {s}", count(*k)))
-        .collect();
-    let mut x = x
-        .number("growth_bytes", g.bytes.0)
-        .number("allocations", g.allocations)
-        .number("requests", g.requests)
+/// The framework's counters, in numbers and one evidence line.
+fn with_cache(x: Words, c: &FrameworkCache) -> Words {
+    x.number("framework_allocated_bytes", c.allocated.0)
+        .number("framework_reserved_bytes", c.reserved.0)
+        .number("framework_unallocated_bytes", c.unallocated().0)
         .evidence(format!(
-            "made while serving and still live: {}",
-            groups.join(", ")
-        ));
-    if let Some(l) = &g.levels {
-        x = x.evidence(format!(
-            "live memory when no request was in flight: {} at `serve`, {} at the first such point, {} at the last ({} points)",
-            l.baseline, l.first, l.last, l.points
-        ));
-    }
-    if let Some((free, more)) = g.runway {
-        x = x.evidence(format!(
-            "at this rate the {free} still free last about {} more requests",
-            count(more)
-        ));
-    }
-    x
+            "PyTorch's counters: {} reserved, {} allocated in tensors, {} reserved but unallocated",
+            c.reserved,
+            c.allocated,
+            c.unallocated()
+        ))
 }
 
 /// How a KV cache group's size follows from the model's geometry.

@@ -16,7 +16,7 @@ struct CheckJson<'a> {
     critical: usize,
     warnings: usize,
     info: usize,
-    notes: &'a [String],
+    notes: Vec<String>,
     exit_status: i32,
 }
 
@@ -29,7 +29,12 @@ pub fn render(r: &CheckResult) -> Result<String, String> {
         critical: r.critical,
         warnings: r.warnings,
         info: r.info,
-        notes: &r.notes,
+        notes: r
+            .notes
+            .iter()
+            .cloned()
+            .chain(r.unknown_markers.iter().map(super::text::unknown_marker))
+            .collect(),
         exit_status: r.exit_status,
     };
     serde_json::to_string_pretty(&json).map_err(|e| e.to_string())

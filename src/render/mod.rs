@@ -3,7 +3,9 @@
 //! `summary` renders a report on its own.
 
 pub mod finding;
+mod growth;
 pub mod html;
 pub mod json;
 pub mod summary;
 pub mod text;
+mod words;

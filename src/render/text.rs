@@ -2,10 +2,21 @@
 
 use super::finding::view;
 use crate::check::kind::Severity;
-use crate::check::result::CheckResult;
+use crate::check::result::{CheckResult, UnknownMarker};
 use crate::check::steps::Status;
 use crate::units::{bytes, duration_ms};
 use std::fmt::Write;
+
+/// The sentence for a marker label the check did not understand.
+pub fn unknown_marker(u: &UnknownMarker) -> String {
+    format!(
+        "{}: marker `{}` ({} time{}) is not in kvscope's vocabulary; kept as a phase name only (understood: load, profile, kv_cache, warmup, drain, serve / serving / ready / baseline, idle, `request <id> start tokens=N` / `request <id> done`, `request_start` / `request_end`)",
+        u.process,
+        u.label,
+        u.count,
+        if u.count == 1 { "" } else { "s" }
+    )
+}
 
 pub fn render(r: &CheckResult) -> String {
     let mut o = String::new();
@@ -92,6 +103,9 @@ pub fn render(r: &CheckResult) -> String {
     }
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
+    }
+    for u in &r.unknown_markers {
+        let _ = writeln!(o, "warning: {}", unknown_marker(u));
     }
     let _ = writeln!(
         o,

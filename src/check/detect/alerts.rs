@@ -2,7 +2,7 @@
 //! size, pools holding much free, requests far longer than the average.
 
 use crate::check::context::DeviceCtx;
-use crate::check::finding::{Facts, Finding};
+use crate::check::finding::{Facts, Finding, FrameworkCache};
 use crate::check::kind::Severity;
 use crate::units::Bytes;
 
@@ -67,6 +67,25 @@ pub fn pools_hold_free(c: &DeviceCtx) -> Option<Finding> {
             Severity::Warning,
             Facts::PoolsHoldFree {
                 pool_held: Bytes(held),
+            },
+        )
+    })
+}
+
+/// The framework's allocator holding more reserved but unallocated than the
+/// threshold, at its latest counters.
+pub fn framework_cache(c: &DeviceCtx) -> Option<Finding> {
+    let f = c.framework_last()?;
+    let cache = FrameworkCache {
+        allocated: Bytes(f.allocated_bytes),
+        reserved: Bytes(f.reserved_bytes),
+    };
+    (cache.unallocated().0 > c.thresholds.frag_bytes).then(|| {
+        Finding::new(
+            Severity::Warning,
+            Facts::FrameworkCacheHeld {
+                cache,
+                t_ms: f.sampled_t_ms,
             },
         )
     })

@@ -7,6 +7,23 @@ use crate::units::Bytes;
 
 pub fn weights_too_high(c: &DeviceCtx) -> Option<Finding> {
     let m = c.model?;
+    // What counts as weights is what was live when serving began (or before
+    // the KV cache): without either, or when the process failed before
+    // serving began, nothing says what the allocations were.
+    let first_kv = c
+        .report
+        .live
+        .allocations
+        .iter()
+        .filter(|a| c.kv.addresses.contains(&a.address))
+        .map(|a| a.t_ms)
+        .min_by(f64::total_cmp);
+    let began = c.phases.serve_ms.or(first_kv);
+    match (began, &c.oom) {
+        (None, _) => return None,
+        (Some(t), Some(f)) if f.t_ms < t => return None,
+        _ => {}
+    }
     let fit = m.fit_for(c.total(), 1, 1)?;
     let expected = fit.weights_bytes_per_gpu;
     let got = c.breakdown.weights_bytes;

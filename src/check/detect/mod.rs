@@ -32,6 +32,7 @@ pub fn run(c: &DeviceCtx) -> Vec<Finding> {
     if !out.iter().any(|f| f.kind().explains_oom()) {
         out.extend(alerts::utilization(c));
         out.extend(alerts::pools_hold_free(c));
+        out.extend(alerts::framework_cache(c));
     }
     out.extend(alerts::context_spikes(c, &oom_requests.unwrap_or_default()));
     for f in &mut out {

@@ -4,7 +4,9 @@
 
 use crate::check::breakdown::pool_held;
 use crate::check::context::DeviceCtx;
-use crate::check::finding::{Facts, Finding, LiveGroup, OomFailure, PoolFree, RequestKv};
+use crate::check::finding::{
+    Facts, Finding, FrameworkCache, LiveGroup, OomFailure, PoolFree, RequestKv,
+};
 use crate::check::kind::Severity;
 use crate::kv::cache;
 use crate::units::Bytes;
@@ -47,6 +49,20 @@ pub fn out_of_memory(c: &DeviceCtx) -> Option<Finding> {
             },
         ));
     }
+    // The framework's counters near the failure: memory it held reserved but
+    // unallocated, in pieces of its cache too small for what it asked.
+    if let Some(cache) = framework_at(c, f.t_ms) {
+        if cache.unallocated().0 >= f.size {
+            return Some(Finding::new(
+                Severity::Critical,
+                Facts::OomInFrameworkCache {
+                    failure,
+                    cache,
+                    tracked_live: Bytes(c.breakdown.tracked_bytes),
+                },
+            ));
+        }
+    }
     // When the model cannot answer for this GPU, nothing is said at all.
     if let Some(x) = long_context(c, &failure).ok()? {
         return Some(x);
@@ -59,6 +75,15 @@ pub fn out_of_memory(c: &DeviceCtx) -> Option<Finding> {
             largest: largest_live(c, 5),
         },
     ))
+}
+
+/// The framework's counters within a second (or two sampling periods) of `t_ms`.
+fn framework_at(c: &DeviceCtx, t_ms: f64) -> Option<FrameworkCache> {
+    let window = (2 * c.report.shim.sample_ms).max(1000) as f64;
+    c.framework_near(t_ms, window).map(|f| FrameworkCache {
+        allocated: Bytes(f.allocated_bytes),
+        reserved: Bytes(f.reserved_bytes),
+    })
 }
 
 /// The model had no answer for this GPU's budget.
