@@ -18,7 +18,11 @@ const CLIENTS: &[&str] = &[
     "bench_client",
     "pluggable_client",
     "stress",
+    "caching_sim",
 ];
+
+/// Clients built from more than their own file: (client, other sources in native/clients).
+const CLIENT_SOURCES: &[(&str, &[&str])] = &[("caching_sim", &["caching.c"])];
 
 /// Test clients in C++ (native/clients/*.cpp).
 const CXX_CLIENTS: &[&str] = &["exits"];
@@ -107,8 +111,11 @@ fn main() {
 
     let clients = src.join("clients");
     for name in CLIENTS {
-        let args = vec![
-            clients.join(format!("{name}.c")).display().to_string(),
+        let mut args = vec![clients.join(format!("{name}.c")).display().to_string()];
+        for (_, more) in CLIENT_SOURCES.iter().filter(|(n, _)| n == name) {
+            args.extend(files(&clients, more));
+        }
+        args.extend([
             format!("-I{}", clients.display()),
             "-o".into(),
             native.join(name).display().to_string(),
@@ -118,7 +125,7 @@ fn main() {
             "-lcuda".into(),
             "-ldl".into(),
             "-lm".into(),
-        ];
+        ]);
         compile(&args, name);
     }
 
