@@ -430,6 +430,17 @@ int cc_begin_private_pool(cc_allocator *a) {
 
 void cc_end_private_pool(cc_allocator *a) { a->active_pool = 0; }
 
+void cc_use_private_pool(cc_allocator *a, int pool) {
+    if (pool > 0 && pool < a->next_pool && !a->pool_dead[pool]) a->active_pool = pool;
+}
+
+uint64_t cc_pool_reserved(const cc_allocator *a, int pool) {
+    uint64_t n = 0;
+    for (segment *s = a->segs; s; s = s->next)
+        if (s->pool == pool) n += s->size;
+    return n;
+}
+
 void cc_release_private_pool(cc_allocator *a, int pool) {
     if (pool > 0 && pool < MAX_POOLS) a->pool_dead[pool] = 1;
 }

@@ -58,6 +58,10 @@ void cc_empty_cache(cc_allocator *a);
  * pool is released. Returns the pool's id. */
 int cc_begin_private_pool(cc_allocator *a);
 void cc_end_private_pool(cc_allocator *a);
+/* Makes an existing private pool the active one again (a later capture into the same pool). */
+void cc_use_private_pool(cc_allocator *a, int pool);
+/* Bytes of the segments of one pool (0: the default pools). */
+uint64_t cc_pool_reserved(const cc_allocator *a, int pool);
 void cc_release_private_pool(cc_allocator *a, int pool);
 
 cc_stats cc_get_stats(const cc_allocator *a);
