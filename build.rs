@@ -19,10 +19,14 @@ const CLIENTS: &[&str] = &[
     "pluggable_client",
     "stress",
     "caching_sim",
+    "caching_selftest",
 ];
 
 /// Clients built from more than their own file: (client, other sources in native/clients).
-const CLIENT_SOURCES: &[(&str, &[&str])] = &[("caching_sim", &["caching.c"])];
+const CLIENT_SOURCES: &[(&str, &[&str])] = &[
+    ("caching_sim", &["caching.c"]),
+    ("caching_selftest", &["caching.c"]),
+];
 
 /// Test clients in C++ (native/clients/*.cpp).
 const CXX_CLIENTS: &[&str] = &["exits"];

@@ -229,7 +229,7 @@ const HEALTHY_REQUESTS: [&str; 10] = [
 #[test]
 fn the_allocators_rules_hold() {
     let dir = scratch("selftest");
-    let r = run("caching_sim", &["--scenario", "selftest"], &[], false, &dir);
+    let r = run("caching_selftest", &[], &[], false, &dir);
     let out = r.stdout();
     assert_eq!(r.code(), 0, "{out}{}", r.stderr());
     assert!(!out.contains("FAIL"), "{out}");
@@ -238,7 +238,7 @@ fn the_allocators_rules_hold() {
         "{out}"
     );
     // And the same under the shim: it changes nothing the allocator sees.
-    let r = run("caching_sim", &["--scenario", "selftest"], &[], true, &dir);
+    let r = run("caching_selftest", &[], &[], true, &dir);
     assert_eq!(r.code(), 0, "{}{}", r.stdout(), r.stderr());
 }
 
