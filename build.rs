@@ -19,6 +19,14 @@ const CLIENTS: &[&str] = &[
     "pluggable_client",
     "stress",
     "signals",
+    "caching_sim",
+    "caching_selftest",
+];
+
+/// Clients built from more than their own file: (client, other sources in native/clients).
+const CLIENT_SOURCES: &[(&str, &[&str])] = &[
+    ("caching_sim", &["caching.c"]),
+    ("caching_selftest", &["caching.c"]),
 ];
 
 /// Test clients in C++ (native/clients/*.cpp).
@@ -108,8 +116,11 @@ fn main() {
 
     let clients = src.join("clients");
     for name in CLIENTS {
-        let args = vec![
-            clients.join(format!("{name}.c")).display().to_string(),
+        let mut args = vec![clients.join(format!("{name}.c")).display().to_string()];
+        for (_, more) in CLIENT_SOURCES.iter().filter(|(n, _)| n == name) {
+            args.extend(files(&clients, more));
+        }
+        args.extend([
             format!("-I{}", clients.display()),
             "-o".into(),
             native.join(name).display().to_string(),
@@ -119,7 +130,7 @@ fn main() {
             "-lcuda".into(),
             "-ldl".into(),
             "-lm".into(),
-        ];
+        ]);
         compile(&args, name);
     }
 
