@@ -167,9 +167,11 @@ fn check_tiny(s: &Sim) -> Checked {
 }
 
 /// Whether a finding says it judged by the framework's own counters.
+/// The finding says it judged tensors, from the framework's counters: in
+/// its numbers (`view`) and in its words.
 fn cites_framework_counters(f: &Value) -> bool {
-    let text = f.to_string().to_lowercase();
-    text.contains("framework") || text.contains("memory_allocated")
+    f["numbers"]["view"] == "tensor_level"
+        && f["summary"].to_string().contains("PyTorch's counters")
 }
 
 /// The timeline's marker points of device 0: (label, live bytes, live count,
