@@ -153,6 +153,7 @@ pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound
         by_size.entry(a.size).or_default().push(a);
     }
     let mut found = KvFound::default();
+    let mut candidates: Vec<(KvGroup, Vec<u64>)> = Vec::new();
     for (size, rows) in by_size {
         let n = rows.len() as u64;
         let made_while_serving = serving.is_some_and(|s| rows.iter().all(|a| a.phase >= s));
@@ -190,9 +191,59 @@ pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound
         };
         if let Some(mut grp) = group {
             grp.made_t_ms = rows.iter().map(|a| a.t_ms).fold(f64::INFINITY, f64::min);
-            found.addresses.extend(rows.iter().map(|a| a.address));
-            found.groups.push(grp);
+            candidates.push((grp, rows.iter().map(|a| a.address).collect::<Vec<_>>()));
         }
     }
+    // One preallocated cache per layout: per-layer weights (a fused qkv, o,
+    // gate_up or down projection: one tensor per layer, often a whole number
+    // of pages) look like it too. The cache is the largest such group (it
+    // takes what the weights and the profile leave), the latest made on a tie.
+    for layout in [Layout::Paged, Layout::TokenPool] {
+        let best = candidates
+            .iter()
+            .filter(|(g, _)| g.layout == layout)
+            .max_by(|a, b| {
+                a.0.bytes()
+                    .cmp(&b.0.bytes())
+                    .then(a.0.made_t_ms.total_cmp(&b.0.made_t_ms))
+            })
+            .map(|(g, _)| (g.tensor_bytes, g.tensors));
+        candidates.retain(|(g, _)| g.layout != layout || Some((g.tensor_bytes, g.tensors)) == best);
+    }
+    for (grp, addresses) in candidates {
+        found.addresses.extend(addresses);
+        found.groups.push(grp);
+    }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::testkit::*;
+
+    /// llama-3.1-8b: 32 layers; a layer's page holds 16 tokens of K and V of
+    /// 8 heads x 128 x 2 B: 64 KiB.
+    #[test]
+    fn per_layer_weights_are_not_the_paged_cache() {
+        let page = 64 * 1024;
+        let r = ReportBuilder::new()
+            .allocs(768 * page, 32) // one fused projection per layer (48 MiB): whole pages
+            .allocs(1792 * page, 32) // another (112 MiB)
+            .allocs(27_520 * page, 32) // the KV cache: 27,520 pages per layer
+            .marker("serve")
+            .build();
+        let kv = with_ctx(
+            &r,
+            Some(&llama(80 * GIB, 8192, 1)),
+            Default::default(),
+            |c| c.kv.clone(),
+        );
+        let paged: Vec<(u64, u64)> = kv
+            .groups
+            .iter()
+            .map(|g| (g.tensors, g.tensor_bytes))
+            .collect();
+        assert_eq!(paged, [(32, 27_520 * page)], "{kv:?}");
+        assert_eq!(kv.capacity_tokens(), Some(27_520 * 16));
+    }
 }
