@@ -134,6 +134,13 @@ impl KvFound {
     }
 }
 
+/// The segment sizes PyTorch's caching allocator asks CUDA for when it serves
+/// small requests (2 MiB segments for up to 1 MiB) and middling ones (20 MiB
+/// for 1 to 10 MiB): a few of them, in any count, say nothing of a KV cache
+/// (on the H200 fixture, 8 segments of 2 MiB on a 4-layer model looked like a
+/// token pool of 2 x 4 buffers).
+const CACHING_SEGMENTS: [u64; 2] = [2 << 20, 20 << 20];
+
 pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound {
     let serving = phases.serving_phase(r);
     // Per-request caches belong to requests still in flight when the report was written.
@@ -155,6 +162,9 @@ pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound
     let mut found = KvFound::default();
     let mut candidates: Vec<(KvGroup, Vec<u64>)> = Vec::new();
     for (size, rows) in by_size {
+        if CACHING_SEGMENTS.contains(&size) {
+            continue;
+        }
         let n = rows.len() as u64;
         let made_while_serving = serving.is_some_and(|s| rows.iter().all(|a| a.phase >= s));
         let per_layer = |k: u64| g.layers_per_stage.iter().any(|&l| l > 0 && n == k * l);
@@ -245,5 +255,23 @@ mod tests {
             .collect();
         assert_eq!(paged, [(32, 27_520 * page)], "{kv:?}");
         assert_eq!(kv.capacity_tokens(), Some(27_520 * 16));
+    }
+
+    /// On the healthy H200 fixture (a 4-layer model under PyTorch's caching
+    /// allocator), 8 small-pool segments of 2 MiB are not a token pool.
+    #[test]
+    fn caching_allocator_segments_are_not_a_cache() {
+        let r = ReportBuilder::new()
+            .allocs(20 * MIB, 2)
+            .allocs(2 * MIB, 64) // two per layer of the 32, whole token rows
+            .marker("serve")
+            .build();
+        let kv = with_ctx(
+            &r,
+            Some(&llama(80 * GIB, 8192, 1)),
+            Default::default(),
+            |c| c.kv.clone(),
+        );
+        assert!(kv.groups.is_empty(), "{kv:?}");
     }
 }
