@@ -18,5 +18,9 @@ mod units;
 mod fuzz;
 
 fn main() {
+    // Output piped into `head` that stops reading ends the program quietly,
+    // as it ends `cat` (Rust ignores SIGPIPE, and printing then panics).
+    // SAFETY: restoring a default disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     std::process::exit(cli::main());
 }

@@ -427,3 +427,41 @@ fn diff_shows_what_grew() {
     let out = kvscope(&["diff", dump.to_str().unwrap(), dump.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no change"));
 }
+
+/// `kvscope ... | head` ends quietly when head stops reading (no panic, no backtrace).
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    // A real report whose JSON is well over a pipe's 64 KiB buffer.
+    let rep = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/h200/fragoom/kvscope-exit.json");
+    assert!(
+        rep.exists(),
+        "the shared fixtures are missing: {}",
+        rep.display()
+    );
+    for args in [
+        vec!["report", rep.to_str().unwrap(), "--json"],
+        vec![
+            "check",
+            rep.to_str().unwrap(),
+            "--json",
+            "--model",
+            "llama-3.1-8b",
+        ],
+    ] {
+        let mut child = Command::new(kvscope_bin())
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 8];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The read end is closed here, as head closes it.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_ne!(out.status.code(), Some(101), "{args:?}");
+    }
+}
