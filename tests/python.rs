@@ -240,4 +240,19 @@ fn mark_attaches_pytorch_counters_to_the_marker() {
             ("request 0 done".to_string(), want["later_allocated"])
         ]
     );
+    // The summary shows PyTorch's latest view beside the CUDA calls'.
+    let exit = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap();
+    let out = kvscope(&["report", exit.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "6.00 MiB allocated in tensors, 8.00 MiB reserved (2.00 MiB cached or fragmented)"
+        ),
+        "{text}"
+    );
 }

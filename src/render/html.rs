@@ -23,8 +23,9 @@ struct Row {
 struct DevicePage<'a> {
     device: u32,
     total: Option<u64>,
-    /// [t_ms, live, reserved, device used, max live]; -1 where unknown.
-    samples: Vec<[f64; 5]>,
+    /// [t_ms, live, reserved, device used, max live, PyTorch allocated,
+    /// PyTorch reserved]; -1 where unknown.
+    samples: Vec<[f64; 7]>,
     parts: &'a [Part],
 }
 
@@ -59,6 +60,8 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
                         opt(x.reserved_bytes),
                         opt(x.device_used_bytes),
                         x.max_live_bytes as f64,
+                        opt(x.framework.as_ref().map(|f| f.allocated_bytes)),
+                        opt(x.framework.as_ref().map(|f| f.reserved_bytes)),
                     ])
                 })
                 .collect(),

@@ -56,6 +56,24 @@ pub fn render(r: &Report, top: usize) -> String {
         let _ = writeln!(out, "  device {}{total}{free}", d.device);
         space_line(&mut out, "memory", &d.memory);
         space_line(&mut out, "managed", &d.managed);
+        // PyTorch's own view at the last point that had it.
+        let latest = r.timeline.iter().rev().find_map(|s| {
+            s.devices
+                .iter()
+                .find(|x| x.device == d.device)?
+                .framework
+                .clone()
+        });
+        if let Some(f) = latest {
+            let _ = writeln!(
+                out,
+                "    PyTorch at {}: {} allocated in tensors, {} reserved ({} cached or fragmented)",
+                duration_ms(f.sampled_t_ms),
+                bytes(f.allocated_bytes),
+                bytes(f.reserved_bytes),
+                bytes(f.reserved_bytes.saturating_sub(f.allocated_bytes))
+            );
+        }
     }
     space_line(&mut out, "pinned host", &r.host);
 
