@@ -152,6 +152,51 @@ fn fragmentation_is_found_when_memory_is_free_but_allocation_fails() {
     assert_eq!(f["numbers"]["pool_held_free_bytes"], holes / 20 * 22);
 }
 
+/// The post-mortem stands alone: with only the `-oom.json` (a process killed
+/// right after, no exit report), the pools are there and the fragmentation
+/// is found.
+#[test]
+fn the_post_mortem_alone_shows_the_fragmentation() {
+    // With the background thread, and without it (written on the failing thread).
+    for sample_ms in ["200", "0"] {
+        let dir = scratch(&format!("frag-oom-alone-{sample_ms}"));
+        let r = run(
+            "serve_sim",
+            &["--pattern", "hf", "--weights", "2GiB", "--fragment"],
+            &[
+                ("SIMCUDA_DEVICE_MEM", "8GiB"),
+                ("KVSCOPE_SAMPLE_MS", sample_ms),
+            ],
+            true,
+            &dir,
+        );
+        let oom: Vec<_> = r
+            .reports
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with("-oom.json"))
+            .collect();
+        assert_eq!(oom.len(), 1, "{:?}", r.reports);
+        assert!(
+            !load(oom[0])["pools"].as_array().unwrap().is_empty(),
+            "{sample_ms}"
+        );
+        let out = Command::new(kvscope_bin())
+            .arg("check")
+            .arg(oom[0])
+            .args(["--model", "llama-3.1-8b", "--json"])
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let names: Vec<&str> = json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"fragmentation"), "{sample_ms}: {names:?}");
+    }
+}
+
 #[test]
 fn unbounded_growth_is_found_and_told_from_a_leak() {
     let c = checked("unbounded", &[], &["--unbounded", "1MiB"], &[]);

@@ -465,3 +465,52 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_ne!(out.status.code(), Some(101), "{args:?}");
     }
 }
+
+/// Report names carry the process's start time (a container's processes are
+/// often PID 1 every time); `kvscope run` shows only its own run's reports,
+/// all of them marked with its run id.
+#[test]
+fn runs_never_share_or_overwrite_reports() {
+    let dir = scratch("two-runs");
+    let run_once = || {
+        Command::new(kvscope_bin())
+            .args(["run", "--out"])
+            .arg(&dir)
+            .arg("--")
+            .arg(native("serve_sim"))
+            .args(["--requests", "2"])
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap()
+    };
+    let first = run_once();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = run_once();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let shown: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("kvscope: ") && l.ends_with(".json"))
+        .collect();
+    assert_eq!(shown.len(), 1, "{stderr}");
+    let reports = reports_in(&dir);
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let ids: Vec<String> = reports
+        .iter()
+        .map(|p| {
+            let r = load(p);
+            let start = r["process"]["start_unix_ms"].as_u64().unwrap();
+            assert!(
+                p.to_string_lossy().contains(&format!("-{start}-exit.json")),
+                "{}",
+                p.display()
+            );
+            r["process"]["run_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_ne!(ids[0], ids[1]);
+    assert!(ids.iter().all(|i| i.starts_with("run-")), "{ids:?}");
+}

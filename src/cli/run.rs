@@ -26,27 +26,48 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     let since = SystemTime::now() - std::time::Duration::from_secs(1);
     // Python processes report PyTorch's own counters (removed after the run).
     let hook = SiteHook::install();
+    // One run id for the command and every process it starts: its reports,
+    // and only its, are this run's (a directory may hold earlier runs').
+    let run_id = format!(
+        "run-{}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        std::process::id()
+    );
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
         .env("LD_PRELOAD", preload_value(&lib))
-        .env("KVSCOPE_OUT", &out);
+        .env("KVSCOPE_OUT", &out)
+        .env("KVSCOPE_RUN_ID", &run_id);
     if let Some(h) = &hook {
         cmd.env("PYTHONPATH", h.pythonpath());
     }
     let status = cmd
         .status()
         .map_err(|e| CliError::input(format!("cannot run {}: {e}", command[0])))?;
-    let reports = reports_since(&out, since);
+    let reports: Vec<_> = reports_since(&out, since)
+        .into_iter()
+        .map(|p| {
+            let r = load(&p);
+            (p, r)
+        })
+        .filter(|(_, r)| {
+            r.as_ref()
+                .map_or(true, |r| r.process.run_id.as_deref() == Some(&run_id))
+        })
+        .collect();
     if reports.is_empty() {
         eprintln!(
             "kvscope: no report was written to {} (no CUDA allocation call was seen)",
             out.display()
         );
     }
-    for p in &reports {
+    for (p, r) in &reports {
         eprintln!("kvscope: {}", p.display());
-        match load(p) {
-            Ok(r) => eprint!("{}", summary::render(&r, 5)),
+        match r {
+            Ok(r) => eprint!("{}", summary::render(r, 5)),
             Err(e) => eprintln!("kvscope: {e}"),
         }
     }

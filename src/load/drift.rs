@@ -23,6 +23,10 @@ const UNCHECKED: &[(&str, &str)] = &[
     ),
     ("process.cmdline[]", "free text: the program's arguments"),
     ("process.exe", "free text: a path"),
+    (
+        "process.run_id",
+        "free text: an id that groups reports, compared for equality only",
+    ),
     ("process.hostname", "free text: a host name"),
     (
         "process.launch.visible_devices",
@@ -162,6 +166,7 @@ fn full() -> Report {
         reason_detail: Some("cudaMalloc".into()),
         modes: vec!["preload".into()],
         process: Process {
+            run_id: Some("gpu-1-4242-1700000000000".into()),
             pid: 4242,
             ppid: 1,
             cmdline: vec!["python".into()],

@@ -92,6 +92,10 @@ pub struct Report {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Process {
+    /// The run this process belongs to: `KVSCOPE_RUN_ID` as `kvscope run` sets
+    /// it for a command and all its children (so a job's ranks share it), or
+    /// one the shim makes up at start (`<host>-<pid>-<start_unix_ms>`).
+    pub run_id: Option<String>,
     pub pid: u32,
     pub ppid: u32,
     pub cmdline: Vec<String>,

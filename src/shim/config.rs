@@ -43,6 +43,8 @@ pub struct Config {
     pub tmp_dir: PathBuf,
     /// The launcher's facts (RANK, LOCAL_RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES).
     pub launch: Launch,
+    /// KVSCOPE_RUN_ID: the run a process belongs to (`kvscope run` sets it).
+    pub run_id: Option<String>,
     /// Every KVSCOPE_* variable as set: the only variables a report keeps.
     pub env: BTreeMap<String, String>,
 }
@@ -116,6 +118,7 @@ impl Config {
             tmp_dir: std::env::var_os("TMPDIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp")),
+            run_id: var("KVSCOPE_RUN_ID").map(|v| v.chars().take(128).collect()),
             launch: Launch {
                 rank: launch_number("RANK"),
                 local_rank: launch_number("LOCAL_RANK"),

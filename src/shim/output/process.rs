@@ -16,16 +16,26 @@ pub fn process(config: &Config) -> Process {
                 .collect()
         })
         .unwrap_or_default();
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    let hostname = hostname();
+    let run_id = config.run_id.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{pid}-{}",
+            hostname.as_deref().unwrap_or("host"),
+            clock::start_unix_ms()
+        )
+    });
     Process {
-        // SAFETY: getpid has no preconditions.
-        pid: unsafe { libc::getpid() } as u32,
+        run_id: Some(run_id),
+        pid,
         // SAFETY: getppid has no preconditions.
         ppid: unsafe { libc::getppid() } as u32,
         cmdline,
         exe: std::fs::read_link("/proc/self/exe")
             .ok()
             .map(|p| p.display().to_string()),
-        hostname: hostname(),
+        hostname,
         start_unix_ms: clock::start_unix_ms(),
         launch: config.launch.clone(),
         env: config.env.clone(),

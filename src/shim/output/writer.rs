@@ -112,9 +112,12 @@ impl Writer {
             }
             _ => String::new(),
         };
+        // The start time makes names unique across runs: a container's
+        // processes are often PID 1 every time.
         let name = format!(
-            "kvscope-{host}-{}-{}{suffix}.json",
+            "kvscope-{host}-{}-{}-{}{suffix}.json",
             report.process.pid,
+            report.process.start_unix_ms,
             reason.name()
         );
         let written = match &st.dir {
@@ -151,6 +154,11 @@ impl Writer {
     /// failing thread captured; once.
     pub fn write_pending_oom(&self) {
         if let Some(c) = self.track.oom.take_pending() {
+            // The post-mortem stands alone: pools as they are now (what the
+            // fragmentation check needs), beside VMM and the timeline.
+            if self.config.device_query {
+                self.timeline.refresh_pools(clock::ticks());
+            }
             let detail = format!(
                 "{} of {} bytes failed",
                 c.failure.api.name(),
