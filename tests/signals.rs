@@ -283,3 +283,59 @@ fn python_dies_as_it_would_with_a_final_report() {
         assert_eq!(rep["reason_detail"], name);
     }
 }
+
+/// Without the background thread (KVSCOPE_SAMPLE_MS=0) nobody can write the
+/// report off the handler: the process dies at once, as without kvscope.
+#[test]
+fn without_the_background_thread_the_signal_kills_at_once() {
+    let dir = scratch("no-thread");
+    let cmd = client_command(
+        "signals",
+        &["wait"],
+        &[("KVSCOPE_SAMPLE_MS", "0")],
+        true,
+        &dir,
+    );
+    let s = stop(cmd, libc::SIGTERM);
+    assert_eq!(s.status.signal(), Some(libc::SIGTERM));
+    assert!(
+        s.after_signal < Duration::from_millis(1500),
+        "{:?}",
+        s.after_signal
+    );
+    assert!(signal_report(&dir).is_none());
+}
+
+/// Loaded as PyTorch's pluggable allocator (dlopened, not interposing), the
+/// shim takes SIGTERM only while it is at the default; a handler the program
+/// sets later replaces it in the kernel, and runs.
+#[test]
+fn as_a_pluggable_allocator_the_shim_steps_aside_for_the_programs_handler() {
+    let lib = shim_lib();
+    let dir = scratch("pluggable-signal");
+    let mut cmd = client_command(
+        "signals",
+        &["pluggable", lib.to_str().unwrap()],
+        &[("KVSCOPE_SAMPLE_MS", "50")],
+        false,
+        &dir,
+    );
+    cmd.env("LD_LIBRARY_PATH", native(""));
+    let s = stop(cmd, libc::SIGTERM);
+    assert_eq!(s.status.signal(), Some(libc::SIGTERM), "{}", s.stderr);
+    let rep = signal_report(&dir).expect("a signal report");
+    assert_eq!(rep["modes"][0], "pluggable");
+
+    let dir = scratch("pluggable-own");
+    let mut cmd = client_command(
+        "signals",
+        &["pluggable-own", lib.to_str().unwrap()],
+        &[("KVSCOPE_SAMPLE_MS", "50")],
+        false,
+        &dir,
+    );
+    cmd.env("LD_LIBRARY_PATH", native(""));
+    let s = stop(cmd, libc::SIGTERM);
+    assert_eq!(s.status.code(), Some(7), "{}", s.stderr);
+    assert!(signal_report(&dir).is_none());
+}

@@ -6,7 +6,9 @@
  *   query      print the SIGTERM disposition the program sees after CUDA
  *   fork       a forked child (CUDA unusable there) prints "ready" and waits
  *   dumps      a thread writes reports in a loop while waiting
- *   idle-exit  allocate, stay still 1.5 s, _exit(0): no exit handler runs */
+ *   idle-exit  allocate, stay still 1.5 s, _exit(0): no exit handler runs
+ *   pluggable LIB       libkvscope.so dlopened as PyTorch's allocator, not preloaded
+ *   pluggable-own LIB   the same, with the program's own SIGTERM handler set after */
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -36,9 +38,31 @@ static void ready(void) {
     fflush(stdout);
 }
 
+/* The shim as PyTorch's pluggable allocator: dlopen it (RTLD_LOCAL: its
+ * sigaction does not interpose), allocate through kvscope_malloc. */
+static int pluggable(const char *lib, int own) {
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        fprintf(stderr, "dlopen: %s\n", dlerror());
+        return 2;
+    }
+    void *(*kv_alloc)(size_t, int, void *) = (void *(*)(size_t, int, void *))dlsym(h, "kvscope_malloc");
+    if (!kv_alloc || !kv_alloc(16 * MiB, 0, NULL)) return 3;
+    if (own) {
+        struct sigaction a;
+        memset(&a, 0, sizeof a);
+        a.sa_handler = own_handler;
+        sigaction(SIGTERM, &a, NULL);
+    }
+    ready();
+    for (;;) pause();
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "wait";
     void *p;
+    if (!strcmp(mode, "pluggable") || !strcmp(mode, "pluggable-own"))
+        return pluggable(argc > 2 ? argv[2] : "libkvscope.so", !strcmp(mode, "pluggable-own"));
     if (!strcmp(mode, "own")) {
         struct sigaction a;
         memset(&a, 0, sizeof a);
