@@ -339,3 +339,49 @@ fn as_a_pluggable_allocator_the_shim_steps_aside_for_the_programs_handler() {
     assert_eq!(s.status.code(), Some(7), "{}", s.stderr);
     assert!(signal_report(&dir).is_none());
 }
+
+/// Containers: the same PID (1) in every run, on one report directory. Each
+/// run keeps its own reports (the start time is in the names).
+#[test]
+fn runs_as_pid_1_keep_their_own_reports() {
+    let namespaces = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !namespaces {
+        eprintln!("unshare --pid is not available here (it needs root): skipped");
+        return;
+    }
+    let dir = scratch("pid1");
+    for _ in 0..2 {
+        let out = Command::new("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "env",
+                "SIMCUDA_DEVICES=2",
+            ])
+            .arg(format!("LD_PRELOAD={}", shim_lib().display()))
+            .arg(format!("KVSCOPE_OUT={}", dir.display()))
+            .arg(native("scripted"))
+            .env_remove("LD_PRELOAD")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Start times differ by at least a millisecond.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let exits: Vec<_> = reports_in(&dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .collect();
+    assert_eq!(exits.len(), 2, "{exits:?}");
+    for p in &exits {
+        assert_eq!(u(&load(p)["process"]["pid"]), 1, "{}", p.display());
+    }
+}
