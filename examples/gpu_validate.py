@@ -130,12 +130,13 @@ def parse_result(stdout):
     return json.loads(lines[-1][len("RESULT "):]) if lines else None
 
 
-REPORT_NAME = re.compile(r"^kvscope-.+-(\d+)-(exit|oom|checkpoint|dump-\d+)\.json$")
+# kvscope-<host>-<pid>-<start ms>-<reason>.json
+REPORT_NAME = re.compile(r"^kvscope-.+-(\d+)-\d+-(exit|oom|checkpoint|signal|dump-\d+)\.json$")
 
 
 def find_reports(folder, pid=None):
     """{reason: path} of the reports in `folder` (of process `pid` when given);
-    reasons are exit, oom, checkpoint, dump-1, dump-2, ..."""
+    reasons are exit, oom, checkpoint, signal, dump-1, dump-2, ..."""
     found = {}
     for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         m = REPORT_NAME.match(name)
@@ -1120,7 +1121,7 @@ def _test_pure():
     assert nvrm_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159  Thu ...") == "580.159"
     assert nvrm_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release") == "580.95.05"
     assert listing([("a", 1024), ("a", 1024), ("b", 4)]) == "2 x 1.0 KiB a, 4 B b" and listing([]) == "none"
-    assert REPORT_NAME.match("kvscope-my-host-1-2-dump-3.json").groups() == ("2", "dump-3")
+    assert REPORT_NAME.match("kvscope-my-host-1-2-1795850000000-dump-3.json").groups() == ("2", "dump-3")
     assert [s.name for s in select("oom,bench", None)] == ["oom", "bench"]
     assert "bench" not in [s.name for s in select(None, "bench")]
     try:

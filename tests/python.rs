@@ -256,3 +256,31 @@ fn mark_attaches_pytorch_counters_to_the_marker() {
         "{text}"
     );
 }
+
+/// examples/gpu_validate.py cannot run its GPU sections here, but its
+/// self-test can: its parsing of reports and of `kvscope check`'s JSON, its
+/// judgements on the real H200 fixtures, and its children under the shim on
+/// the stand-in CUDA. So the GPU script keeps up with the reports it reads.
+#[test]
+fn the_gpu_validation_script_passes_its_self_test() {
+    let Some(py) = python() else {
+        eprintln!("python3 not found: skipped");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(py)
+        .arg(root.join("examples/gpu_validate.py"))
+        .arg("--self-test")
+        .env("KVSCOPE_BIN", kvscope_bin())
+        .env("KVSCOPE_LIB", shim_lib())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
