@@ -338,3 +338,20 @@ fn garbage_settings_cost_a_warning_each_and_defaults_are_used() {
     assert_eq!(u(&rep["shim"]["event_capacity"]), 1);
     assert!(rep["live"]["truncated"].as_bool().unwrap());
 }
+
+/// A process that exits right after its first out-of-memory failure still
+/// leaves the post-mortem: the exit path waits for the background thread
+/// writing it (or writes it itself), 50 times in a row.
+#[test]
+fn an_oom_right_before_exit_is_never_lost() {
+    for i in 0..50 {
+        let dir = scratch("oom-then-exit");
+        let r = run_watched("errors", &["oom"], &[], true, &dir, WATCHDOG);
+        let ooms = r
+            .reports
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with("-oom.json"))
+            .count();
+        assert_eq!(ooms, 1, "run {i}: {:?}", r.reports);
+    }
+}

@@ -24,6 +24,10 @@ pub struct Writer {
     pub track: &'static Tracker,
     pub timeline: &'static Timeline,
     state: Mutex<State>,
+    /// Held from taking the pending post-mortem to its file being written, so
+    /// that the exit path (which writes one still pending) waits for one that
+    /// the background thread is writing instead of exiting under it.
+    oom: Mutex<()>,
 }
 
 fn safe_name(s: &str) -> String {
@@ -66,6 +70,7 @@ impl Writer {
                 dumps: 0,
                 warned: false,
             }),
+            oom: Mutex::new(()),
         }
     }
 
@@ -153,6 +158,9 @@ impl Writer {
     /// The post-mortem of the first out-of-memory failure, from what the
     /// failing thread captured; once.
     pub fn write_pending_oom(&self) {
+        let Ok(_writing) = self.oom.lock() else {
+            return;
+        };
         if let Some(c) = self.track.oom.take_pending() {
             // The post-mortem stands alone: pools as they are now (what the
             // fragmentation check needs), beside VMM and the timeline.
