@@ -711,3 +711,83 @@ fn small_silent_behaviours_are_said_or_refused() {
         "{warnings:?}"
     );
 }
+
+/// The demo reads well in 80 columns: no raw simulator lines, and it says
+/// that the check's exit status is the check's (the demo's own is 0).
+#[test]
+fn demo_output_fits_80_columns() {
+    let out = kvscope(&["demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(wide.is_empty(), "wider than 80 columns: {wide:#?}");
+    assert!(!text.contains("   | "), "raw serve_sim lines: {text}");
+    assert!(!text.contains("kv_bytes_per_token="), "{text}");
+    assert!(!text.contains("-> exit status"), "{text}");
+    assert!(
+        text.contains("kvscope check exits 1 on this report; the demo itself exits 0"),
+        "{text}"
+    );
+    assert!(text.contains("serve_sim served 8 requests"), "{text}");
+}
+
+/// The demo's temporary directory goes whatever ends it: a reader that
+/// stops (`kvscope demo | head -1`), Ctrl-C, a failure.
+#[test]
+fn demo_leaves_no_temporary_directory() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = scratch("demo-tmp");
+    let left = || std::fs::read_dir(&tmp).unwrap().count();
+    let demo = |env: &[(&str, &str)]| {
+        let mut c = Command::new(kvscope_bin());
+        c.arg("demo")
+            .env("TMPDIR", &tmp)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().unwrap()
+    };
+
+    // | head -1
+    let mut child = demo(&[]);
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("== 1."), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert_eq!(left(), 0, "after a closed pipe");
+
+    // Ctrl-C while the workload runs.
+    let child = demo(&[]);
+    let t = std::time::Instant::now();
+    while left() == 0 && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(left(), 1, "the demo made its directory");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}", out.status);
+    assert_eq!(left(), 0, "after Ctrl-C");
+
+    // serve_sim fails.
+    let native = scratch("demo-failing-native");
+    let sim = native.join("serve_sim");
+    std::fs::write(&sim, "#!/bin/sh\necho 'simulated failure' >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = demo(&[("KVSCOPE_NATIVE_DIR", native.to_str().unwrap())])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("simulated failure"), "{err}");
+    assert_eq!(left(), 0, "after a failure");
+}
