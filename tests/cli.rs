@@ -791,3 +791,30 @@ fn demo_leaves_no_temporary_directory() {
     assert!(err.contains("simulated failure"), "{err}");
     assert_eq!(left(), 0, "after a failure");
 }
+
+/// `kvscope report` lists alike live allocations once, with their count
+/// (not 32 identical "1.72 GiB cudaMalloc kv_cache" rows).
+#[test]
+fn report_groups_alike_allocations() {
+    let p = make_report(
+        "report-groups",
+        &["--pattern", "vllm", "--requests", "2", "--leak", "8MiB"],
+    );
+    let out = kvscope(&["report", p.to_str().unwrap(), "--top", "50"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("largest live allocations"))
+        .skip(2)
+        .take_while(|l| l.starts_with("    ") && l.contains(" x "))
+        .collect();
+    let kv: Vec<&&str> = rows.iter().filter(|l| l.contains("kv_cache")).collect();
+    assert_eq!(kv.len(), 1, "{text}");
+    assert!(
+        kv[0].trim_start().starts_with("32 x") && kv[0].contains("1.72 GiB"),
+        "{text}"
+    );
+    let unique: std::collections::BTreeSet<&&str> = rows.iter().collect();
+    assert_eq!(unique.len(), rows.len(), "{text}");
+}

@@ -94,8 +94,8 @@ pub fn render(r: &Report, top: usize) -> String {
         );
         let _ = writeln!(
             out,
-            "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} {}",
-            "count", "size", "total", "api", "device", "phase", "made at"
+            "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} made at",
+            "count", "size", "total", "api", "device", "phase"
         );
         for g in groups.iter().take(top) {
             let _ = writeln!(
