@@ -514,3 +514,307 @@ fn runs_never_share_or_overwrite_reports() {
     assert_ne!(ids[0], ids[1]);
     assert!(ids.iter().all(|i| i.starts_with("run-")), "{ids:?}");
 }
+
+/// Runs kvscope, killed and failed after `limit` (a read without end is a
+/// failure here, not a stuck suite).
+fn kvscope_within(args: &[&str], env: &[(&str, &str)], limit_s: u64) -> std::process::Output {
+    let mut cmd = Command::new(kvscope_bin());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(limit_s)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("kvscope {args:?} still running after {limit_s} s: killed");
+        }
+    }
+}
+
+fn one_error_line(out: &std::process::Output, needle: &str, what: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {err}");
+    assert_eq!(err.lines().count(), 1, "{what}: one line, not: {err}");
+    assert!(
+        err.starts_with("kvscope: error: ") && err.contains(needle),
+        "{what}: {err}"
+    );
+}
+
+/// Devices, FIFOs and pipes claim 0 bytes: reports and configs are read by
+/// the bytes actually read, a device is refused unread, a FIFO nobody
+/// writes to ends at once, and a pipe that delivers a report is read.
+#[test]
+fn devices_and_pipes_are_read_bounded_or_refused() {
+    for args in [
+        vec!["report", "/dev/zero"],
+        vec!["check", "/dev/zero"],
+        vec!["diff", "/dev/zero", "/dev/zero"],
+        vec!["fit", "--model", "/dev/zero"],
+    ] {
+        let out = kvscope_within(&args, &[], 10);
+        one_error_line(&out, "a character device", &format!("{args:?}"));
+    }
+    let dir = scratch("fifo-input");
+    let fifo = dir.join("idle.json");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = kvscope_within(&["report", fifo.to_str().unwrap()], &[], 10);
+    one_error_line(&out, "empty", "a FIFO nobody writes to");
+
+    // `kvscope report <(cat r.json)`: a pipe that delivers and ends.
+    let rep = make_report("fifo-input-seed", &["--requests", "2"]);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' report <(cat '{}'); '{}' report <(yes)",
+            kvscope_bin().display(),
+            rep.display(),
+            kvscope_bin().display()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("largest live allocations"), "{text}\n{err}");
+    // An endless pipe of something else: refused at its first byte.
+    assert!(err.contains("not JSON"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+}
+
+/// `kvscope mark/dump` against a process without the shim: one line, exit
+/// 2 at once, and no control directory made.
+#[test]
+fn mark_and_dump_refuse_a_process_without_the_shim() {
+    let dir = scratch("no-shim");
+    let ctl = dir.join("ctl");
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
+        let t = std::time::Instant::now();
+        let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);
+        one_error_line(
+            &out,
+            "does not have libkvscope.so loaded",
+            &format!("{args:?}"),
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(3));
+        assert!(!ctl.exists(), "{args:?} created {}", ctl.display());
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+/// `kvscope dump PID` says which file the process wrote.
+#[test]
+fn dump_names_the_report_it_asked_for() {
+    let dir = scratch("dump-names");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "3000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let out = kvscope_within(
+        &["dump", &pid, "where did it go"],
+        &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())],
+        20,
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = text
+        .trim()
+        .strip_prefix(&format!("process {pid} wrote "))
+        .unwrap_or_else(|| panic!("{text}"));
+    let rep = load(std::path::Path::new(path));
+    assert_eq!(rep["reason_detail"], "where did it go");
+    assert!(path.starts_with(dir.to_str().unwrap()), "{path}");
+    assert!(child.wait().unwrap().success());
+}
+
+/// Small behaviours that were silent: `run` makes its directory 0700,
+/// `report --html` never overwrites the report it reads, `report --model`
+/// with an unknown model is an error, and the shim's fallback directory is
+/// announced on stderr.
+#[test]
+fn small_silent_behaviours_are_said_or_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("silent");
+    let out_dir = dir.join("fresh-reports");
+    let out = Command::new(kvscope_bin())
+        .args(["run", "--out"])
+        .arg(&out_dir)
+        .arg("--")
+        .arg(native("serve_sim"))
+        .args(["--requests", "1"])
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mode = std::fs::metadata(&out_dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+
+    let rep = make_report("silent-seed", &["--requests", "1"]);
+    let before = std::fs::read(&rep).unwrap();
+    let r = rep.to_str().unwrap();
+    let out = kvscope(&["report", r, "--html", r]);
+    one_error_line(
+        &out,
+        "that is the report being read",
+        "--html onto the input",
+    );
+    assert_eq!(std::fs::read(&rep).unwrap(), before, "the report is intact");
+
+    let out = kvscope(&["report", r, "--model", "bogus"]);
+    one_error_line(&out, "no such file or preset", "report --model bogus");
+
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let sim = run(
+        "serve_sim",
+        &["--requests", "1"],
+        &[
+            ("KVSCOPE_OUT", "/proc/kvscope-nope"),
+            ("TMPDIR", tmp.to_str().unwrap()),
+        ],
+        true,
+        &dir,
+    );
+    let warnings: Vec<String> = sim
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("kvscope: warning: reports go to"))
+        .map(String::from)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", sim.stderr());
+    assert!(
+        warnings[0].contains(tmp.to_str().unwrap()) && warnings[0].contains("/proc/kvscope-nope"),
+        "{warnings:?}"
+    );
+}
+
+/// The demo reads well in 80 columns: no raw simulator lines, and it says
+/// that the check's exit status is the check's (the demo's own is 0).
+#[test]
+fn demo_output_fits_80_columns() {
+    let out = kvscope(&["demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let wide: Vec<&str> = text.lines().filter(|l| l.chars().count() > 80).collect();
+    assert!(wide.is_empty(), "wider than 80 columns: {wide:#?}");
+    assert!(!text.contains("   | "), "raw serve_sim lines: {text}");
+    assert!(!text.contains("kv_bytes_per_token="), "{text}");
+    assert!(!text.contains("-> exit status"), "{text}");
+    assert!(
+        text.contains("kvscope check exits 1 on this report; the demo itself exits 0"),
+        "{text}"
+    );
+    assert!(text.contains("serve_sim served 8 requests"), "{text}");
+}
+
+/// The demo's temporary directory goes whatever ends it: a reader that
+/// stops (`kvscope demo | head -1`), Ctrl-C, a failure.
+#[test]
+fn demo_leaves_no_temporary_directory() {
+    use std::io::BufRead;
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = scratch("demo-tmp");
+    let left = || std::fs::read_dir(&tmp).unwrap().count();
+    let demo = |env: &[(&str, &str)]| {
+        let mut c = Command::new(kvscope_bin());
+        c.arg("demo")
+            .env("TMPDIR", &tmp)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.spawn().unwrap()
+    };
+
+    // | head -1
+    let mut child = demo(&[]);
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("== 1."), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert_eq!(left(), 0, "after a closed pipe");
+
+    // Ctrl-C while the workload runs.
+    let child = demo(&[]);
+    let t = std::time::Instant::now();
+    while left() == 0 && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(left(), 1, "the demo made its directory");
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGINT), "{:?}", out.status);
+    assert_eq!(left(), 0, "after Ctrl-C");
+
+    // serve_sim fails.
+    let native = scratch("demo-failing-native");
+    let sim = native.join("serve_sim");
+    std::fs::write(&sim, "#!/bin/sh\necho 'simulated failure' >&2\nexit 1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = demo(&[("KVSCOPE_NATIVE_DIR", native.to_str().unwrap())])
+        .wait_with_output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("simulated failure"), "{err}");
+    assert_eq!(left(), 0, "after a failure");
+}
+
+/// `kvscope report` lists alike live allocations once, with their count
+/// (not 32 identical "1.72 GiB cudaMalloc kv_cache" rows).
+#[test]
+fn report_groups_alike_allocations() {
+    let p = make_report(
+        "report-groups",
+        &["--pattern", "vllm", "--requests", "2", "--leak", "8MiB"],
+    );
+    let out = kvscope(&["report", p.to_str().unwrap(), "--top", "50"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.contains("largest live allocations"))
+        .skip(2)
+        .take_while(|l| l.starts_with("    ") && l.contains(" x "))
+        .collect();
+    let kv: Vec<&&str> = rows.iter().filter(|l| l.contains("kv_cache")).collect();
+    assert_eq!(kv.len(), 1, "{text}");
+    assert!(
+        kv[0].trim_start().starts_with("32 x") && kv[0].contains("1.72 GiB"),
+        "{text}"
+    );
+    let unique: std::collections::BTreeSet<&&str> = rows.iter().collect();
+    assert_eq!(unique.len(), rows.len(), "{text}");
+}

@@ -6,7 +6,7 @@ use crate::check::{context::Thresholds, job::check, kind::Severity};
 use crate::load::load;
 use crate::render::{html, summary};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -26,11 +26,28 @@ pub struct ReportArgs {
     pub model: ModelArgs,
 }
 
+/// Whether two paths name one file (a link or another spelling included).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 pub fn run(a: &ReportArgs) -> Result<i32> {
+    if let Some(out) = a.html.as_deref().filter(|o| same_file(o, &a.file)) {
+        return Err(CliError::input(format!(
+            "--html {}: that is the report being read; give another file (e.g. report.html)",
+            out.display()
+        )));
+    }
+    // A model given is checked even where only --html uses it: a typo is
+    // an error, never silently ignored.
+    let mut notes = Vec::new();
+    let ctx = model_ctx(&a.model, 1, None, None, &mut notes)?;
     let r = load(&a.file)?;
     if let Some(out) = &a.html {
-        let mut notes = Vec::new();
-        let ctx = model_ctx(&a.model, 1, None, None, &mut notes)?;
         let result = check(
             vec![(a.file.display().to_string(), r.clone())],
             ctx.as_ref(),

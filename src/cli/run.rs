@@ -19,7 +19,12 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
             .map_err(|e| CliError::input(e.to_string()))?
             .join("kvscope-reports"),
     };
-    std::fs::create_dir_all(&out)
+    // 0700, as the shim creates it: reports show command lines and sizes.
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&out)
         .map_err(|e| CliError::input(format!("cannot create {}: {e}", out.display())))?;
     let out = out.canonicalize().unwrap_or(out);
     // A second earlier: file times are coarse on some filesystems.

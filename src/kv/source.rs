@@ -87,20 +87,12 @@ pub fn load(spec: &str) -> Result<Model, String> {
 }
 
 /// Config files are kilobytes (an index with every tensor, a few MB):
-/// anything past this is not one, and is refused before it is read.
+/// anything past this is not one, and is refused by the bytes read (a
+/// device or a pipe claims 0 bytes).
 const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 fn read_small(path: &Path) -> Result<Vec<u8>, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    if size > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "{}: {size} bytes is too large for a model config (the limit is {MAX_CONFIG_BYTES})",
-            path.display()
-        ));
-    }
-    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+    crate::load::read_bounded(path, MAX_CONFIG_BYTES, "a model config")
 }
 
 /// metadata.total_size of a safetensors index, when the file exists.

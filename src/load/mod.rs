@@ -5,7 +5,10 @@
 
 #[cfg(test)]
 mod drift;
+mod read;
 mod validate;
+
+pub use read::read_bounded;
 
 use crate::report::{Report, SCHEMA};
 use serde::Deserialize;
@@ -18,21 +21,13 @@ struct Head {
 }
 
 /// Far above any report the shim writes (a million live rows is ~60 MB):
-/// a larger file is something else, and is refused before it is read.
+/// a larger file is something else, and is refused before it is read (a
+/// pipe, once that many bytes were read; a device, at once).
 pub const MAX_REPORT_BYTES: u64 = 1 << 30;
 
 /// A report file, or what is wrong with it in one line (naming the file).
 pub fn load(path: &Path) -> Result<Report, String> {
-    let bad_file = |e: std::io::Error| format!("{}: {e}", path.display());
-    let size = std::fs::metadata(path).map_err(bad_file)?.len();
-    if size >= MAX_REPORT_BYTES {
-        return Err(format!(
-            "{}: {} bytes is too large for a report (the limit is {MAX_REPORT_BYTES})",
-            path.display(),
-            size
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(bad_file)?;
+    let bytes = read_bounded(path, MAX_REPORT_BYTES, "a report")?;
     parse(&bytes).map_err(|what| format!("{}: {what}", path.display()))
 }
 

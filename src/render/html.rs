@@ -10,13 +10,18 @@ use serde::Serialize;
 
 const TEMPLATE: &str = include_str!("report.html");
 
+/// Live allocations alike (size, api, device, phase), with their count.
 #[derive(Serialize)]
 struct Row {
+    count: u64,
     size: u64,
+    /// The size as printed (`~` where the group's sizes differ a little).
+    size_text: String,
+    total: u64,
     api: &'static str,
     device: u32,
     phase: String,
-    t_ms: f64,
+    made_at: String,
 }
 
 #[derive(Serialize)]
@@ -38,6 +43,9 @@ struct Page<'a> {
     markers: &'a [crate::report::Marker],
     findings: Vec<FindingView<'a>>,
     largest: Vec<Row>,
+    /// Live allocations the report lists, and all of them.
+    listed: usize,
+    live_count: u64,
 }
 
 pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
@@ -68,17 +76,18 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
             parts: &d.breakdown.parts,
         })
         .collect();
-    let largest = r
-        .live
-        .allocations
-        .iter()
+    let largest = super::summary::groups(r)
+        .into_iter()
         .take(15)
-        .map(|a| Row {
-            size: a.size,
-            api: a.api.name(),
-            device: a.device,
-            phase: r.phase_name(a.phase),
-            t_ms: a.t_ms,
+        .map(|g| Row {
+            made_at: g.made_at(),
+            size_text: g.size_text(),
+            count: g.count,
+            size: g.size,
+            total: g.total,
+            api: g.api,
+            device: g.device,
+            phase: g.phase,
         })
         .collect();
     let p = &r.process;
@@ -102,6 +111,8 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
         markers: &r.markers,
         findings: check.findings.iter().map(view).collect(),
         largest,
+        listed: r.live.allocations.len(),
+        live_count: r.live.count,
     };
     // Inside <script>, "</" could end the element: JSON allows "<\/".
     let json = serde_json::to_string(&page)

@@ -78,10 +78,12 @@ pub fn render(r: &Report, top: usize) -> String {
     space_line(&mut out, "pinned host", &r.host);
 
     if !r.live.allocations.is_empty() {
+        let groups = groups(r);
         let _ = writeln!(
             out,
-            "  largest live allocations ({} of {}, {} in all{}):",
-            top.min(r.live.allocations.len()),
+            "  largest live allocations ({} kinds of {} listed, {} live, {} in all{}):",
+            top.min(groups.len()),
+            groups.len(),
             count(r.live.count),
             bytes(r.live.bytes),
             if r.live.truncated {
@@ -92,18 +94,20 @@ pub fn render(r: &Report, top: usize) -> String {
         );
         let _ = writeln!(
             out,
-            "    {:>10}  {:<28} {:>6}  {:<20} {:>10}",
-            "size", "api", "device", "phase", "made at"
+            "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} made at",
+            "count", "size", "total", "api", "device", "phase"
         );
-        for a in r.live.allocations.iter().take(top) {
+        for g in groups.iter().take(top) {
             let _ = writeln!(
                 out,
-                "    {:>10}  {:<28} {:>6}  {:<20} {:>10}",
-                bytes(a.size),
-                a.api.name(),
-                a.device,
-                r.phase_name(a.phase),
-                duration_ms(a.t_ms)
+                "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} {}",
+                format!("{} x", count(g.count)),
+                g.size_text(),
+                bytes(g.total),
+                g.api,
+                g.device,
+                g.phase,
+                g.made_at()
             );
         }
     }
@@ -251,4 +255,77 @@ fn stream_name(stream: u64) -> String {
         2 => "per-thread default stream".into(),
         s => format!("stream {s:#x}"),
     }
+}
+
+/// Live allocations alike: one size (as printed), entry point, device and
+/// phase.
+#[derive(Debug, PartialEq)]
+pub struct Group {
+    pub count: u64,
+    /// The largest size in the group.
+    pub size: u64,
+    /// Sizes differ below the printed precision.
+    pub varies: bool,
+    pub total: u64,
+    pub api: &'static str,
+    pub device: u32,
+    pub phase: String,
+    pub first_ms: f64,
+    pub last_ms: f64,
+}
+
+impl Group {
+    /// `1.72 GiB`, or `~72.5 MiB` where the sizes differ a little.
+    pub fn size_text(&self) -> String {
+        format!("{}{}", if self.varies { "~" } else { "" }, bytes(self.size))
+    }
+
+    /// `3.4 ms`, or `3.4 ms - 3.9 ms` for several made at different times.
+    pub fn made_at(&self) -> String {
+        let (a, b) = (duration_ms(self.first_ms), duration_ms(self.last_ms));
+        if a == b {
+            a
+        } else {
+            format!("{a} - {b}")
+        }
+    }
+}
+
+/// The listed live allocations grouped by (size as printed, api, device,
+/// phase), largest size first (then the largest total).
+pub fn groups(r: &Report) -> Vec<Group> {
+    let mut by: std::collections::HashMap<(String, &'static str, u32, u32), Group> =
+        std::collections::HashMap::new();
+    for a in &r.live.allocations {
+        let g = by
+            .entry((bytes(a.size), a.api.name(), a.device, a.phase))
+            .or_insert_with(|| Group {
+                count: 0,
+                size: a.size,
+                varies: false,
+                total: 0,
+                api: a.api.name(),
+                device: a.device,
+                phase: r.phase_name(a.phase),
+                first_ms: a.t_ms,
+                last_ms: a.t_ms,
+            });
+        g.varies |= g.size != a.size;
+        g.size = g.size.max(a.size);
+        g.count += 1;
+        g.total = g.total.saturating_add(a.size);
+        g.first_ms = g.first_ms.min(a.t_ms);
+        g.last_ms = g.last_ms.max(a.t_ms);
+    }
+    let mut v: Vec<Group> = by.into_values().collect();
+    v.sort_by(|a, b| {
+        (b.size, b.total, a.device, a.api, a.first_ms.to_bits()).cmp(&(
+            a.size,
+            a.total,
+            b.device,
+            b.api,
+            b.first_ms.to_bits(),
+        ))
+    });
+    v
 }

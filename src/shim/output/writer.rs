@@ -83,10 +83,20 @@ impl Writer {
     ) -> Option<PathBuf> {
         let mut st = self.state.lock().ok()?;
         if st.dir.is_none() {
-            st.dir = Some(OutDir::prepare(
-                self.config.out_dir.as_deref(),
-                &self.config.tmp_dir,
-            ));
+            let dir = OutDir::prepare(self.config.out_dir.as_deref(), &self.config.tmp_dir);
+            // The fallback is used, never silently: one line, once.
+            if let Ok(OutDir {
+                path,
+                note: Some(why),
+                ..
+            }) = &dir
+            {
+                eprintln!(
+                    "kvscope: warning: reports go to {} instead ({why})",
+                    path.display()
+                );
+            }
+            st.dir = Some(dir);
         }
         let out = match st.dir.as_ref() {
             Some(Ok(d)) => Ok((d.path.display().to_string(), d.note.clone())),
