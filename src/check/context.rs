@@ -14,6 +14,9 @@ pub struct ModelCtx {
     pub kv: Dtype,
     pub fit: FitInput,
     pub geometry: Geometry,
+    /// `--tp`, `--pp` or `--gpus` was given: the check never replaces `par`
+    /// with the ranks it sees.
+    pub par_given: bool,
 }
 
 impl ModelCtx {
@@ -26,7 +29,19 @@ impl ModelCtx {
             geometry,
             model,
             fit,
+            par_given: false,
         }
+    }
+
+    /// The same model on `tp` tensor-parallel ranks (the ranks of one job,
+    /// when the deployment's shape was not given).
+    pub fn with_tp(&self, tp: u64) -> ModelCtx {
+        let mut fit = self.fit.clone();
+        fit.par.tp = tp;
+        fit.gpus = tp * fit.par.pp.max(1);
+        let mut m = ModelCtx::new(self.model.clone(), fit);
+        m.par_given = self.par_given;
+        m
     }
 
     /// The model's answer for this GPU at a given context and concurrency.
