@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(parse_gpu_mem("80GB"), Ok(80_000_000_000));
         assert_eq!(parse_gpu_mem("80 GiB"), Ok(80 << 30));
         let e = parse_gpu_mem("80").unwrap_err();
-        assert!(e.contains("no unit") && e.contains("80GiB") && e.contains("81559MiB"), "{e}");
+        assert!(
+            e.contains("no unit") && e.contains("80GiB") && e.contains("81559MiB"),
+            "{e}"
+        );
         assert!(parse_gpu_mem("0GiB").is_err());
     }
 

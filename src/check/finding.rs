@@ -14,6 +14,8 @@ pub struct Finding {
     /// Which process (report) it is about: its label.
     pub process: Option<String>,
     pub device: Option<u32>,
+    /// Which run (index into `CheckResult::runs`) it is about.
+    pub run: usize,
     pub facts: Facts,
 }
 
@@ -23,6 +25,7 @@ impl Finding {
             severity,
             process: None,
             device: None,
+            run: 0,
             facts,
         }
     }

@@ -217,7 +217,12 @@ pub fn from_config(
             "n_positions",
             "max_seq_len",
         ])? {
-            Some(0) => return Err(c.bad("max_position_embeddings", "is 0: a model serves at least one token")),
+            Some(0) => {
+                return Err(c.bad(
+                    "max_position_embeddings",
+                    "is 0: a model serves at least one token",
+                ))
+            }
             n => n,
         },
         params,

@@ -20,6 +20,8 @@ pub struct FindingView<'a> {
     pub severity: Severity,
     pub process: &'a Option<String>,
     pub device: Option<u32>,
+    /// The run it is about (index into the check's `runs`).
+    pub run: usize,
     /// One line.
     pub summary: String,
     /// The numbers, times and allocation groups behind it.
@@ -36,6 +38,7 @@ pub fn view(f: &Finding) -> FindingView<'_> {
         severity: f.severity,
         process: &f.process,
         device: f.device,
+        run: f.run,
         summary: w.summary,
         evidence: w.evidence,
         numbers: w.numbers,

@@ -201,6 +201,9 @@ fn impossible_geometry_is_refused_with_the_field_named() {
         json!({"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}),
         json!({"max_position_embeddings": 4096}),
     ] {
-        assert!(from_config("synthetic", &base(ok.clone()), None).is_ok(), "{ok}");
+        assert!(
+            from_config("synthetic", &base(ok.clone()), None).is_ok(),
+            "{ok}"
+        );
     }
 }
