@@ -343,3 +343,87 @@ fn check_rejects_bad_input_in_one_line() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// Issue 12: reports of separate runs of one program (one after another,
+/// from one parent) are not the ranks of one job: each run is checked at
+/// the tensor-parallel size given (1 by default), never as "loaded twice".
+#[test]
+fn separate_runs_are_checked_side_by_side() {
+    let dir = scratch("separate-runs");
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        reports = run("serve_sim", &["--requests", "2"], &[], true, &dir).reports;
+    }
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    let check = |extra: &[&str]| {
+        Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--model", "llama-3.1-8b"])
+            .args(extra)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap()
+    };
+    let out = check(&["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", v["findings"]);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{v}");
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r["ranks"], false);
+        assert_eq!(r["tp"], 1);
+        assert_eq!(r["critical"], 0);
+        assert_eq!(r["label"], format!("run {i}"));
+    }
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["severity"] != "critical"));
+    // Today's top-level fields stay: every process, every finding.
+    assert_eq!(v["processes"].as_array().unwrap().len(), 3);
+    let text = String::from_utf8(check(&[]).stdout).unwrap();
+    assert!(text.starts_with("3 runs, checked separately:\n"), "{text}");
+    assert_eq!(text.matches("\n== run ").count(), 3, "{text}");
+    // Not a terminal: no colour.
+    assert!(!text.contains('\x1b'), "{text}");
+}
+
+/// `--tp 1` is what it says: the ranks of a job are not re-guessed.
+#[test]
+fn an_explicit_tp_is_honoured() {
+    let dir = scratch("tp-given");
+    let mut reports = Vec::new();
+    for rank in ["0", "1"] {
+        reports = run(
+            "serve_sim",
+            &["--requests", "2"],
+            &[("RANK", rank), ("WORLD_SIZE", "2")],
+            true,
+            &dir,
+        )
+        .reports;
+    }
+    let json = |extra: &[&str]| -> Value {
+        let out = Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--model", "llama-3.1-8b", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let guessed = json(&[]);
+    assert_eq!(guessed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(guessed["runs"][0]["ranks"], true);
+    assert_eq!(guessed["runs"][0]["tp"], 2);
+    let given = json(&["--tp", "1"]);
+    assert_eq!(given["runs"][0]["tp"], 1, "{given}");
+    assert!(given["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| !n.as_str().unwrap().contains("--tp 2")));
+}
