@@ -143,7 +143,9 @@ fn fragmentation_is_found_when_memory_is_free_but_allocation_fails() {
         &["--pattern", "hf", "--weights", "2GiB", "--fragment"],
         &[],
     );
-    assert_eq!(c.names("warning"), ["fragmentation"]);
+    // 2 GiB of weights on an 8 GiB device is not llama-3.1-8b (15 GiB):
+    // model sanity says so (a warning) beside the fragmentation.
+    assert_eq!(c.names("warning"), ["fragmentation", "model_mismatch"]);
     let f = c.finding("fragmentation");
     assert_eq!(f["severity"], "critical");
     assert_eq!(f["numbers"]["failed_bytes"], 64 << 20);
