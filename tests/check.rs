@@ -429,3 +429,44 @@ fn an_explicit_tp_is_honoured() {
         .iter()
         .all(|n| !n.as_str().unwrap().contains("--tp 2")));
 }
+
+/// Issue 12: the wrong model, or a model too big, is "this does not look
+/// like MODEL" instead of "loaded twice?" or a step 1 "ok"; without a model
+/// the preallocated cache is neither weights nor a utilisation problem.
+#[test]
+fn a_run_that_does_not_look_like_the_model_says_so() {
+    let dir = scratch("model-sanity");
+    let reports = run("serve_sim", &[], &[], true, &dir).reports;
+    let check = |extra: &[&str]| -> Value {
+        let out = Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let above_info = |v: &Value| -> Vec<String> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for model in ["qwen2.5-7b-instruct", "llama-3.1-70b"] {
+        let v = check(&["--model", model]);
+        assert_eq!(above_info(&v), ["model_mismatch"], "{model}: {}", v["findings"]);
+        let step1 = &v["processes"][0]["devices"][0]["steps"][0];
+        assert_ne!(step1["status"], "ok", "{model}: {step1}");
+        assert_eq!(v["exit_status"], 0);
+    }
+    let right = check(&["--model", "llama-3.1-8b"]);
+    assert!(above_info(&right).is_empty(), "{}", right["findings"]);
+    let none = check(&[]);
+    assert!(above_info(&none).is_empty(), "{}", none["findings"]);
+    let b = &none["processes"][0]["devices"][0]["breakdown"];
+    assert_eq!(b["kv_bytes"], right["processes"][0]["devices"][0]["breakdown"]["kv_bytes"]);
+}
