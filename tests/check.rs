@@ -458,7 +458,12 @@ fn a_run_that_does_not_look_like_the_model_says_so() {
     };
     for model in ["qwen2.5-7b-instruct", "llama-3.1-70b"] {
         let v = check(&["--model", model]);
-        assert_eq!(above_info(&v), ["model_mismatch"], "{model}: {}", v["findings"]);
+        assert_eq!(
+            above_info(&v),
+            ["model_mismatch"],
+            "{model}: {}",
+            v["findings"]
+        );
         let step1 = &v["processes"][0]["devices"][0]["steps"][0];
         assert_ne!(step1["status"], "ok", "{model}: {step1}");
         assert_eq!(v["exit_status"], 0);
@@ -468,5 +473,8 @@ fn a_run_that_does_not_look_like_the_model_says_so() {
     let none = check(&[]);
     assert!(above_info(&none).is_empty(), "{}", none["findings"]);
     let b = &none["processes"][0]["devices"][0]["breakdown"];
-    assert_eq!(b["kv_bytes"], right["processes"][0]["devices"][0]["breakdown"]["kv_bytes"]);
+    assert_eq!(
+        b["kv_bytes"],
+        right["processes"][0]["devices"][0]["breakdown"]["kv_bytes"]
+    );
 }

@@ -522,12 +522,17 @@ fn gpu_memory_needs_a_unit() {
     let out = kvscope(&["fit", "--model", "llama-3.1-8b", "--gpu-mem", "80"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("no unit") && err.contains("81559MiB"),
-        "{err}"
-    );
+    assert!(err.contains("no unit") && err.contains("81559MiB"), "{err}");
     for mem in ["81559MiB", "80GB", "80GiB"] {
-        let out = kvscope(&["fit", "--model", "llama-3.1-8b", "--gpu-mem", mem, "--context", "8192"]);
+        let out = kvscope(&[
+            "fit",
+            "--model",
+            "llama-3.1-8b",
+            "--gpu-mem",
+            mem,
+            "--context",
+            "8192",
+        ]);
         assert_eq!(out.status.code(), Some(0), "{mem}");
     }
 }
@@ -548,12 +553,18 @@ fn impossible_configs_are_refused_with_the_field_named() {
     let dir = scratch("impossible-configs");
     let base = r#""hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000, "torch_dtype": "bfloat16""#;
     for (extra, field) in [
-        (r#""num_attention_heads": 32, "num_key_value_heads": 64"#, "num_key_value_heads"),
+        (
+            r#""num_attention_heads": 32, "num_key_value_heads": 64"#,
+            "num_key_value_heads",
+        ),
         (
             r#""num_attention_heads": 32, "quantization_config": {"quant_method": "awq", "bits": 0}"#,
             "quantization_config.bits",
         ),
-        (r#""num_attention_heads": 32, "max_position_embeddings": 0"#, "max_position_embeddings"),
+        (
+            r#""num_attention_heads": 32, "max_position_embeddings": 0"#,
+            "max_position_embeddings",
+        ),
     ] {
         let p = dir.join(format!("{field}.json"));
         std::fs::write(&p, format!("{{{base}, {extra}}}")).unwrap();
@@ -585,5 +596,9 @@ fn a_report_with_a_section_cut_out_is_refused() {
     }
     let out = kvscope(&["check", p.to_str().unwrap(), "--model", "bogus"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!((out.status.code(), err.lines().count()), (Some(2), 1), "{err}");
+    assert_eq!(
+        (out.status.code(), err.lines().count()),
+        (Some(2), 1),
+        "{err}"
+    );
 }

@@ -55,11 +55,15 @@ fn process(o: &mut String, p: &ProcessResult) {
         for k in &d.kv_cache {
             let _ = writeln!(
                 o,
-                "    KV cache: {} tensors x {} = {} ({} tokens), {}",
+                "    KV cache: {} tensors x {} = {} ({}), {}",
                 k.tensors,
                 bytes(k.tensor_bytes),
                 bytes(k.bytes),
-                k.tokens,
+                if k.tokens == 0 {
+                    "tokens known only with --model".to_string()
+                } else {
+                    format!("{} tokens", k.tokens)
+                },
                 k.layout
             );
         }
