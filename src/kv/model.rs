@@ -75,9 +75,11 @@ fn heads_and_kv(c: &Obj, hidden: u64) -> Result<(u64, u64, u64), String> {
     if kv > heads || !heads.is_multiple_of(kv) {
         return Err(c.bad(
             "num_key_value_heads",
-            &format!(
-                "{kv} does not divide num_attention_heads {heads} (each KV head serves a whole number of attention heads)"
-            ),
+            &if kv > heads {
+                format!("{kv} is more than num_attention_heads {heads} (each KV head serves one or more attention heads)")
+            } else {
+                format!("{kv} does not divide num_attention_heads {heads} (each KV head serves a whole number of attention heads)")
+            },
         ));
     }
     let head_dim = match c.opt_u64(&["head_dim"])? {

@@ -194,3 +194,34 @@ pub fn render_with(r: &CheckResult, colour: bool) -> String {
     );
     o
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::check::context::Thresholds;
+    use crate::check::job::check;
+    use crate::check::kind::Severity;
+    use crate::check::testkit::*;
+
+    /// Severity labels are coloured only when asked (a terminal without NO_COLOR).
+    #[test]
+    fn severity_labels_are_coloured_only_when_asked() {
+        let r = ReportBuilder::new()
+            .total(10 * GIB)
+            .alloc(GIB)
+            .peak(19 * GIB / 2)
+            .build();
+        let result = check(
+            vec![("a".into(), r)],
+            None,
+            Thresholds::default(),
+            Severity::Critical,
+        );
+        let plain = super::render(&result);
+        assert!(plain.contains("  CRITICAL utilization") && !plain.contains('\x1b'));
+        let coloured = super::render_with(&result, true);
+        assert!(
+            coloured.contains("\x1b[1;31mCRITICAL\x1b[0m utilization"),
+            "{coloured}"
+        );
+    }
+}
