@@ -33,6 +33,23 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes.round() as u64)
 }
 
+/// A GPU's memory as people paste it: `80GiB`, `80GB` (SI, 74.5 GiB) or
+/// `81559MiB` (what nvidia-smi prints for an H100 80GB). A bare number is
+/// refused: `80` would be 80 bytes, and nobody means that.
+pub fn parse_gpu_mem(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "'{s}' has no unit: write {t}GiB, {t}GB (SI: 1 GB = 10^9 bytes) or MiB as nvidia-smi prints it (an H100 80GB is 81559MiB)"
+        ));
+    }
+    let n = parse_size(s)?;
+    if n == 0 {
+        return Err(format!("'{s}' is no memory at all"));
+    }
+    Ok(n)
+}
+
 /// `12.3 GiB`, `512 MiB`, `100 B`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -112,6 +129,19 @@ mod tests {
         assert!(parse_size("-1GiB").is_err());
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn gpu_memory_needs_a_unit() {
+        assert_eq!(parse_gpu_mem("81559MiB"), Ok(81_559 << 20));
+        assert_eq!(parse_gpu_mem("80GB"), Ok(80_000_000_000));
+        assert_eq!(parse_gpu_mem("80 GiB"), Ok(80 << 30));
+        let e = parse_gpu_mem("80").unwrap_err();
+        assert!(
+            e.contains("no unit") && e.contains("80GiB") && e.contains("81559MiB"),
+            "{e}"
+        );
+        assert!(parse_gpu_mem("0GiB").is_err());
     }
 
     #[test]

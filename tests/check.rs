@@ -143,7 +143,9 @@ fn fragmentation_is_found_when_memory_is_free_but_allocation_fails() {
         &["--pattern", "hf", "--weights", "2GiB", "--fragment"],
         &[],
     );
-    assert_eq!(c.names("warning"), ["fragmentation"]);
+    // 2 GiB of weights on an 8 GiB device is not llama-3.1-8b (15 GiB):
+    // model sanity says so (a warning) beside the fragmentation.
+    assert_eq!(c.names("warning"), ["fragmentation", "model_mismatch"]);
     let f = c.finding("fragmentation");
     assert_eq!(f["severity"], "critical");
     assert_eq!(f["numbers"]["failed_bytes"], 64 << 20);
@@ -342,4 +344,137 @@ fn check_rejects_bad_input_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// Issue 12: reports of separate runs of one program (one after another,
+/// from one parent) are not the ranks of one job: each run is checked at
+/// the tensor-parallel size given (1 by default), never as "loaded twice".
+#[test]
+fn separate_runs_are_checked_side_by_side() {
+    let dir = scratch("separate-runs");
+    let mut reports = Vec::new();
+    for _ in 0..3 {
+        reports = run("serve_sim", &["--requests", "2"], &[], true, &dir).reports;
+    }
+    assert_eq!(reports.len(), 3, "{reports:?}");
+    let check = |extra: &[&str]| {
+        Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--model", "llama-3.1-8b"])
+            .args(extra)
+            .env_remove("NO_COLOR")
+            .output()
+            .unwrap()
+    };
+    let out = check(&["--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", v["findings"]);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{v}");
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r["ranks"], false);
+        assert_eq!(r["tp"], 1);
+        assert_eq!(r["critical"], 0);
+        assert_eq!(r["label"], format!("run {i}"));
+    }
+    assert!(v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|f| f["severity"] != "critical"));
+    // Today's top-level fields stay: every process, every finding.
+    assert_eq!(v["processes"].as_array().unwrap().len(), 3);
+    let text = String::from_utf8(check(&[]).stdout).unwrap();
+    assert!(text.starts_with("3 runs, checked separately:\n"), "{text}");
+    assert_eq!(text.matches("\n== run ").count(), 3, "{text}");
+    // Not a terminal: no colour.
+    assert!(!text.contains('\x1b'), "{text}");
+}
+
+/// `--tp 1` is what it says: the ranks of a job are not re-guessed.
+#[test]
+fn an_explicit_tp_is_honoured() {
+    let dir = scratch("tp-given");
+    let mut reports = Vec::new();
+    for rank in ["0", "1"] {
+        reports = run(
+            "serve_sim",
+            &["--requests", "2"],
+            &[("RANK", rank), ("WORLD_SIZE", "2")],
+            true,
+            &dir,
+        )
+        .reports;
+    }
+    let json = |extra: &[&str]| -> Value {
+        let out = Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--model", "llama-3.1-8b", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let guessed = json(&[]);
+    assert_eq!(guessed["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(guessed["runs"][0]["ranks"], true);
+    assert_eq!(guessed["runs"][0]["tp"], 2);
+    let given = json(&["--tp", "1"]);
+    assert_eq!(given["runs"][0]["tp"], 1, "{given}");
+    assert!(given["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| !n.as_str().unwrap().contains("--tp 2")));
+}
+
+/// Issue 12: the wrong model, or a model too big, is "this does not look
+/// like MODEL" instead of "loaded twice?" or a step 1 "ok"; without a model
+/// the preallocated cache is neither weights nor a utilisation problem.
+#[test]
+fn a_run_that_does_not_look_like_the_model_says_so() {
+    let dir = scratch("model-sanity");
+    let reports = run("serve_sim", &[], &[], true, &dir).reports;
+    let check = |extra: &[&str]| -> Value {
+        let out = Command::new(kvscope_bin())
+            .arg("check")
+            .args(&reports)
+            .args(["--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let above_info = |v: &Value| -> Vec<String> {
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["severity"] != "info")
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for model in ["qwen2.5-7b-instruct", "llama-3.1-70b"] {
+        let v = check(&["--model", model]);
+        assert_eq!(
+            above_info(&v),
+            ["model_mismatch"],
+            "{model}: {}",
+            v["findings"]
+        );
+        let step1 = &v["processes"][0]["devices"][0]["steps"][0];
+        assert_ne!(step1["status"], "ok", "{model}: {step1}");
+        assert_eq!(v["exit_status"], 0);
+    }
+    let right = check(&["--model", "llama-3.1-8b"]);
+    assert!(above_info(&right).is_empty(), "{}", right["findings"]);
+    let none = check(&[]);
+    assert!(above_info(&none).is_empty(), "{}", none["findings"]);
+    let b = &none["processes"][0]["devices"][0]["breakdown"];
+    assert_eq!(
+        b["kv_bytes"],
+        right["processes"][0]["devices"][0]["breakdown"]["kv_bytes"]
+    );
 }

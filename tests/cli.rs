@@ -817,4 +817,91 @@ fn report_groups_alike_allocations() {
     );
     let unique: std::collections::BTreeSet<&&str> = rows.iter().collect();
     assert_eq!(unique.len(), rows.len(), "{text}");
+
+/// Issue 12: `--gpu-mem` needs a unit (a bare 80 would be 80 bytes), and
+/// takes what nvidia-smi prints.
+#[test]
+fn gpu_memory_needs_a_unit() {
+    let out = kvscope(&["fit", "--model", "llama-3.1-8b", "--gpu-mem", "80"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no unit") && err.contains("81559MiB"), "{err}");
+    for mem in ["81559MiB", "80GB", "80GiB"] {
+        let out = kvscope(&[
+            "fit",
+            "--model",
+            "llama-3.1-8b",
+            "--gpu-mem",
+            mem,
+            "--context",
+            "8192",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{mem}");
+    }
+}
+
+/// `fit` exits 1 when the workload does not fit (and says so in --help).
+#[test]
+fn fit_exits_1_when_it_does_not_fit() {
+    let out = kvscope(&["fit", "--model", "llama-3.1-70b", "--gpu-mem", "24GiB"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("does NOT fit"));
+    let help = kvscope(&["fit", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("1 when it does not"));
+}
+
+/// Configs with geometry no model has are refused with the field named.
+#[test]
+fn impossible_configs_are_refused_with_the_field_named() {
+    let dir = scratch("impossible-configs");
+    let base = r#""hidden_size": 4096, "num_hidden_layers": 32, "vocab_size": 32000, "torch_dtype": "bfloat16""#;
+    for (extra, field) in [
+        (
+            r#""num_attention_heads": 32, "num_key_value_heads": 64"#,
+            "num_key_value_heads",
+        ),
+        (
+            r#""num_attention_heads": 32, "quantization_config": {"quant_method": "awq", "bits": 0}"#,
+            "quantization_config.bits",
+        ),
+        (
+            r#""num_attention_heads": 32, "max_position_embeddings": 0"#,
+            "max_position_embeddings",
+        ),
+    ] {
+        let p = dir.join(format!("{field}.json"));
+        std::fs::write(&p, format!("{{{base}, {extra}}}")).unwrap();
+        let out = kvscope(&["fit", "--model", p.to_str().unwrap(), "--gpu-mem", "80GiB"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(field), "{err}");
+    }
+}
+
+/// A report with a section cut out is refused, not read as "nothing
+/// happened"; `check --model bogus` is one line and exit 2.
+#[test]
+fn a_report_with_a_section_cut_out_is_refused() {
+    let dir = scratch("cut-sections");
+    let p = make_report("cut-sections-run", &["--requests", "2", "--leak", "8MiB"]);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    for key in ["devices", "live", "process"] {
+        let mut cut = v.clone();
+        cut.as_object_mut().unwrap().remove(key);
+        let f = dir.join(format!("no-{key}.json"));
+        std::fs::write(&f, serde_json::to_vec(&cut).unwrap()).unwrap();
+        let out = kvscope(&["check", f.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("missing field `{key}")), "{err}");
+    }
+    let out = kvscope(&["check", p.to_str().unwrap(), "--model", "bogus"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), err.lines().count()),
+        (Some(2), 1),
+        "{err}"
+    );
 }

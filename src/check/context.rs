@@ -1,11 +1,13 @@
 //! Everything the steps and detectors of one device look at, gathered once.
 
 use super::breakdown::{self, Breakdown};
+use super::finding::{Mismatch, ModelMismatch};
 use super::kv_detect::{self, Geometry, KvFound};
 use super::markers::Phases;
 use crate::kv::fit::{self, Fit, FitInput};
 use crate::kv::{Dtype, Model, Parallel};
 use crate::report::{Failure, FrameworkSample, Report};
+use crate::units::Bytes;
 
 /// The model and deployment the reports are checked against.
 pub struct ModelCtx {
@@ -14,6 +16,9 @@ pub struct ModelCtx {
     pub kv: Dtype,
     pub fit: FitInput,
     pub geometry: Geometry,
+    /// `--tp`, `--pp` or `--gpus` was given: the check never replaces `par`
+    /// with the ranks it sees.
+    pub par_given: bool,
 }
 
 impl ModelCtx {
@@ -26,7 +31,19 @@ impl ModelCtx {
             geometry,
             model,
             fit,
+            par_given: false,
         }
+    }
+
+    /// The same model on `tp` tensor-parallel ranks (the ranks of one job,
+    /// when the deployment's shape was not given).
+    pub fn with_tp(&self, tp: u64) -> ModelCtx {
+        let mut fit = self.fit.clone();
+        fit.par.tp = tp;
+        fit.gpus = tp * fit.par.pp.max(1);
+        let mut m = ModelCtx::new(self.model.clone(), fit);
+        m.par_given = self.par_given;
+        m
     }
 
     /// The model's answer for this GPU at a given context and concurrency.
@@ -84,7 +101,11 @@ pub struct DeviceCtx<'a> {
     pub report: &'a Report,
     pub device: u32,
     pub phases: &'a Phases,
+    /// The model, unless the reports do not look like it (`mismatch`).
     pub model: Option<&'a ModelCtx>,
+    /// Why the reports do not look like the model given: the findings and
+    /// steps built on the model are then left out.
+    pub mismatch: Option<ModelMismatch>,
     pub kv: KvFound,
     pub breakdown: Breakdown,
     pub levels: Vec<Level>,
@@ -103,9 +124,32 @@ impl<'a> DeviceCtx<'a> {
         model: Option<&'a ModelCtx>,
         thresholds: Thresholds,
     ) -> DeviceCtx<'a> {
-        let kv = model
-            .map(|m| kv_detect::detect(report, device, &m.geometry, phases))
-            .unwrap_or_default();
+        let shape = kv_detect::by_shape(report, device, phases);
+        let mut kv = match model {
+            Some(m) => kv_detect::detect(report, device, &m.geometry, phases),
+            None => shape.clone(),
+        };
+        let mut why = Vec::new();
+        // A preallocated cache the model's geometry does not produce: once
+        // serving is marked, so the cache is known to precede it.
+        if let (Some(m), Some(g)) = (model, shape.groups.first()) {
+            if kv.capacity_tokens().is_none() && phases.marked() {
+                why.push(Mismatch::KvShape {
+                    tensors: g.tensors,
+                    tensor_bytes: Bytes(g.tensor_bytes),
+                    layers: m
+                        .geometry
+                        .layers_per_stage
+                        .iter()
+                        .copied()
+                        .max()
+                        .unwrap_or(0),
+                    page: Bytes(m.geometry.page),
+                    token_row: Bytes(m.geometry.token_row),
+                });
+                kv = shape;
+            }
+        }
         let breakdown = breakdown::breakdown(report, device, &kv, phases);
         let levels: Vec<Level> = report
             .timeline
@@ -141,18 +185,73 @@ impl<'a> DeviceCtx<'a> {
                     && crate::report::Api::from_name(&f.api).is_some_and(|a| a.allocates())
             })
             .cloned();
-        DeviceCtx {
+        let mut c = DeviceCtx {
             report,
             device,
             phases,
             model,
+            mismatch: None,
             kv,
             breakdown,
             levels,
             baseline,
             oom,
             thresholds,
+        };
+        if let Some(m) = model {
+            why.extend(c.weights_mismatch(m));
+            if !why.is_empty() {
+                c.model = None;
+                c.mismatch = Some(ModelMismatch {
+                    model: m.model.name.clone(),
+                    tp: m.par.tp,
+                    pp: m.par.pp,
+                    why,
+                });
+            }
         }
+        c
+    }
+
+    /// Live before serving began (or before the KV cache), when that is
+    /// known and the process did not fail first: what counts as weights.
+    pub fn weights_known(&self) -> bool {
+        let first_kv = self
+            .report
+            .live
+            .allocations
+            .iter()
+            .filter(|a| self.kv.addresses.contains(&a.address))
+            .map(|a| a.t_ms)
+            .min_by(f64::total_cmp);
+        match (self.phases.serve_ms.or(first_kv), &self.oom) {
+            (None, _) => false,
+            (Some(t), Some(f)) => f.t_ms >= t,
+            _ => true,
+        }
+    }
+
+    /// Weights far from what the model needs per GPU: below half of it, or
+    /// above 2.5x (twice is "loaded twice", `baseline_too_high`); 0.25x to
+    /// 4x for a quantised or multimodal model, whose figure is less sure.
+    fn weights_mismatch(&self, m: &ModelCtx) -> Option<Mismatch> {
+        if !self.weights_known() {
+            return None;
+        }
+        let fit = m.fit_for(self.total(), 1, 1)?;
+        let uncertain =
+            fit.quantization.is_some() || m.model.notes.iter().any(|n| n.starts_with("multimodal"));
+        let (low, high) = if uncertain { (0.25, 4.0) } else { (0.5, 2.5) };
+        let expected = fit.weights_bytes_per_gpu.max(1);
+        let got = self.breakdown.weights_bytes;
+        let ratio = got as f64 / expected as f64;
+        (ratio < low || ratio > high).then_some(Mismatch::Weights {
+            weights: Bytes(got),
+            expected: Bytes(expected),
+            low,
+            high,
+            uncertain,
+        })
     }
 
     pub fn total(&self) -> Option<u64> {

@@ -14,6 +14,8 @@ pub struct Finding {
     /// Which process (report) it is about: its label.
     pub process: Option<String>,
     pub device: Option<u32>,
+    /// Which run (index into `CheckResult::runs`) it is about.
+    pub run: usize,
     pub facts: Facts,
 }
 
@@ -23,6 +25,7 @@ impl Finding {
             severity,
             process: None,
             device: None,
+            run: 0,
             facts,
         }
     }
@@ -127,6 +130,9 @@ pub enum Facts {
         tp: u64,
         pp: u64,
     },
+    /// The reports do not look like the model checked against: the
+    /// findings built on it (weights, KV capacity) are left out.
+    ModelMismatch(ModelMismatch),
     KvCache {
         capacity_tokens: u64,
         bytes: Bytes,
@@ -191,6 +197,7 @@ impl Facts {
             Facts::LeakPerRequest { .. } => FindingKind::LeakPerRequest,
             Facts::UnboundedGrowth { .. } => FindingKind::UnboundedGrowth,
             Facts::BaselineTooHigh { .. } => FindingKind::BaselineTooHigh,
+            Facts::ModelMismatch(_) => FindingKind::ModelMismatch,
             Facts::KvCache { .. } => FindingKind::KvCache,
             Facts::KvCapacityShort { .. } => FindingKind::KvCapacityShort,
             Facts::ConcurrencyHigh { .. } => FindingKind::ConcurrencyHigh,
@@ -199,6 +206,37 @@ impl Facts {
             Facts::RankImbalance { .. } => FindingKind::RankImbalance,
         }
     }
+}
+
+/// What did not match the model, on one device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelMismatch {
+    pub model: String,
+    pub tp: u64,
+    pub pp: u64,
+    pub why: Vec<Mismatch>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mismatch {
+    /// Weights outside [low, high] x what the model needs per GPU.
+    Weights {
+        weights: Bytes,
+        expected: Bytes,
+        low: f64,
+        high: f64,
+        /// The tolerance is wider: quantised or multimodal.
+        uncertain: bool,
+    },
+    /// A preallocated cache seen by its shape that the model's KV geometry
+    /// does not produce.
+    KvShape {
+        tensors: u64,
+        tensor_bytes: Bytes,
+        layers: u64,
+        page: Bytes,
+        token_row: Bytes,
+    },
 }
 
 /// The failed allocation.

@@ -1,37 +1,18 @@
-//! One job's reports through the checks: the reports of each process merged,
-//! each device's context, detectors and steps, and the balance of the
-//! processes (one per tensor-parallel rank).
+//! Reports through the checks: grouped into runs (`runs.rs`: the reports of
+//! each process merged, processes that are the ranks of one job together),
+//! and each run's devices through their context, detectors and steps, and
+//! the balance of its ranks.
 
 use super::context::{DeviceCtx, ModelCtx, Thresholds};
 use super::detect::{self, balance::balance};
-use super::finding::RankLoad;
+use super::finding::{Finding, RankLoad};
 use super::kind::Severity;
-use super::result::{CheckResult, DeviceResult, KvSummary, ProcessResult, UnknownMarker};
-use super::{markers, steps};
-use crate::report::{Reason, Report};
+use super::result::{
+    CheckResult, DeviceResult, KvSummary, ProcessResult, RunResult, UnknownMarker,
+};
+use super::{markers, runs, steps};
+use crate::report::Report;
 use crate::units::Bytes;
-
-/// Reports of one process (an exit report and its OOM post-mortem, say) become one.
-fn merge(mut group: Vec<(String, Report)>) -> (Vec<String>, Report) {
-    let rank = |r: &Report| match r.reason {
-        Some(Reason::Exit) | Some(Reason::Signal) => 3,
-        Some(Reason::Checkpoint) => 2,
-        Some(Reason::Dump) => 1,
-        _ => 0,
-    };
-    group.sort_by(|a, b| {
-        rank(&a.1)
-            .cmp(&rank(&b.1))
-            .then(a.1.t_ms.total_cmp(&b.1.t_ms))
-    });
-    let names = group.iter().map(|(n, _)| n.clone()).collect();
-    let oom = group.iter().find_map(|(_, r)| r.oom.clone());
-    let (_, mut main) = group.pop().unwrap_or_default();
-    if main.oom.is_none() {
-        main.oom = oom;
-    }
-    (names, main)
-}
 
 fn label(r: &Report) -> String {
     match r.process.rank() {
@@ -40,25 +21,104 @@ fn label(r: &Report) -> String {
     }
 }
 
+/// Reports of one run or of several: grouped into runs (`runs.rs`), each
+/// checked on its own, side by side in one result. With one run the result
+/// is what it always was (its `runs` holds that one).
 pub fn check(
     reports: Vec<(String, Report)>,
     model: Option<&ModelCtx>,
     thresholds: Thresholds,
     fail_on: Severity,
 ) -> CheckResult {
-    let mut groups: Vec<Vec<(String, Report)>> = Vec::new();
-    for (name, r) in reports {
-        let key = (r.process.hostname.clone(), r.process.pid);
-        match groups.iter_mut().find(|g| {
-            g.first()
-                .is_some_and(|(_, x)| (x.process.hostname.clone(), x.process.pid) == key)
-        }) {
-            Some(g) => g.push((name, r)),
-            None => groups.push(vec![(name, r)]),
-        }
+    let runs = runs::group(reports);
+    let several = runs.len() > 1;
+    let mut out = CheckResult {
+        schema: "kvscope.check.v1",
+        model: model.map(|m| m.model.name.clone()),
+        critical: 0,
+        warnings: 0,
+        info: 0,
+        runs: Vec::new(),
+        processes: Vec::new(),
+        findings: Vec::new(),
+        notes: Vec::new(),
+        unknown_markers: Vec::new(),
+        exit_status: 0,
+    };
+    if model.is_none() {
+        out.notes.push("no --model: the KV cache is recognised by shape only (equal tensors per layer made before serving) and weights are not compared; steps 3 and 4 are skipped".into());
     }
-    let merged: Vec<(Vec<String>, Report)> = groups.into_iter().map(merge).collect();
+    if several {
+        out.notes.push(format!(
+            "{} runs, checked separately: their processes are not the ranks of one job (see README, \"Several reports\")",
+            runs.len()
+        ));
+    }
+    for (i, run) in runs.into_iter().enumerate() {
+        let label = format!("run {i}");
+        // The ranks of one job set the tensor-parallel size when it was not given.
+        let n = run.processes.len() as u64;
+        let guessed = model
+            .filter(|m| run.ranks && !m.par_given)
+            .map(|m| m.with_tp(run.world_size.map_or(n, u64::from).max(n)));
+        if let Some(g) = &guessed {
+            out.notes.push(format!(
+                "{}{n} processes checked as the tensor-parallel ranks of one job (--tp {}); give --tp / --pp otherwise",
+                if several { format!("{label}: ") } else { String::new() },
+                g.par.tp
+            ));
+        }
+        let m = guessed.as_ref().or(model);
+        let cmdline = run
+            .processes
+            .first()
+            .map(|(_, r)| r.process.cmdline.clone())
+            .unwrap_or_default();
+        let mut r = check_run(run.processes, m, thresholds, i);
+        let n = |s| r.findings.iter().filter(|f| f.severity == s).count();
+        out.runs.push(RunResult {
+            label,
+            run_id: run.run_id,
+            ranks: run.ranks,
+            processes: r.processes.iter().map(|p| p.label.clone()).collect(),
+            cmdline,
+            tp: m.map(|m| m.par.tp),
+            critical: n(Severity::Critical),
+            warnings: n(Severity::Warning),
+            info: n(Severity::Info),
+            exit_status: i32::from(r.findings.iter().any(|f| f.severity >= fail_on)),
+        });
+        out.processes.append(&mut r.processes);
+        out.findings.append(&mut r.findings);
+        out.unknown_markers.append(&mut r.unknown_markers);
+    }
+    // Most severe first; within a severity, runs in order.
+    out.findings
+        .sort_by_key(|f| (std::cmp::Reverse(f.severity), f.run));
+    let n = |s| out.findings.iter().filter(|f| f.severity == s).count();
+    (out.critical, out.warnings, out.info) = (
+        n(Severity::Critical),
+        n(Severity::Warning),
+        n(Severity::Info),
+    );
+    out.exit_status = out.runs.iter().map(|r| r.exit_status).max().unwrap_or(0);
+    out
+}
 
+struct RunChecked {
+    processes: Vec<ProcessResult>,
+    findings: Vec<Finding>,
+    unknown_markers: Vec<UnknownMarker>,
+}
+
+/// One run's processes through the checks: each device's context,
+/// detectors and steps, and the balance of its ranks.
+fn check_run(
+    merged: Vec<runs::Proc>,
+    model: Option<&ModelCtx>,
+    thresholds: Thresholds,
+    run: usize,
+) -> RunChecked {
     let mut processes = Vec::new();
     let mut findings = Vec::new();
     let mut capacities = Vec::new();
@@ -108,6 +168,7 @@ pub fn check(
             findings.extend(found);
         }
         processes.push(ProcessResult {
+            run,
             label,
             pid: r.process.pid,
             hostname: r.process.hostname.clone(),
@@ -117,27 +178,12 @@ pub fn check(
         });
     }
     findings.extend(balance(&capacities));
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    let n = |s| findings.iter().filter(|f| f.severity == s).count();
-    let exit_status = if findings.iter().any(|f| f.severity >= fail_on) {
-        1
-    } else {
-        0
-    };
-    let mut notes = Vec::new();
-    if model.is_none() {
-        notes.push("no --model: the KV cache is not recognised and weights are not compared; steps 3 and 4 are skipped".into());
+    for f in &mut findings {
+        f.run = run;
     }
-    CheckResult {
-        schema: "kvscope.check.v1",
-        model: model.map(|m| m.model.name.clone()),
-        critical: n(Severity::Critical),
-        warnings: n(Severity::Warning),
-        info: n(Severity::Info),
+    RunChecked {
         processes,
         findings,
-        notes,
         unknown_markers,
-        exit_status,
     }
 }

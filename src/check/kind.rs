@@ -60,6 +60,8 @@ pub enum FindingKind {
     /// Growth the run cannot attribute (cache or leak), and which run would.
     GrowthInconclusive,
     BaselineTooHigh,
+    /// The reports do not look like the model given (weights or KV shape).
+    ModelMismatch,
     KvCache,
     KvCapacityShort,
     ConcurrencyHigh,
@@ -81,6 +83,7 @@ impl FindingKind {
             FindingKind::AllocatorHighWater => "allocator_high_water",
             FindingKind::GrowthInconclusive => "growth_inconclusive",
             FindingKind::BaselineTooHigh => "baseline_too_high",
+            FindingKind::ModelMismatch => "model_mismatch",
             FindingKind::KvCache => "kv_cache",
             FindingKind::KvCapacityShort => "kv_capacity_short",
             FindingKind::ConcurrencyHigh => "concurrency_high",

@@ -76,6 +76,9 @@ pub enum Layout {
     Paged,
     TokenPool,
     PerRequest,
+    /// Recognised by its shape alone, without a model: equal tensors made
+    /// after the weights and before serving (tokens unknown).
+    ByShape,
 }
 
 impl Layout {
@@ -84,6 +87,9 @@ impl Layout {
             Layout::Paged => "paged, one tensor per layer (vLLM)",
             Layout::TokenPool => "token pool, K and V buffers per layer (SGLang)",
             Layout::PerRequest => "per request, K and V tensors per layer (Hugging Face)",
+            Layout::ByShape => {
+                "preallocated, recognised by shape (equal tensors made after the weights)"
+            }
         }
     }
 }
@@ -116,11 +122,12 @@ impl KvFound {
         self.groups.iter().map(|g| g.bytes()).sum()
     }
 
-    /// Tokens of the preallocated cache (paged or pool), if one was found.
+    /// Tokens of the preallocated cache (paged or pool), if one was found
+    /// with a model (one recognised by shape alone has no token count).
     pub fn capacity_tokens(&self) -> Option<u64> {
         self.groups
             .iter()
-            .filter(|g| g.layout != Layout::PerRequest)
+            .filter(|g| matches!(g.layout, Layout::Paged | Layout::TokenPool))
             .map(|g| g.tokens)
             .min()
     }
@@ -140,6 +147,70 @@ impl KvFound {
 /// (on the H200 fixture, 8 segments of 2 MiB on a 4-layer model looked like a
 /// token pool of 2 x 4 buffers).
 const CACHING_SEGMENTS: [u64; 2] = [2 << 20, 20 << 20];
+
+/// A preallocated KV cache recognised without a model, by its shape: the
+/// largest group of equal tensors (at least 2, of 1 MiB or more, not
+/// PyTorch's pool segments) made after at least half of the other memory
+/// held before serving (the weights come first: per-layer weight tensors
+/// start with the first layer) and, when serving is marked, before it; and
+/// a fifth or more of the device's live memory. vLLM's paged blocks and
+/// SGLang's token pools both look like this; a cache the engine sized by
+/// design is not a utilisation problem.
+pub fn by_shape(r: &Report, device: u32, phases: &Phases) -> KvFound {
+    let serving = phases.serving_phase(r);
+    let rows: Vec<&LiveAlloc> = r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| a.device == device && a.api.space() == Space::Device)
+        .filter(|a| serving.is_none_or(|s| a.phase < s))
+        .collect();
+    let live: u64 = rows.iter().map(|a| a.size).sum();
+    let mut by_size: BTreeMap<u64, Vec<&LiveAlloc>> = BTreeMap::new();
+    for a in &rows {
+        by_size.entry(a.size).or_default().push(a);
+    }
+    let mut best: Option<(u64, KvGroup, Vec<u64>)> = None;
+    for (size, group) in by_size {
+        let n = group.len() as u64;
+        if n < 2 || size < (1 << 20) || CACHING_SEGMENTS.contains(&size) {
+            continue;
+        }
+        let made = group.iter().map(|a| a.t_ms).fold(f64::INFINITY, f64::min);
+        // The other memory held before serving, in the order it was made.
+        let mut others: Vec<(f64, u64)> = rows
+            .iter()
+            .filter(|a| a.size != size)
+            .map(|a| (a.t_ms, a.size))
+            .collect();
+        others.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let other_total: u64 = others.iter().map(|x| x.1).sum();
+        let before: u64 = others.iter().filter(|x| x.0 < made).map(|x| x.1).sum();
+        let bytes = n * size;
+        if 2 * before < other_total || 5 * bytes < live {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(b, _, _)| bytes > *b) {
+            best = Some((
+                bytes,
+                KvGroup {
+                    layout: Layout::ByShape,
+                    tensors: n,
+                    tensor_bytes: size,
+                    tokens: 0,
+                    made_t_ms: made,
+                },
+                group.iter().map(|a| a.address).collect(),
+            ));
+        }
+    }
+    let mut found = KvFound::default();
+    if let Some((_, g, addresses)) = best {
+        found.addresses.extend(addresses);
+        found.groups.push(g);
+    }
+    found
+}
 
 pub fn detect(r: &Report, device: u32, g: &Geometry, phases: &Phases) -> KvFound {
     let serving = phases.serving_phase(r);
@@ -255,6 +326,38 @@ mod tests {
             .collect();
         assert_eq!(paged, [(32, 27_520 * page)], "{kv:?}");
         assert_eq!(kv.capacity_tokens(), Some(27_520 * 16));
+    }
+
+    /// Without a model, vLLM's cache is still told from the weights by its
+    /// shape: equal per-layer tensors made after them.
+    #[test]
+    fn a_preallocated_cache_is_recognised_by_shape() {
+        let page = 64 * 1024;
+        let r = ReportBuilder::new()
+            .allocs(768 * page, 32) // per-layer weights, loaded first
+            .allocs(1792 * page, 32)
+            .allocs(27_520 * page, 32) // the KV cache
+            .marker("serve")
+            .build();
+        let kv = with_ctx(&r, None, Default::default(), |c| c.kv.clone());
+        let shape: Vec<(u64, u64)> = kv
+            .groups
+            .iter()
+            .map(|g| (g.tensors, g.tensor_bytes))
+            .collect();
+        assert_eq!(shape, [(32, 27_520 * page)], "{kv:?}");
+        assert_eq!(kv.capacity_tokens(), None);
+        // Weights alone (one tensor per layer, from the first layer on) are not a cache.
+        let mut b = ReportBuilder::new();
+        for _ in 0..32 {
+            b = b.alloc(768 * page).alloc(1792 * page);
+        }
+        let r = b.marker("serve").build();
+        assert!(
+            super::by_shape(&r, 0, &crate::check::markers::Phases::of(&r))
+                .groups
+                .is_empty()
+        );
     }
 
     /// On the healthy H200 fixture (a 4-layer model under PyTorch's caching

@@ -16,6 +16,7 @@ pub mod kind;
 pub mod kv_detect;
 pub mod markers;
 pub mod result;
+pub mod runs;
 pub mod steps;
 #[cfg(test)]
 pub mod testkit;

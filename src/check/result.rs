@@ -25,12 +25,36 @@ pub struct DeviceResult {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessResult {
+    /// Which run (index into `runs`) the process belongs to.
+    pub run: usize,
     pub label: String,
     pub pid: u32,
     pub hostname: Option<String>,
     pub cmdline: Vec<String>,
     pub reports: Vec<String>,
     pub devices: Vec<DeviceResult>,
+}
+
+/// One run: a process, or the ranks of one job, checked on its own
+/// (`check::runs` says which reports belong together).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// `run 0`, `run 1`, ... in the order the reports were given.
+    pub label: String,
+    /// `process.run_id` when `kvscope run` set it.
+    pub run_id: Option<String>,
+    /// The processes are the ranks of one job (checked together: balance,
+    /// the tensor-parallel size when not given).
+    pub ranks: bool,
+    /// The processes' labels.
+    pub processes: Vec<String>,
+    pub cmdline: Vec<String>,
+    /// The tensor-parallel size the model was checked at (None without --model).
+    pub tp: Option<u64>,
+    pub critical: usize,
+    pub warnings: usize,
+    pub info: usize,
+    pub exit_status: i32,
 }
 
 /// A marker label the check did not understand (kept as a phase name).
@@ -47,6 +71,8 @@ pub struct UnknownMarker {
 pub struct CheckResult {
     pub schema: &'static str,
     pub model: Option<String>,
+    /// The runs the reports came from; one for a single run.
+    pub runs: Vec<RunResult>,
     pub processes: Vec<ProcessResult>,
     pub findings: Vec<Finding>,
     pub critical: usize,

@@ -37,6 +37,13 @@ fn step(number: u8, name: &'static str, status: Status, detail: impl Into<String
     }
 }
 
+fn no_model(c: &DeviceCtx) -> String {
+    match &c.mismatch {
+        Some(m) => format!("this does not look like {}: not compared", m.model),
+        None => "no --model to compare with".into(),
+    }
+}
+
 fn has(findings: &[Finding], kinds: &[FindingKind]) -> bool {
     findings.iter().any(|f| kinds.contains(&f.kind()))
 }
@@ -60,6 +67,20 @@ fn baseline(c: &DeviceCtx, f: &[Finding]) -> Step {
         );
     };
     let b = &c.breakdown;
+    if let Some(m) = &c.mismatch {
+        return step(
+            1,
+            "baseline",
+            Status::Skipped,
+            format!(
+                "{} live when serving began: weights {}, KV cache {}; not compared: this does not look like {} (model_mismatch)",
+                bytes(base),
+                bytes(b.weights_bytes),
+                bytes(c.kv.preallocated_bytes()),
+                m.model
+            ),
+        );
+    }
     let mut detail = format!(
         "{} live when serving began: weights {}, KV cache {}",
         bytes(base),
@@ -138,12 +159,7 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
         );
     };
     let Some(m) = c.model else {
-        return step(
-            3,
-            "N concurrent requests",
-            Status::Skipped,
-            "no --model to compare with",
-        );
+        return step(3, "N concurrent requests", Status::Skipped, no_model(c));
     };
     let per_token = m.geometry.per_token;
     let expect = n * mean.round() as u64 * per_token;
@@ -211,12 +227,7 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
     };
     let tokens = long.tokens.unwrap_or(0);
     let Some(m) = c.model else {
-        return step(
-            4,
-            "one long request",
-            Status::Skipped,
-            "no --model to compare with",
-        );
+        return step(4, "one long request", Status::Skipped, no_model(c));
     };
     let expect = tokens * m.geometry.per_token;
     if has(f, &[FindingKind::LongContextOom]) {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Report files of one job (several processes: one per tensor-parallel rank).
+    /// Report files: of one process, of the ranks of one job, or of separate runs (each checked on its own).
     #[arg(required = true)]
     pub reports: Vec<PathBuf>,
     #[command(flatten)]
@@ -103,18 +103,22 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
     for p in &a.reports {
         reports.push((p.display().to_string(), load(p)?));
     }
-    let pids: std::collections::BTreeSet<_> = reports
-        .iter()
-        .map(|(_, r)| (r.process.hostname.clone(), r.process.pid))
-        .collect();
     let mut notes = Vec::new();
-    let ctx = model_ctx(&a.model, pids.len(), a.context, a.concurrency, &mut notes)?;
+    // The ranks of each job set --tp when it is not given (check::runs).
+    let ctx = model_ctx(&a.model, 1, a.context, a.concurrency, &mut notes)?;
     let mut result = check(reports, ctx.as_ref(), thresholds, a.fail_on);
     result.notes.extend(notes);
     if a.json {
         println!("{}", json::render(&result)?);
     } else {
-        print!("{}", text::render(&result));
+        print!("{}", text::render_with(&result, colour()));
     }
     Ok(result.exit_status)
+}
+
+/// Severity labels in colour only on a terminal, and never under NO_COLOR
+/// (no-color.org: set and not empty).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

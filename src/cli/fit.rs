@@ -9,6 +9,9 @@ use clap::Args;
 use std::fmt::Write;
 
 #[derive(Args, Debug)]
+#[command(
+    after_help = "Exit status: 0 when the workload fits, 1 when it does not (the verdict says by how much), 2 on bad input."
+)]
 pub struct FitArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -215,5 +218,6 @@ pub fn run(a: &FitArgs) -> Result<i32> {
     } else {
         print!("{}", render(&f));
     }
-    Ok(0)
+    // Scripts can gate a deployment on it: 1 when it does not fit.
+    Ok(if f.will_fit { 0 } else { 1 })
 }

@@ -6,7 +6,7 @@ use super::error::{CliError, Result};
 use crate::check::context::ModelCtx;
 use crate::kv::fit::FitInput;
 use crate::kv::{source, Dtype, Model, Parallel};
-use crate::units::parse_size;
+use crate::units::{parse_gpu_mem, parse_size};
 use clap::Args;
 
 /// The model and deployment flags shared by `fit` and `check`.
@@ -15,18 +15,18 @@ pub struct ModelArgs {
     /// A preset name (see --list), a config.json, or a directory holding one.
     #[arg(long)]
     pub model: Option<String>,
-    /// GPU memory per GPU: 80GiB, 80GB, 81920MiB or bytes.
-    #[arg(long, value_parser = parse_size, default_value = "80GiB", allow_hyphen_values = true)]
+    /// GPU memory per GPU, with a unit: 80GiB, 80GB (SI: 74.5 GiB), or MiB as nvidia-smi prints it (an H100 80GB is 81559MiB).
+    #[arg(long, value_parser = parse_gpu_mem, default_value = "80GiB", allow_hyphen_values = true)]
     pub gpu_mem: u64,
     /// GPUs in the deployment (default tp x pp; more are data-parallel replicas).
     #[arg(long, allow_negative_numbers = true)]
     pub gpus: Option<u64>,
-    /// Tensor-parallel size.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    pub tp: u64,
-    /// Pipeline-parallel size.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-    pub pp: u64,
+    /// Tensor-parallel size (default 1; `check` takes the ranks of one job when not given).
+    #[arg(long, allow_negative_numbers = true)]
+    pub tp: Option<u64>,
+    /// Pipeline-parallel size (default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub pp: Option<u64>,
     /// KV cache dtype: auto (the model's; float32 as bfloat16), bf16, fp16, fp8, int8.
     #[arg(long, default_value = "auto")]
     pub kv_dtype: String,
@@ -77,14 +77,14 @@ impl ModelArgs {
             ),
         };
         let par = Parallel {
-            tp: self.tp,
-            pp: self.pp,
+            tp: self.tp.unwrap_or(1),
+            pp: self.pp.unwrap_or(1),
         };
         Ok(FitInput {
             context,
             concurrency,
             gpu_mem: self.gpu_mem,
-            gpus: self.gpus.unwrap_or(self.tp.max(1) * self.pp.max(1)),
+            gpus: self.gpus.unwrap_or(par.tp.max(1) * par.pp.max(1)),
             par,
             kv_dtype,
             block: self.block_size,
@@ -98,24 +98,28 @@ impl ModelArgs {
     }
 }
 
-/// The model context, when --model is given; one report per rank sets --tp.
+/// Whether the deployment's shape was given (`--tp`, `--pp` or `--gpus`,
+/// `--tp 1` included): then the check never guesses it from the reports.
+pub fn parallel_given(m: &ModelArgs) -> bool {
+    m.tp.is_some() || m.pp.is_some() || m.gpus.is_some()
+}
+
+/// The model context, when --model is given. The check itself takes the
+/// ranks of each job as its tensor-parallel size when `--tp`, `--pp` and
+/// `--gpus` are all absent (`check::job`); `_processes` is no longer used
+/// for that guess (separate runs are not ranks).
 pub fn model_ctx(
     m: &ModelArgs,
-    processes: usize,
+    _processes: usize,
     context: Option<u64>,
     concurrency: Option<u64>,
-    notes: &mut Vec<String>,
+    _notes: &mut Vec<String>,
 ) -> Result<Option<ModelCtx>> {
     if m.model.is_none() {
         return Ok(None);
     }
     let model = m.load()?;
-    let mut args = m.clone();
-    if processes > 1 && m.tp == 1 && m.pp == 1 && m.gpus.is_none() {
-        args.tp = processes as u64;
-        notes.push(format!("{processes} processes checked as the tensor-parallel ranks of one job (--tp {processes}); give --tp / --pp otherwise"));
-    }
-    let mut input = args.input(context.unwrap_or(0), concurrency.unwrap_or(1))?;
+    let mut input = m.input(context.unwrap_or(0), concurrency.unwrap_or(1))?;
     // The check's own context may be 0 (not given); validate the rest with 1.
     crate::kv::fit::fit(
         &model,
@@ -127,5 +131,7 @@ pub fn model_ctx(
     )
     .map_err(CliError::input)?;
     input.context = context.unwrap_or(0);
-    Ok(Some(ModelCtx::new(model, input)))
+    let mut ctx = ModelCtx::new(model, input);
+    ctx.par_given = parallel_given(m);
+    Ok(Some(ctx))
 }

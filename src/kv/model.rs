@@ -70,6 +70,18 @@ fn heads_and_kv(c: &Obj, hidden: u64) -> Result<(u64, u64, u64), String> {
     if kv == 0 {
         return Err(c.bad("num_key_value_heads", "must be positive"));
     }
+    // Grouped-query attention shares each KV head among a whole number of
+    // query heads: more KV heads than heads, or a remainder, is no model.
+    if kv > heads || !heads.is_multiple_of(kv) {
+        return Err(c.bad(
+            "num_key_value_heads",
+            &if kv > heads {
+                format!("{kv} is more than num_attention_heads {heads} (each KV head serves one or more attention heads)")
+            } else {
+                format!("{kv} does not divide num_attention_heads {heads} (each KV head serves a whole number of attention heads)")
+            },
+        ));
+    }
     let head_dim = match c.opt_u64(&["head_dim"])? {
         Some(d) if d > 0 => d,
         _ => {
@@ -202,11 +214,19 @@ pub fn from_config(
         layers,
         state_elems_per_layer,
         dtype,
-        max_position_embeddings: c.opt_u64(&[
+        max_position_embeddings: match c.opt_u64(&[
             "max_position_embeddings",
             "n_positions",
             "max_seq_len",
-        ])?,
+        ])? {
+            Some(0) => {
+                return Err(c.bad(
+                    "max_position_embeddings",
+                    "is 0: a model serves at least one token",
+                ))
+            }
+            n => n,
+        },
         params,
         checkpoint_bytes,
         notes,

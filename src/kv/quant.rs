@@ -10,6 +10,27 @@ pub struct Quant {
     pub bytes_per_param: f64,
 }
 
+/// A stated bit width no quantizer uses (0, 3.5, 64) is a broken config:
+/// refused with the field named rather than counted as almost nothing.
+fn bit_width(
+    c: &Obj,
+    key: &str,
+    bits: f64,
+    ok: std::ops::RangeInclusive<f64>,
+) -> Result<(), String> {
+    if bits.fract() != 0.0 || !ok.contains(&bits) {
+        return Err(c.bad(
+            &format!("quantization_config.{key}"),
+            &format!(
+                "is {bits}: not a bit width this method stores ({} to {})",
+                ok.start(),
+                ok.end()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes per linear parameter stated by quantization_config.
 pub fn quant(c: &Obj, notes: &mut Vec<String>) -> Result<Option<Quant>, String> {
     let Some(q) = c.object("quantization_config") else {
@@ -40,6 +61,7 @@ pub fn quant(c: &Obj, notes: &mut Vec<String>) -> Result<Option<Quant>, String> 
         }
         "awq" | "gptq" | "awq_marlin" | "gptq_marlin" | "marlin" => {
             let bits = num("bits").or_else(|| num("w_bit")).unwrap_or(4.0);
+            bit_width(c, "bits", bits, 2.0..=8.0)?;
             let group = num("group_size")
                 .or_else(|| num("q_group_size"))
                 .unwrap_or(128.0);
@@ -70,6 +92,7 @@ pub fn quant(c: &Obj, notes: &mut Vec<String>) -> Result<Option<Quant>, String> 
                 .and_then(|w| w.get("num_bits"))
                 .and_then(|v| v.as_f64())
                 .unwrap_or(8.0);
+            bit_width(c, "config_groups.*.weights.num_bits", bits, 1.0..=16.0)?;
             let size = group
                 .and_then(|w| w.get("group_size"))
                 .and_then(|v| v.as_f64())

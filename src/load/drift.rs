@@ -475,3 +475,20 @@ fn every_report_field_is_documented_and_validated() {
         assert!(all.contains_key(*p), "UNCHECKED names no field: {p}");
     }
 }
+
+/// A section cut out of a report that shows activity is refused in one
+/// line, never read as "nothing happened" (issue 12).
+#[test]
+fn sections_cut_out_are_refused() {
+    let json = serde_json::to_value(full()).unwrap();
+    for (key, needle) in [
+        ("devices", "missing field `devices`"),
+        ("live", "missing field `live`"),
+        ("process", "missing field `process.pid`"),
+    ] {
+        let mut d = json.clone();
+        d.as_object_mut().unwrap().remove(key);
+        let e = super::parse(&serde_json::to_vec(&d).unwrap()).unwrap_err();
+        assert!(e.contains(needle) && !e.contains('\n'), "{key}: {e}");
+    }
+}

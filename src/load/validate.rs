@@ -92,6 +92,53 @@ impl V {
     }
 }
 
+/// The sections the shim always writes, where the rest of the report shows
+/// they had something to say: every section has serde defaults (older
+/// reports lack newer fields), so a section cut out of a file would
+/// otherwise read as "nothing happened" and pass a check (issue 12: a report
+/// with `devices` removed gave "0 critical" on a planted leak).
+fn sections(r: &Report) -> Result<(), String> {
+    use crate::report::{Api, Space};
+    let on_device = |space: Space| matches!(space, Space::Device | Space::Managed);
+    let live_rows = r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| on_device(a.api.space()))
+        .count();
+    let calls: u64 = r
+        .calls
+        .iter()
+        .filter(|(name, _)| {
+            Api::from_name(name).is_some_and(|a| a.allocates() && on_device(a.space()))
+        })
+        .map(|(_, n)| *n)
+        .sum();
+    let sampled = r.timeline.iter().any(|s| !s.devices.is_empty());
+    if r.devices.is_empty() && (live_rows > 0 || calls > 0 || sampled || !r.failures.is_empty()) {
+        let what = if live_rows > 0 {
+            format!("{live_rows} live device allocations")
+        } else if calls > 0 {
+            format!("{calls} device allocation calls")
+        } else if sampled {
+            "device samples in `timeline`".to_string()
+        } else {
+            "failed device calls".to_string()
+        };
+        return Err(format!(
+            "missing field `devices` (the report records {what}): the file was cut, not written so by the shim"
+        ));
+    }
+    let held: u64 = r.devices.iter().map(|d| d.memory.live_count).sum();
+    let l = &r.live;
+    if held > 0 && l.count == 0 && l.columns.is_empty() && l.allocations.is_empty() {
+        return Err(format!(
+            "missing field `live` (`devices` holds {held} live allocations): the file was cut, not written so by the shim"
+        ));
+    }
+    Ok(())
+}
+
 /// Ok, or the first implausible figure.
 pub fn validate(r: &Report) -> Result<(), String> {
     // The shim always writes these; without them a file is not a report.
@@ -101,6 +148,7 @@ pub fn validate(r: &Report) -> Result<(), String> {
     if r.process.pid == 0 {
         return Err("missing field `process.pid`".into());
     }
+    sections(r)?;
     let mut v = V(Vec::new());
     v.ms(|| "t_ms".into(), r.t_ms);
     v.thread(|| "process.pid".into(), r.process.pid);

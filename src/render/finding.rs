@@ -20,6 +20,8 @@ pub struct FindingView<'a> {
     pub severity: Severity,
     pub process: &'a Option<String>,
     pub device: Option<u32>,
+    /// The run it is about (index into the check's `runs`).
+    pub run: usize,
     /// One line.
     pub summary: String,
     /// The numbers, times and allocation groups behind it.
@@ -36,6 +38,7 @@ pub fn view(f: &Finding) -> FindingView<'_> {
         severity: f.severity,
         process: &f.process,
         device: f.device,
+        run: f.run,
         summary: w.summary,
         evidence: w.evidence,
         numbers: w.numbers,
@@ -221,6 +224,7 @@ fn words(facts: &Facts) -> Words {
             count(*params)
         ))
         .next("look for a second copy: a model built on the GPU before loading a checkpoint, a reference model, weights kept after conversion; compare the `load` phase's allocations"),
+        Facts::ModelMismatch(m) => super::words::model_mismatch(m),
         Facts::KvCache {
             capacity_tokens,
             bytes,
@@ -283,10 +287,26 @@ fn words(facts: &Facts) -> Words {
             kv_in_use,
             context_untracked,
             pool_held,
-        } => Words::new(format!(
-            "memory use reached {:.0}% of the device ({used} of {total})",
-            fraction * 100.0
-        ))
+        } => Words::new(if kv_preallocated.0 > 0 {
+            format!(
+                "memory beyond the planned KV cache reached {:.0}% of the device ({used} of {total}): the preallocated cache's {kv_preallocated} is sized by design and counts only as far as requests fill it ({kv_in_use})",
+                fraction * 100.0
+            )
+        } else {
+            format!(
+                "memory use reached {:.0}% of the device ({used} of {total})",
+                fraction * 100.0
+            )
+        })
+        .number(
+            "budget",
+            if kv_preallocated.0 > 0 {
+                "device, the preallocated KV cache counted as far as filled"
+            } else {
+                "device"
+            },
+        )
+        .number("kv_preallocated_bytes", kv_preallocated.0)
         .number("used_bytes", used.0)
         .number("total_bytes", total.0)
         .number("fraction", (fraction * 1000.0).round() / 1000.0)
@@ -373,6 +393,10 @@ fn describe(g: &KvGroupShape) -> String {
             count(g.tensor_bytes.0 / g.token_row.0.max(1)),
             g.token_row,
             count(g.tokens)
+        ),
+        Layout::ByShape => format!(
+            "{} equal tensors of {}, made after the weights",
+            g.tensors, g.tensor_bytes
         ),
         Layout::PerRequest => format!(
             "{} tensors of {} ({} token rows each): {} requests' caches",

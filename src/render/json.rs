@@ -3,7 +3,7 @@
 //! summary, evidence and advice, and their numbers.
 
 use super::finding::{view, FindingView};
-use crate::check::result::{CheckResult, ProcessResult};
+use crate::check::result::{CheckResult, ProcessResult, RunResult};
 use serde::Serialize;
 
 /// The fields in the order `kvscope.check.v1` has always had them.
@@ -18,6 +18,9 @@ struct CheckJson<'a> {
     info: usize,
     notes: Vec<String>,
     exit_status: i32,
+    /// The runs the reports came from (one for a single run), each checked
+    /// on its own; processes and findings name theirs by index (`run`).
+    runs: &'a [RunResult],
 }
 
 pub fn render(r: &CheckResult) -> Result<String, String> {
@@ -36,6 +39,7 @@ pub fn render(r: &CheckResult) -> Result<String, String> {
             .chain(r.unknown_markers.iter().map(super::text::unknown_marker))
             .collect(),
         exit_status: r.exit_status,
+        runs: &r.runs,
     };
     serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
 }

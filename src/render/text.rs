@@ -1,8 +1,9 @@
 //! The human form of a check result.
 
 use super::finding::view;
+use crate::check::finding::Finding;
 use crate::check::kind::Severity;
-use crate::check::result::{CheckResult, UnknownMarker};
+use crate::check::result::{CheckResult, ProcessResult, RunResult, UnknownMarker};
 use crate::check::steps::Status;
 use crate::units::{bytes, duration_ms};
 use std::fmt::Write;
@@ -18,70 +19,76 @@ pub fn unknown_marker(u: &UnknownMarker) -> String {
     )
 }
 
-pub fn render(r: &CheckResult) -> String {
-    let mut o = String::new();
-    for p in &r.processes {
-        let cmd = p.cmdline.join(" ");
+fn process(o: &mut String, p: &ProcessResult) {
+    let cmd = p.cmdline.join(" ");
+    let _ = writeln!(
+        o,
+        "{} on {}: {}",
+        p.label,
+        p.hostname.as_deref().unwrap_or("?"),
+        if cmd.is_empty() { "?" } else { &cmd }
+    );
+    for d in &p.devices {
+        let b = &d.breakdown;
+        let total = b
+            .total_bytes
+            .map(|t| format!(" ({} total)", bytes(t)))
+            .unwrap_or_default();
         let _ = writeln!(
             o,
-            "{} on {}: {}",
-            p.label,
-            p.hostname.as_deref().unwrap_or("?"),
-            if cmd.is_empty() { "?" } else { &cmd }
+            "  device {}{total}: {} tracked live",
+            d.device,
+            bytes(b.tracked_bytes)
         );
-        for d in &p.devices {
-            let b = &d.breakdown;
-            let total = b
-                .total_bytes
-                .map(|t| format!(" ({} total)", bytes(t)))
-                .unwrap_or_default();
+        for part in &b.parts {
             let _ = writeln!(
                 o,
-                "  device {}{total}: {} tracked live",
-                d.device,
-                bytes(b.tracked_bytes)
+                "    {:<26} {:>10}   {}",
+                part.category,
+                bytes(part.bytes),
+                part.rule
             );
-            for part in &b.parts {
-                let _ = writeln!(
-                    o,
-                    "    {:<26} {:>10}   {}",
-                    part.category,
-                    bytes(part.bytes),
-                    part.rule
-                );
-            }
-            if let (Some(act), Some(t)) = (b.peak_activations_bytes, b.peak_t_ms) {
-                let _ = writeln!(o, "    at the peak ({} at {}): activations & temporaries {} (peak - weights - preallocated KV)", bytes(b.peak_bytes), duration_ms(t), bytes(act));
-            }
-            for k in &d.kv_cache {
-                let _ = writeln!(
-                    o,
-                    "    KV cache: {} tensors x {} = {} ({} tokens), {}",
-                    k.tensors,
-                    bytes(k.tensor_bytes),
-                    bytes(k.bytes),
-                    k.tokens,
-                    k.layout
-                );
-            }
-            for s in &d.steps {
-                let status = match s.status {
-                    Status::Ok => "ok",
-                    Status::Problem => "PROBLEM",
-                    Status::Skipped => "skipped",
-                };
-                let _ = writeln!(
-                    o,
-                    "    step {} {:<34} {:<8} {}",
-                    s.number, s.name, status, s.detail
-                );
-            }
+        }
+        if let (Some(act), Some(t)) = (b.peak_activations_bytes, b.peak_t_ms) {
+            let _ = writeln!(o, "    at the peak ({} at {}): activations & temporaries {} (peak - weights - preallocated KV)", bytes(b.peak_bytes), duration_ms(t), bytes(act));
+        }
+        for k in &d.kv_cache {
+            let _ = writeln!(
+                o,
+                "    KV cache: {} tensors x {} = {} ({}), {}",
+                k.tensors,
+                bytes(k.tensor_bytes),
+                bytes(k.bytes),
+                if k.tokens == 0 {
+                    "tokens known only with --model".to_string()
+                } else {
+                    format!("{} tokens", k.tokens)
+                },
+                k.layout
+            );
+        }
+        for s in &d.steps {
+            let status = match s.status {
+                Status::Ok => "ok",
+                Status::Problem => "PROBLEM",
+                Status::Skipped => "skipped",
+            };
+            let _ = writeln!(
+                o,
+                "    step {} {:<34} {:<8} {}",
+                s.number, s.name, status, s.detail
+            );
         }
     }
-    if !r.findings.is_empty() {
-        let _ = writeln!(o, "findings:");
-    }
-    for f in r.findings.iter().map(view) {
+}
+
+fn findings<'a>(o: &mut String, found: impl Iterator<Item = &'a Finding>, colour: bool) {
+    let mut first = true;
+    for f in found.map(view) {
+        if first {
+            let _ = writeln!(o, "findings:");
+            first = false;
+        }
         let where_ = match (f.process, f.device) {
             (Some(p), Some(d)) => format!(" ({p}, device {d})"),
             (Some(p), None) => format!(" ({p})"),
@@ -90,7 +97,7 @@ pub fn render(r: &CheckResult) -> String {
         let _ = writeln!(
             o,
             "  {} {}{where_}: {}",
-            f.severity.label(),
+            severity(f.severity, colour),
             f.name,
             f.summary
         );
@@ -101,6 +108,69 @@ pub fn render(r: &CheckResult) -> String {
             let _ = writeln!(o, "      next: {}", f.next);
         }
     }
+}
+
+/// A severity's label, coloured for a terminal: red, yellow, dim.
+fn severity(s: Severity, colour: bool) -> String {
+    if !colour {
+        return s.label().to_string();
+    }
+    let code = match s {
+        Severity::Critical => "1;31",
+        Severity::Warning => "1;33",
+        Severity::Info => "2",
+    };
+    format!("\x1b[{code}m{}\x1b[0m", s.label())
+}
+
+fn counts(critical: usize, warnings: usize, info: usize) -> String {
+    format!(
+        "{critical} critical, {warnings} warning{}, {info} info",
+        if warnings == 1 { "" } else { "s" }
+    )
+}
+
+/// One line per run: what ran, and what the check found in it.
+fn run_line(o: &mut String, run: &RunResult) {
+    let cmd = run.cmdline.join(" ");
+    let _ = writeln!(
+        o,
+        "  {}: {}{} ({}): {} -> exit status {}",
+        run.label,
+        run.processes.join(", "),
+        if run.ranks { ", ranks of one job" } else { "" },
+        if cmd.is_empty() { "?" } else { &cmd },
+        counts(run.critical, run.warnings, run.info),
+        run.exit_status
+    );
+}
+
+pub fn render(r: &CheckResult) -> String {
+    render_with(r, false)
+}
+
+/// `colour`: severity labels in colour (a terminal that wants it).
+pub fn render_with(r: &CheckResult, colour: bool) -> String {
+    let mut o = String::new();
+    if r.runs.len() > 1 {
+        let _ = writeln!(o, "{} runs, checked separately:", r.runs.len());
+        for run in &r.runs {
+            run_line(&mut o, run);
+        }
+        for (i, run) in r.runs.iter().enumerate() {
+            let _ = writeln!(o, "\n== {} ==", run.label);
+            for p in r.processes.iter().filter(|p| p.run == i) {
+                process(&mut o, p);
+            }
+            findings(&mut o, r.findings.iter().filter(|f| f.run == i), colour);
+        }
+        let _ = writeln!(o);
+    } else {
+        for p in &r.processes {
+            process(&mut o, p);
+        }
+        findings(&mut o, r.findings.iter(), colour);
+    }
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
     }
@@ -109,11 +179,13 @@ pub fn render(r: &CheckResult) -> String {
     }
     let _ = writeln!(
         o,
-        "summary: {} critical, {} warning{}, {} info{} -> exit status {}",
-        r.critical,
-        r.warnings,
-        if r.warnings == 1 { "" } else { "s" },
-        r.info,
+        "summary: {}{}{} -> exit status {}",
+        counts(r.critical, r.warnings, r.info),
+        if r.runs.len() > 1 {
+            format!(" in {} runs", r.runs.len())
+        } else {
+            String::new()
+        },
         r.model
             .as_ref()
             .map(|m| format!(" (checked against {m})"))
@@ -121,4 +193,35 @@ pub fn render(r: &CheckResult) -> String {
         r.exit_status
     );
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::check::context::Thresholds;
+    use crate::check::job::check;
+    use crate::check::kind::Severity;
+    use crate::check::testkit::*;
+
+    /// Severity labels are coloured only when asked (a terminal without NO_COLOR).
+    #[test]
+    fn severity_labels_are_coloured_only_when_asked() {
+        let r = ReportBuilder::new()
+            .total(10 * GIB)
+            .alloc(GIB)
+            .peak(19 * GIB / 2)
+            .build();
+        let result = check(
+            vec![("a".into(), r)],
+            None,
+            Thresholds::default(),
+            Severity::Critical,
+        );
+        let plain = super::render(&result);
+        assert!(plain.contains("  CRITICAL utilization") && !plain.contains('\x1b'));
+        let coloured = super::render_with(&result, true);
+        assert!(
+            coloured.contains("\x1b[1;31mCRITICAL\x1b[0m utilization"),
+            "{coloured}"
+        );
+    }
 }

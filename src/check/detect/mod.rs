@@ -27,6 +27,7 @@ pub fn run(c: &DeviceCtx) -> Vec<Finding> {
     });
     out.extend(oom);
     out.extend(growth::growth(c));
+    out.extend(baseline::model_mismatch(c));
     out.extend(baseline::weights_too_high(c));
     out.extend(capacity::kv_capacity(c));
     if !out.iter().any(|f| f.kind().explains_oom()) {

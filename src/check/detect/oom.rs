@@ -248,9 +248,10 @@ mod tests {
         };
         assert_eq!(*tracked_live, Bytes(3 * GIB + MIB));
         assert_eq!((largest[0].count, largest[0].size), (3, Bytes(GIB)));
-        // With a model but requests that fit, still a plain out-of-memory.
+        // With a model (its weights loaded) but requests that fit, still a
+        // plain out-of-memory.
         let r = ReportBuilder::new()
-            .alloc(GIB)
+            .alloc(15 * GIB)
             .marker("serve")
             .start("a", 100)
             .oom(GIB)

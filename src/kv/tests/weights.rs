@@ -162,3 +162,48 @@ fn bad_configs_name_the_field() {
         );
     }
 }
+
+/// Geometry no model has is refused with the field named (issue 12): more KV
+/// heads than attention heads, KV heads that do not divide them, a bit width
+/// no quantizer stores, a context of no tokens.
+#[test]
+fn impossible_geometry_is_refused_with_the_field_named() {
+    let refused = |extra: serde_json::Value, field: &str| {
+        let e = from_config("synthetic", &base(extra.clone()), None)
+            .err()
+            .unwrap_or_else(|| panic!("{extra} was accepted"));
+        assert!(e.contains(field), "{extra}: {e}");
+    };
+    refused(
+        json!({"num_attention_heads": 32, "hidden_size": 4096, "num_key_value_heads": 64}),
+        "num_key_value_heads",
+    );
+    refused(
+        json!({"num_attention_heads": 32, "hidden_size": 4096, "num_key_value_heads": 5}),
+        "num_key_value_heads",
+    );
+    refused(
+        json!({"quantization_config": {"quant_method": "awq", "bits": 0, "group_size": 128}}),
+        "quantization_config.bits",
+    );
+    refused(
+        json!({"quantization_config": {"quant_method": "gptq", "bits": 64}}),
+        "quantization_config.bits",
+    );
+    refused(
+        json!({"max_position_embeddings": 0}),
+        "max_position_embeddings",
+    );
+    // What real models have stays accepted: GQA, MQA, MHA, 4-bit AWQ.
+    for ok in [
+        json!({"num_key_value_heads": 1}),
+        json!({"num_key_value_heads": 4}),
+        json!({"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128}}),
+        json!({"max_position_embeddings": 4096}),
+    ] {
+        assert!(
+            from_config("synthetic", &base(ok.clone()), None).is_ok(),
+            "{ok}"
+        );
+    }
+}
