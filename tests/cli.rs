@@ -817,6 +817,7 @@ fn report_groups_alike_allocations() {
     );
     let unique: std::collections::BTreeSet<&&str> = rows.iter().collect();
     assert_eq!(unique.len(), rows.len(), "{text}");
+}
 
 /// Issue 12: `--gpu-mem` needs a unit (a bare 80 would be 80 bytes), and
 /// takes what nvidia-smi prints.
