@@ -448,8 +448,10 @@ fn idle_gets_a_marker_of_its_own() {
         .expect("an idle marker");
     assert_eq!(idle["source"], "auto");
     let gap = idle["t_ms"].as_f64().unwrap() - drain["t_ms"].as_f64().unwrap();
+    // Never before KVSCOPE_IDLE_MS of stillness; soon after it (the bound is
+    // loose: the other tests of this binary load both cores meanwhile).
     assert!(
-        (200.0..600.0).contains(&gap),
+        (200.0..2000.0).contains(&gap),
         "idle marked {gap} ms after the last activity"
     );
     // Periodic samples were taken, with device figures.
