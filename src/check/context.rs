@@ -92,6 +92,9 @@ pub struct Level {
     pub live: u64,
     pub max_live: u64,
     pub marker: Option<String>,
+    /// Index in `markers` of this point's marker (timeline marker points and
+    /// markers are made in the same order).
+    pub marker_index: Option<usize>,
     /// The framework allocator's counters at this point, when the program
     /// reported them (PyTorch's memory_allocated / memory_reserved).
     pub framework: Option<FrameworkSample>,
@@ -151,10 +154,20 @@ impl<'a> DeviceCtx<'a> {
             }
         }
         let breakdown = breakdown::breakdown(report, device, &kv, phases);
+        let mut next_marker = 0;
         let levels: Vec<Level> = report
             .timeline
             .iter()
             .filter_map(|s| {
+                // Each marker point belongs to the next marker of its label.
+                let marker_index = s.marker.as_ref().and_then(|label| {
+                    let i = next_marker
+                        + report.markers[next_marker.min(report.markers.len())..]
+                            .iter()
+                            .position(|m| &m.label == label)?;
+                    next_marker = i + 1;
+                    Some(i)
+                });
                 s.devices
                     .iter()
                     .find(|d| d.device == device)
@@ -163,6 +176,7 @@ impl<'a> DeviceCtx<'a> {
                         live: d.live_bytes,
                         max_live: d.max_live_bytes.max(d.live_bytes),
                         marker: s.marker.clone(),
+                        marker_index,
                         framework: d.framework.clone(),
                     })
             })

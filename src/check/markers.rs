@@ -25,6 +25,9 @@ pub struct Request {
     pub done_ms: Option<f64>,
     /// Index of its start marker.
     pub start_marker: usize,
+    /// Index of its done marker: order decides what was in flight when two
+    /// markers carry the same time (the clock's resolution is a microsecond).
+    pub done_marker: Option<usize>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -143,6 +146,7 @@ impl Phases {
                         start_ms: m.t_ms,
                         done_ms: None,
                         start_marker: i,
+                        done_marker: None,
                     })
                 }
                 Says::End { id } => {
@@ -162,6 +166,7 @@ impl Phases {
                     };
                     if let Some(q) = q {
                         q.done_ms = Some(m.t_ms);
+                        q.done_marker = Some(i);
                     }
                 }
                 Says::Unknown => match p.unknown.iter_mut().find(|(l, _)| *l == m.label) {
@@ -196,6 +201,15 @@ impl Phases {
     }
 
     /// Requests in flight at `t`.
+    /// Requests in flight at the marker of index `i` (by the order of the
+    /// markers, not their times).
+    pub fn in_flight_at_marker(&self, i: usize) -> Vec<&Request> {
+        self.requests
+            .iter()
+            .filter(|q| q.start_marker < i && q.done_marker.is_none_or(|d| d > i))
+            .collect()
+    }
+
     pub fn in_flight(&self, t: f64) -> Vec<&Request> {
         self.requests
             .iter()

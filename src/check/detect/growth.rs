@@ -253,6 +253,41 @@ mod tests {
         );
     }
 
+    /// A request's `done` and the next one's `start` at the same time (the
+    /// clock's resolution): the verdict and the amount do not change.
+    #[test]
+    fn markers_at_the_same_time_are_read_in_their_order() {
+        // As serve_sim wrote it: the last request starts in the microsecond
+        // the one before it ends (a third of runs read as unbounded growth).
+        let mut b = ReportBuilder::new().alloc(16 * GIB).marker("serve");
+        for id in ["0", "1", "2", "3"] {
+            b = b.start(id, 640).allocs(64 * MIB, 1).done(id);
+        }
+        let mut r = b.build();
+        let at = |r: &Report, label: &str| r.markers.iter().position(|m| m.label == label).unwrap();
+        let t = r.markers[at(&r, "request 2 done")].t_ms;
+        let start = "request 3 start tokens=640";
+        let i = at(&r, start);
+        r.markers[i].t_ms = t;
+        for s in r
+            .timeline
+            .iter_mut()
+            .filter(|s| s.marker.as_deref() == Some(start))
+        {
+            s.t_ms = t;
+        }
+        let found = detect(&r, None);
+        let Facts::LeakPerRequest {
+            growth,
+            per_request,
+        } = &found[0].facts
+        else {
+            panic!("{found:?}")
+        };
+        assert_eq!(*per_request, Bytes(64 * MIB));
+        assert_eq!((growth.bytes, growth.requests), (Bytes(256 * MIB), 4));
+    }
+
     #[test]
     fn many_allocations_kept_are_unbounded_growth() {
         let found = detect(&served(2 * MIB, 8), None);

@@ -48,10 +48,15 @@ fn quiet_points<'a>(c: &'a DeviceCtx) -> Option<(Vec<&'a Level>, bool)> {
             .and_then(|t| c.levels.iter().find(|l| l.t_ms >= t)),
     }?;
     let mut points = vec![base];
-    points.extend(c.levels.iter().filter(|l| {
-        l.t_ms > base.t_ms
-            && l.marker.as_deref().is_some_and(is_quiet)
-            && c.phases.in_flight(l.t_ms).is_empty()
+    let after = c.levels.iter().position(|l| std::ptr::eq(l, base))? + 1;
+    points.extend(c.levels[after..].iter().filter(|l| {
+        // In flight by the markers' order where the point has one: two
+        // markers can carry the same time.
+        let quiet = match l.marker_index {
+            Some(i) => c.phases.in_flight_at_marker(i).is_empty(),
+            None => c.phases.in_flight(l.t_ms).is_empty(),
+        };
+        l.marker.as_deref().is_some_and(is_quiet) && quiet
     }));
     Some((points, false))
 }
