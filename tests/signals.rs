@@ -385,3 +385,31 @@ fn runs_as_pid_1_keep_their_own_reports() {
         assert_eq!(u(&load(p)["process"]["pid"]), 1, "{}", p.display());
     }
 }
+
+/// `kill` (or `docker stop`) aimed at `kvscope run`: the command gets the
+/// SIGTERM and dies by it with its final report, and `kvscope run` sums its
+/// reports up, cleans its site folder and exits as a shell would (143).
+#[test]
+fn kvscope_run_forwards_a_stop_to_its_command() {
+    let dir = scratch("run-stop");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new(kvscope_bin());
+    cmd.args(["run", "--out"])
+        .arg(&dir)
+        .arg("--")
+        .arg(native("signals"))
+        .arg("wait")
+        .env("KVSCOPE_SAMPLE_MS", "50")
+        .env("TMPDIR", &tmp)
+        .env_remove("LD_PRELOAD");
+    let s = stop(cmd, libc::SIGTERM);
+    assert_eq!(s.status.code(), Some(143), "{}", s.stderr);
+    assert!(s.stderr.contains("-signal.json"), "{}", s.stderr);
+    assert!(signal_report(&dir).is_some());
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "the site folder is left"
+    );
+}

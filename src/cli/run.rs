@@ -9,11 +9,38 @@ use crate::load::load;
 use crate::render::summary;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::SystemTime;
+
+/// The command's pid while it runs, for the forwarding handler.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+/// SIGTERM and SIGHUP sent to `kvscope run` (`kill`, `docker stop`) go on to
+/// the command, which stops as it would alone; then its reports are summed up.
+extern "C" fn forward(sig: libc::c_int) {
+    let pid = CHILD.load(Ordering::Acquire);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, sig) };
+    }
+}
+
+/// While the command runs: SIGTERM and SIGHUP forwarded to it; SIGINT
+/// ignored here, because a terminal's Ctrl-C reaches the command itself
+/// (it is in the same process group) and the summary should follow.
+fn forward_stop_signals() {
+    // SAFETY: plain handler installation before any thread of ours starts.
+    unsafe {
+        libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, forward as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+}
 
 pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     let lib = locate::shim_library()?;
-    let out = match out {
+    // --out, else KVSCOPE_OUT as the shim would read it, else ./kvscope-reports.
+    let out = match out.or_else(|| std::env::var_os("KVSCOPE_OUT").map(PathBuf::from)) {
         Some(o) => o,
         None => std::env::current_dir()
             .map_err(|e| CliError::input(e.to_string()))?
@@ -49,9 +76,15 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     if let Some(h) = &hook {
         cmd.env("PYTHONPATH", h.pythonpath());
     }
-    let status = cmd
-        .status()
+    let mut child = cmd
+        .spawn()
         .map_err(|e| CliError::input(format!("cannot run {}: {e}", command[0])))?;
+    CHILD.store(child.id() as i32, Ordering::Release);
+    forward_stop_signals();
+    let status = child
+        .wait()
+        .map_err(|e| CliError::input(format!("waiting for {}: {e}", command[0])))?;
+    CHILD.store(0, Ordering::Release);
     let reports: Vec<_> = reports_since(&out, since)
         .into_iter()
         .map(|p| {
