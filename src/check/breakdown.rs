@@ -2,7 +2,7 @@
 
 use super::kv_detect::KvFound;
 use super::markers::Phases;
-use crate::report::{Api, Report, Space};
+use crate::report::{Report, Space};
 use serde::Serialize;
 
 const GRANULARITY: u64 = 2 << 20;
@@ -31,13 +31,6 @@ pub struct Breakdown {
     pub serving_leftover_bytes: u64,
     pub serving_leftover_count: u64,
     pub pool_held_bytes: u64,
-}
-
-fn plain(api: Api) -> bool {
-    matches!(
-        api,
-        Api::CudaMalloc | Api::CuMemAlloc | Api::CudaMallocPitch | Api::CuMemAllocPitch
-    )
 }
 
 /// Device memory in use at the end of the report: the last sample that knew it.
@@ -83,7 +76,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         .iter()
         .filter(|a| a.device == device && a.api.space() == Space::Device)
     {
-        if plain(a.api) {
+        if a.api.plain() {
             waste += a.size.div_ceil(GRANULARITY) * GRANULARITY - a.size;
         }
         if kv.addresses.contains(&a.address) {

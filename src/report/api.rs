@@ -82,6 +82,16 @@ impl Api {
         self.flags() & PLUGGABLE != 0
     }
 
+    /// Device allocations of their own (cudaMalloc and its kin), which the
+    /// driver rounds up to its 2 MiB granularity: allocating, on the device,
+    /// neither from a pool nor a VMM handle (whose sizes are the caller's).
+    pub const fn plain(self) -> bool {
+        self.allocates()
+            && matches!(self.space(), Space::Device)
+            && !self.pooled()
+            && !matches!(self, Api::CuMemCreate)
+    }
+
     /// Stream-ordered pool allocations (their memory is pool memory, kept reserved when freed).
     pub const fn pooled(self) -> bool {
         self.flags() & POOLED != 0
@@ -127,6 +137,25 @@ pub fn error_name(code: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_allocations_are_the_driver_rounded_ones() {
+        let plain: Vec<&str> = Api::ALL
+            .iter()
+            .filter(|a| a.plain())
+            .map(|a| a.name())
+            .collect();
+        assert_eq!(
+            plain,
+            [
+                "cudaMalloc",
+                "cudaMallocPitch",
+                "cuMemAlloc_v2",
+                "cuMemAllocPitch_v2",
+                "cudaMalloc3D"
+            ]
+        );
+    }
 
     #[test]
     fn names_round_trip_through_u8_and_serde() {
