@@ -62,23 +62,6 @@ static struct {
 static cc_allocator *A;
 static const int DT = 2; /* fp16 / bf16 */
 
-static unsigned long long parse_size(const char *s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0) {
-        fprintf(stderr, "caching_sim: bad size '%s'\n", s);
-        exit(2);
-    }
-    unsigned long long mul = 1;
-    if (!strcasecmp(end, "k") || !strcasecmp(end, "kib")) mul = 1ull << 10;
-    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib")) mul = 1ull << 20;
-    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib")) mul = 1ull << 30;
-    else if (*end) {
-        fprintf(stderr, "caching_sim: bad size '%s'\n", s);
-        exit(2);
-    }
-    return (unsigned long long)(v * (double)mul);
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -112,12 +95,12 @@ static void parse(int argc, char **argv) {
             }
         } else if (OPT("--batch")) o.batch = atoi(v);
         else if (OPT("--gen")) o.gen = atoi(v);
-        else if (OPT("--leak")) o.leak = parse_size(v);
-        else if (OPT("--unbounded")) o.unbounded = parse_size(v);
-        else if (OPT("--workspace")) o.workspace = parse_size(v);
+        else if (OPT("--leak")) o.leak = parse_size("caching_sim", v);
+        else if (OPT("--unbounded")) o.unbounded = parse_size("caching_sim", v);
+        else if (OPT("--workspace")) o.workspace = parse_size("caching_sim", v);
         else if (OPT("--phase-ms")) o.phase_ms = atoi(v);
-        else if (OPT("--frag-tensor")) o.frag_tensor = parse_size(v);
-        else if (OPT("--frag-request")) o.frag_request = parse_size(v);
+        else if (OPT("--frag-tensor")) o.frag_tensor = parse_size("caching_sim", v);
+        else if (OPT("--frag-request")) o.frag_request = parse_size("caching_sim", v);
         else if (OPT("--frag-after")) o.frag_after = atoi(v);
         else if (OPT("--gpu-util")) o.gpu_util = atof(v);
         else if (OPT("--max-batched-tokens")) o.max_batched_tokens = atoi(v);

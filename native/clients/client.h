@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cuda.h"
 #include "cuda_runtime_api.h"
@@ -42,6 +43,23 @@ typedef CUresult (*map_fn)(CUdeviceptr, size_t, size_t, CUmemGenericAllocationHa
 typedef CUresult (*access_fn)(CUdeviceptr, size_t, const CUmemAccessDesc *, size_t);
 typedef CUresult (*unmap_fn)(CUdeviceptr, size_t);
 typedef CUresult (*release_fn)(CUmemGenericAllocationHandle);
+
+/* A size argument: a number with an optional k/KiB, m/MiB, g/GiB suffix;
+ * anything else ends `prog` with status 2. */
+static inline unsigned long long parse_size(const char *prog, const char *s) {
+    char *end;
+    double v = strtod(s, &end);
+    unsigned long long mul = 1;
+    if (end == s || v < 0) goto bad;
+    if (!strcasecmp(end, "k") || !strcasecmp(end, "kib")) mul = 1ull << 10;
+    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib")) mul = 1ull << 20;
+    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib")) mul = 1ull << 30;
+    else if (*end) goto bad;
+    return (unsigned long long)(v * (double)mul);
+bad:
+    fprintf(stderr, "%s: bad size '%s'\n", prog, s);
+    exit(2);
+}
 
 /* kvscope_mark when the shim is loaded, as Python would find it with ctypes. */
 static inline void mark(const char *label) {

@@ -38,23 +38,6 @@ static struct {
 static unsigned long long weights_total, kv_bytes, kv_capacity_tokens, leaked, unbounded_total;
 static int requests_done;
 
-static unsigned long long parse_size(const char *s) {
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || v < 0) {
-        fprintf(stderr, "serve_sim: bad size '%s'\n", s);
-        exit(2);
-    }
-    unsigned long long mul = 1;
-    if (!strcasecmp(end, "k") || !strcasecmp(end, "kib")) mul = 1ull << 10;
-    else if (!strcasecmp(end, "m") || !strcasecmp(end, "mib")) mul = 1ull << 20;
-    else if (!strcasecmp(end, "g") || !strcasecmp(end, "gib")) mul = 1ull << 30;
-    else if (*end) {
-        fprintf(stderr, "serve_sim: bad size '%s'\n", s);
-        exit(2);
-    }
-    return (unsigned long long)(v * (double)mul);
-}
 
 static void usage(void) {
     fprintf(stderr,
@@ -82,7 +65,7 @@ static void parse(int argc, char **argv) {
         else if (OPT("--head-dim")) o.head_dim = atoi(v);
         else if (OPT("--dtype-bytes")) o.dtype_bytes = atoi(v);
         else if (OPT("--block-size")) o.block_size = atoi(v);
-        else if (OPT("--weights")) o.weights = parse_size(v);
+        else if (OPT("--weights")) o.weights = parse_size("serve_sim", v);
         else if (OPT("--weight-tensors")) o.weight_tensors = atoi(v);
         else if (OPT("--requests")) o.requests = atoi(v);
         else if (OPT("--concurrency")) o.concurrency = atoi(v);
@@ -90,12 +73,12 @@ static void parse(int argc, char **argv) {
         else if (OPT("--gen")) o.gen = atoi(v);
         else if (OPT("--max-model-len")) o.max_model_len = atoi(v);
         else if (OPT("--gpu-util")) o.gpu_util = atof(v);
-        else if (OPT("--activation")) o.activation = parse_size(v);
+        else if (OPT("--activation")) o.activation = parse_size("serve_sim", v);
         else if (OPT("--step-ms")) o.step_ms = atoi(v);
         else if (OPT("--idle-ms")) o.idle_ms = atoi(v);
         else if (OPT("--hf-chunk")) o.hf_chunk = atoi(v);
-        else if (OPT("--leak")) o.leak = parse_size(v);
-        else if (OPT("--unbounded")) o.unbounded = parse_size(v);
+        else if (OPT("--leak")) o.leak = parse_size("serve_sim", v);
+        else if (OPT("--unbounded")) o.unbounded = parse_size("serve_sim", v);
         else if (OPT("--long-context")) o.long_context = atoi(v);
         else if (OPT("--oom-at")) o.oom_at = atoi(v);
         else if (!strcmp(a, "--double-weights")) o.double_weights = 1;
