@@ -906,3 +906,22 @@ fn a_report_with_a_section_cut_out_is_refused() {
         "{err}"
     );
 }
+
+/// `kvscope run` under KVSCOPE_DISABLE=1 says why there is no report.
+#[test]
+fn run_says_when_the_shim_was_disabled() {
+    let dir = scratch("run-disabled");
+    let out = Command::new(kvscope_bin())
+        .args(["run", "--out"])
+        .arg(&dir)
+        .arg("--")
+        .arg(native("serve_sim"))
+        .args(["--requests", "1"])
+        .env("KVSCOPE_DISABLE", "1")
+        .env_remove("LD_PRELOAD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("KVSCOPE_DISABLE is set"), "{err}");
+}

@@ -126,14 +126,14 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         Verdict::Inconclusive { .. } => "growth this run cannot attribute (see the findings)",
     };
     let detail = format!(
-        "{} requests done; {}{}: at the last of {} points with no request in flight {} from the baseline (largest difference {}): {reading}",
+        "{} requests done; {}{}: at the last of {} points with no request in flight after the baseline, {} from it (largest difference {}): {reading}",
         c.phases.completed(),
         match g.view {
             View::TensorLevel => "tensor-level (PyTorch's counters)",
             View::SegmentLevel => "segment-level (CUDA calls)",
         },
         if g.inferred { ", phases inferred" } else { "" },
-        r.steps.len() + 1,
+        r.steps.len(),
         signed_bytes(r.last() as i64 - r.baseline as i64),
         signed_bytes(worst)
     );

@@ -97,8 +97,19 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
         })
         .collect();
     if reports.is_empty() {
+        let disabled = std::env::var("KVSCOPE_DISABLE").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        });
+        let why = if disabled {
+            "KVSCOPE_DISABLE is set: the shim passed every call through and recorded nothing"
+        } else {
+            "no CUDA allocation call was seen"
+        };
         eprintln!(
-            "kvscope: no report was written to {} (no CUDA allocation call was seen)",
+            "kvscope: no report was written to {} ({why})",
             out.display()
         );
     }

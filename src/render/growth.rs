@@ -217,7 +217,7 @@ fn with_growth(x: Words, g: &Growth) -> Words {
     }
     if let Some(l) = &g.levels {
         x = x.evidence(format!(
-            "memory {} when no request was in flight: {} at `serve`, {} at the first such point, {} at the last ({} points)",
+            "memory {} when no request was in flight: {} at `serve`, {} at the first such point after it, {} at the last ({} points after `serve`)",
             what(g.view), l.baseline, l.first, l.last, l.points
         ));
     }
