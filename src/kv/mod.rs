@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod cache;
+mod defaults;
 pub mod dtype;
 pub mod fit;
 mod json;

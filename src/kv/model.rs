@@ -3,6 +3,7 @@
 //! sequence, and what the parameter count needs.
 
 use super::arch::{LayerKind, Mla};
+use super::defaults;
 use super::dtype::Dtype;
 use super::json::Obj;
 use super::layout;
@@ -119,13 +120,42 @@ const MAX_LAYERS: u64 = 1 << 16;
 const MAX_PARAMS: u128 = 1 << 50;
 const MAX_ELEMS: u128 = 1 << 36;
 
+/// The config with its config class's defaults filled in (see `defaults`),
+/// in text_config when the language model is there.
+fn with_class_defaults(root: &serde_json::Value, notes: &mut Vec<String>) -> serde_json::Value {
+    let mut root = root.clone();
+    let Some(top) = root.as_object_mut() else {
+        return root;
+    };
+    let top_type = top
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    match top.get("text_config").and_then(|t| t.as_object()).cloned() {
+        Some(mut text) => {
+            let model_type = text
+                .get("model_type")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+                .or(top_type)
+                .unwrap_or_default();
+            defaults::apply(&mut text, Some(&*top), &model_type, "text_config.", notes);
+            top.insert("text_config".into(), serde_json::Value::Object(text));
+        }
+        None => defaults::apply(top, None, &top_type.unwrap_or_default(), "", notes),
+    }
+    root
+}
+
 /// Reads a model from a parsed config.json. `name` labels it in output.
 pub fn from_config(
     name: &str,
     root: &serde_json::Value,
     checkpoint_bytes: Option<u64>,
 ) -> Result<Model, String> {
-    let top = Obj::root(root)?;
+    let mut notes = Vec::new();
+    let root = with_class_defaults(root, &mut notes);
+    let top = Obj::root(&root)?;
     // Multimodal wrappers keep the language model under text_config.
     let (c, wrapped) = match top.child("text_config")? {
         Some(t) => (t.with_fallback(top), true),
@@ -164,7 +194,6 @@ pub fn from_config(
     } else {
         0
     };
-    let mut notes = Vec::new();
     if c.str("torch_dtype").is_none() && c.str("dtype").is_none() {
         notes.push("config has no torch_dtype: bfloat16 assumed".into());
     }

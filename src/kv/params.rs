@@ -145,24 +145,39 @@ impl ParamSpec {
     ) -> Result<ParamSpec, String> {
         let (hidden, heads, kv_heads, head_dim) =
             (hidden as P, heads as P, kv_heads as P, head_dim as P);
-        let vocab = c.req_u64(&["vocab_size", "padded_vocab_size"])? as P;
+        // The KV figures never need the vocabulary: without one, the weights
+        // leave out the embedding and LM head, and say so.
+        let vocab = match c.opt_u64(&["vocab_size", "padded_vocab_size"])? {
+            Some(v) => v as P,
+            None => {
+                notes.push(
+                    "config has no vocab_size (nor a config-class default): the weights leave out the embedding and LM head".into(),
+                );
+                0
+            }
+        };
         let tied = c
             .bool("tie_word_embeddings")
             .unwrap_or_else(|| TIED_BY_DEFAULT.contains(&model_type));
         let layer_norm = LAYER_NORM.contains(&model_type);
         let norm = if layer_norm { 2 * hidden } else { hidden };
+        let layer_norms = norms_per_layer(c, model_type) as P * norm;
+        let qk_norm = qk_norm(model_type, head_dim);
         let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
         for (i, kind) in kinds.iter().enumerate() {
             let mixer = match kind {
                 LayerKind::State => state_mixer(c, hidden, notes)?,
-                _ => attn,
+                _ => LayerParams {
+                    other: attn.other + qk_norm,
+                    ..attn
+                },
             };
             let ffn = mlp.layer(i as P);
             layers.push(LayerParams {
                 linear: mixer.linear + ffn.linear,
-                other: mixer.other + ffn.other + 2 * norm,
+                other: mixer.other + ffn.other + layer_norms,
             });
         }
         Ok(ParamSpec {
@@ -174,6 +189,36 @@ impl ParamSpec {
             layers,
             quant: quant(c, notes)?,
         })
+    }
+}
+
+/// Norms in each decoder layer: two (before attention, before the MLP) for
+/// most; four for Gemma 2 and 3 (before and after each); one where attention
+/// and the MLP run in parallel off a single norm (Falcon-7B's parallel_attn
+/// without new_decoder_architecture, GPT-J, Phi-1/2).
+fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
+    match model_type {
+        "gemma2" | "gemma3" | "gemma3_text" => 4,
+        "gptj" | "phi" => 1,
+        "falcon" => {
+            let parallel = c.bool("parallel_attn").unwrap_or(true);
+            let new_arch = c.bool("new_decoder_architecture").unwrap_or(false);
+            if parallel && !new_arch {
+                1
+            } else {
+                2
+            }
+        }
+        _ => 2,
+    }
+}
+
+/// Per-head RMSNorms on the queries and keys (Qwen3, Gemma 3): one
+/// head_dim-wide weight each.
+fn qk_norm(model_type: &str, hd: P) -> P {
+    match model_type {
+        "qwen3" | "qwen3_moe" | "gemma3" | "gemma3_text" => 2 * hd,
+        _ => 0,
     }
 }
 
@@ -307,6 +352,8 @@ struct Moe {
     /// Which layers are MoE.
     first_dense: P,
     every: P,
+    /// The first MoE layer's index within each period of `every` (0-based steps).
+    offset: P,
     dense_layers: Vec<P>,
     one_based_step: bool,
 }
@@ -330,6 +377,7 @@ impl Mlp {
                 shared_gate: false,
                 first_dense: 0,
                 every: 1,
+                offset: 0,
                 dense_layers: vec![],
                 one_based_step: false,
             })
@@ -351,6 +399,7 @@ impl Mlp {
                     .map(P::from)
                     .unwrap_or(1)
                     .max(1),
+                offset: 0,
                 dense_layers: vec![],
                 one_based_step: false,
             })
@@ -360,6 +409,8 @@ impl Mlp {
                 .opt_u64(&["shared_expert_intermediate_size"])?
                 .map(P::from)
                 .unwrap_or(0);
+            // Jamba: MoE on layers i with i % expert_layer_period == expert_layer_offset.
+            let jamba = c.opt_u64(&["expert_layer_period"])?.map(P::from);
             Some(Moe {
                 experts: e,
                 inter: c
@@ -369,16 +420,26 @@ impl Mlp {
                 shared_inter: shared,
                 shared_gate: shared > 0,
                 first_dense: 0,
-                every: c
-                    .opt_u64(&["decoder_sparse_step"])?
-                    .map(P::from)
-                    .unwrap_or(1)
-                    .max(1),
+                every: match jamba {
+                    Some(p) => p,
+                    None => c
+                        .opt_u64(&["decoder_sparse_step"])?
+                        .map(P::from)
+                        .unwrap_or(1),
+                }
+                .max(1),
+                offset: match jamba {
+                    Some(_) => c
+                        .opt_u64(&["expert_layer_offset"])?
+                        .map(P::from)
+                        .unwrap_or(0),
+                    None => 0,
+                },
                 dense_layers: c
                     .array("mlp_only_layers")
                     .map(|a| a.iter().filter_map(|v| v.as_u64().map(P::from)).collect())
                     .unwrap_or_default(),
-                one_based_step: true,
+                one_based_step: jamba.is_none(),
             })
         } else {
             None
@@ -422,7 +483,7 @@ impl Mlp {
             let step = if m.one_based_step {
                 (i + 1).is_multiple_of(m.every)
             } else {
-                i.is_multiple_of(m.every)
+                i % m.every == m.offset % m.every
             };
             i >= m.first_dense && step && !m.dense_layers.contains(&i)
         });
