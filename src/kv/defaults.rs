@@ -203,6 +203,15 @@ const CLASSES: &[Class] = &[
     },
 ];
 
+/// The model_type transformers reads a config under: Falcon's first
+/// checkpoints say RefinedWeb / RefinedWebModel (transformers maps them to falcon).
+pub fn canonical(model_type: &str) -> &str {
+    match model_type {
+        "RefinedWeb" | "RefinedWebModel" => "falcon",
+        t => t,
+    }
+}
+
 fn present(map: &Map<String, Value>, parent: Option<&Map<String, Value>>, key: &str) -> bool {
     let spellings = SPELLINGS
         .iter()

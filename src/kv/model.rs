@@ -139,10 +139,14 @@ fn with_class_defaults(root: &serde_json::Value, notes: &mut Vec<String>) -> ser
                 .map(String::from)
                 .or(top_type)
                 .unwrap_or_default();
-            defaults::apply(&mut text, Some(&*top), &model_type, "text_config.", notes);
+            let model_type = defaults::canonical(&model_type);
+            defaults::apply(&mut text, Some(&*top), model_type, "text_config.", notes);
             top.insert("text_config".into(), serde_json::Value::Object(text));
         }
-        None => defaults::apply(top, None, &top_type.unwrap_or_default(), "", notes),
+        None => {
+            let model_type = top_type.unwrap_or_default();
+            defaults::apply(top, None, defaults::canonical(&model_type), "", notes)
+        }
     }
     root
 }
@@ -161,7 +165,7 @@ pub fn from_config(
         Some(t) => (t.with_fallback(top), true),
         None => (top, false),
     };
-    let model_type = c.str("model_type").unwrap_or_default();
+    let model_type = defaults::canonical(&c.str("model_type").unwrap_or_default()).to_string();
     let hidden = c.req_u64(&["hidden_size", "n_embd", "d_model"])?;
     let num_layers = c.req_u64(&["num_hidden_layers", "n_layer", "num_layers"])?;
     if num_layers == 0 || hidden == 0 {
