@@ -232,3 +232,18 @@ fn the_verbatim_gemma_3_config_is_read_with_its_class_defaults() {
         .count();
     assert_eq!(sliding, 52);
 }
+
+#[test]
+fn deepseek_v3_config_class_defaults_are_the_published_model() {
+    // DeepseekV3Config's defaults are DeepSeek-V3's geometry: a config of its
+    // model_type alone gives the verbatim config's KV and parameters.
+    let (file, text) = config!("deepseek-v3.json");
+    let full = load(file, text);
+    let bare = load(
+        "bare",
+        r#"{"model_type": "deepseek_v3", "torch_dtype": "bfloat16"}"#,
+    );
+    assert_eq!(token_bytes(&bare, 1).0, 61 * (512 + 64) * 2);
+    assert_eq!(bare.params.total(), full.params.total());
+    assert!(bare.notes.iter().any(|n| n.contains("DeepseekV3Config")));
+}
