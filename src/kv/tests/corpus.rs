@@ -58,15 +58,17 @@ macro_rules! config {
 #[allow(clippy::type_complexity)]
 const CASES: &[((&str, &str), u64, u64, f64)] = &[
     // Gemma 3 27B: 62 layers x 2 x 16 x 128 x 2 B (before the 1,024-token windows of
-    // 52 of them). Parameters: the text model alone; the published 27.4B includes the
-    // 0.4B SigLIP tower, checked separately below against the report's split.
+    // 52 of them). Parameters: the text model alone, by hand (262,208 x 5,376 embedding,
+    // tied, plus 62 layers); the published 27.4B includes the 0.4B SigLIP tower, so
+    // the published check is the report's split, in the next test.
     (
         config!("gemma-3-27b-it.json"),
         62 * 2 * 16 * 128 * 2,
         27_009_346_304,
         0.0,
     ),
-    // Gemma 3 4B: heads 8, KV heads 4, head_dim 256 all from Gemma3TextConfig's defaults.
+    // Gemma 3 4B: heads 8, KV heads 4, head_dim 256 all from Gemma3TextConfig's
+    // defaults. Parameters by hand, as for the 27B; published split in the next test.
     (
         config!("gemma-3-4b-it.json"),
         34 * 2 * 4 * 256 * 2,
