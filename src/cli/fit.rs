@@ -209,7 +209,12 @@ pub fn run(a: &FitArgs) -> Result<i32> {
     let context = a
         .context
         .unwrap_or_else(|| m.max_position_embeddings.unwrap_or(4096));
-    let f = fit::fit(&m, &a.model.input(context, a.concurrency)?).map_err(CliError::input)?;
+    let mut f = fit::fit(&m, &a.model.input(context, a.concurrency)?).map_err(CliError::input)?;
+    if a.context.is_none() && m.max_position_embeddings.is_none() {
+        f.notes.push(
+            "the config has no max_position_embeddings (nor a config-class default): --context defaults to 4,096".into(),
+        );
+    }
     if a.json {
         println!(
             "{}",

@@ -12,7 +12,7 @@ use clap::Args;
 /// The model and deployment flags shared by `fit` and `check`.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// A preset name (see --list), a config.json, or a directory holding one.
+    /// A local directory or config.json, a Hugging Face id (ORG/NAME) in the local hub cache, or a preset name (see --list); a local path wins over a preset.
     #[arg(long)]
     pub model: Option<String>,
     /// GPU memory per GPU, with a unit: 80GiB, 80GB (SI: 74.5 GiB), or MiB as nvidia-smi prints it (an H100 80GB is 81559MiB).
@@ -57,7 +57,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let spec = self.model.as_deref().ok_or_else(|| {
             CliError::input(
-                "--model is required (a preset, see kvscope fit --list, or a config.json)",
+                "--model is required (a config.json or directory, a Hugging Face id in the local cache, or a preset: see kvscope fit --list)",
             )
         })?;
         source::load(spec).map_err(CliError::input)

@@ -1,6 +1,6 @@
 //! The shapes a model's layers come in, shared by the config reader
 //! (`model`), the layer pattern (`layout`), the weights (`params`) and the
-//! KV arithmetic (`cache`). The bottom of the KV model: it imports none of them.
+//! KV arithmetic (`cache`), and the parameters of a layer (`params`, `ffn`). The bottom of the KV model: it imports none of them.
 
 /// What one decoder layer keeps while a sequence is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,4 +21,12 @@ pub struct Mla {
     pub qk_nope_head_dim: u64,
     pub v_head_dim: u64,
     pub q_lora_rank: Option<u64>,
+}
+
+/// Parameters of one decoder layer: "linear" ones (what a quantization
+/// changes) and the rest (norms, biases, routers).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerParams {
+    pub linear: u128,
+    pub other: u128,
 }

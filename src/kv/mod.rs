@@ -4,8 +4,11 @@
 
 pub mod arch;
 pub mod cache;
+mod defaults;
 pub mod dtype;
+mod ffn;
 pub mod fit;
+mod hub;
 mod json;
 mod layout;
 pub mod model;

@@ -3,6 +3,7 @@
 //! sequence, and what the parameter count needs.
 
 use super::arch::{LayerKind, Mla};
+use super::defaults;
 use super::dtype::Dtype;
 use super::json::Obj;
 use super::layout;
@@ -119,19 +120,52 @@ const MAX_LAYERS: u64 = 1 << 16;
 const MAX_PARAMS: u128 = 1 << 50;
 const MAX_ELEMS: u128 = 1 << 36;
 
+/// The config with its config class's defaults filled in (see `defaults`),
+/// in text_config when the language model is there.
+fn with_class_defaults(root: &serde_json::Value, notes: &mut Vec<String>) -> serde_json::Value {
+    let mut root = root.clone();
+    let Some(top) = root.as_object_mut() else {
+        return root;
+    };
+    let top_type = top
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .map(String::from);
+    match top.get("text_config").and_then(|t| t.as_object()).cloned() {
+        Some(mut text) => {
+            let model_type = text
+                .get("model_type")
+                .and_then(|v| v.as_str())
+                .map(String::from)
+                .or(top_type)
+                .unwrap_or_default();
+            let model_type = defaults::canonical(&model_type);
+            defaults::apply(&mut text, Some(&*top), model_type, "text_config.", notes);
+            top.insert("text_config".into(), serde_json::Value::Object(text));
+        }
+        None => {
+            let model_type = top_type.unwrap_or_default();
+            defaults::apply(top, None, defaults::canonical(&model_type), "", notes)
+        }
+    }
+    root
+}
+
 /// Reads a model from a parsed config.json. `name` labels it in output.
 pub fn from_config(
     name: &str,
     root: &serde_json::Value,
     checkpoint_bytes: Option<u64>,
 ) -> Result<Model, String> {
-    let top = Obj::root(root)?;
+    let mut notes = Vec::new();
+    let root = with_class_defaults(root, &mut notes);
+    let top = Obj::root(&root)?;
     // Multimodal wrappers keep the language model under text_config.
     let (c, wrapped) = match top.child("text_config")? {
         Some(t) => (t.with_fallback(top), true),
         None => (top, false),
     };
-    let model_type = c.str("model_type").unwrap_or_default();
+    let model_type = defaults::canonical(&c.str("model_type").unwrap_or_default()).to_string();
     let hidden = c.req_u64(&["hidden_size", "n_embd", "d_model"])?;
     let num_layers = c.req_u64(&["num_hidden_layers", "n_layer", "num_layers"])?;
     if num_layers == 0 || hidden == 0 {
@@ -164,7 +198,6 @@ pub fn from_config(
     } else {
         0
     };
-    let mut notes = Vec::new();
     if c.str("torch_dtype").is_none() && c.str("dtype").is_none() {
         notes.push("config has no torch_dtype: bfloat16 assumed".into());
     }

@@ -8,8 +8,10 @@
 //! changes; norms, biases, routers, embeddings and the LM head keep the
 //! model's dtype.
 
+pub use super::arch::LayerParams;
 use super::arch::{LayerKind, Mla};
 use super::dtype::Dtype;
+use super::ffn::Mlp;
 use super::json::Obj;
 use super::quant::{quant, Quant};
 use std::ops::Range;
@@ -20,12 +22,6 @@ type P = u128;
 
 fn sat(x: P) -> u64 {
     u64::try_from(x).unwrap_or(u64::MAX)
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LayerParams {
-    pub linear: P,
-    pub other: P,
 }
 
 #[derive(Clone, Debug)]
@@ -40,19 +36,6 @@ pub struct ParamSpec {
     pub quant: Option<Quant>,
 }
 
-/// GPT-style MLPs: up and down, no gate.
-const PLAIN_MLP: &[&str] = &[
-    "falcon",
-    "gpt2",
-    "gpt_neox",
-    "gptj",
-    "gpt_bigcode",
-    "opt",
-    "bloom",
-    "phi",
-    "mpt",
-    "starcoder2",
-];
 /// Models with LayerNorm (weight and bias) rather than RMSNorm.
 const LAYER_NORM: &[&str] = &[
     "falcon",
@@ -145,24 +128,44 @@ impl ParamSpec {
     ) -> Result<ParamSpec, String> {
         let (hidden, heads, kv_heads, head_dim) =
             (hidden as P, heads as P, kv_heads as P, head_dim as P);
-        let vocab = c.req_u64(&["vocab_size", "padded_vocab_size"])? as P;
+        // The KV figures never need the vocabulary: without one, the weights
+        // leave out the embedding and LM head, and say so.
+        let vocab = match c.opt_u64(&["vocab_size", "padded_vocab_size"])? {
+            Some(v) => v as P,
+            None => {
+                notes.push(
+                    "config has no vocab_size (nor a config-class default): the weights leave out the embedding and LM head".into(),
+                );
+                0
+            }
+        };
         let tied = c
             .bool("tie_word_embeddings")
             .unwrap_or_else(|| TIED_BY_DEFAULT.contains(&model_type));
         let layer_norm = LAYER_NORM.contains(&model_type);
         let norm = if layer_norm { 2 * hidden } else { hidden };
+        let layer_norms = norms_per_layer(c, model_type) as P * norm;
+        let qk_norm = qk_norm(model_type, head_dim);
         let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
+        let state = if kinds.contains(&LayerKind::State) {
+            state_mixer(c, hidden, notes)?
+        } else {
+            LayerParams::default()
+        };
         for (i, kind) in kinds.iter().enumerate() {
             let mixer = match kind {
-                LayerKind::State => state_mixer(c, hidden, notes)?,
-                _ => attn,
+                LayerKind::State => state,
+                _ => LayerParams {
+                    other: attn.other + qk_norm,
+                    ..attn
+                },
             };
             let ffn = mlp.layer(i as P);
             layers.push(LayerParams {
                 linear: mixer.linear + ffn.linear,
-                other: mixer.other + ffn.other + 2 * norm,
+                other: mixer.other + ffn.other + layer_norms,
             });
         }
         Ok(ParamSpec {
@@ -174,6 +177,36 @@ impl ParamSpec {
             layers,
             quant: quant(c, notes)?,
         })
+    }
+}
+
+/// Norms in each decoder layer: two (before attention, before the MLP) for
+/// most; four for Gemma 2 and 3 (before and after each); one where attention
+/// and the MLP run in parallel off a single norm (Falcon-7B's parallel_attn
+/// without new_decoder_architecture, GPT-J, Phi-1/2).
+fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
+    match model_type {
+        "gemma2" | "gemma3" | "gemma3_text" => 4,
+        "gptj" | "phi" => 1,
+        "falcon" => {
+            let parallel = c.bool("parallel_attn").unwrap_or(true);
+            let new_arch = c.bool("new_decoder_architecture").unwrap_or(false);
+            if parallel && !new_arch {
+                1
+            } else {
+                2
+            }
+        }
+        _ => 2,
+    }
+}
+
+/// Per-head RMSNorms on the queries and keys (Qwen3, Gemma 3): one
+/// head_dim-wide weight each.
+fn qk_norm(model_type: &str, hd: P) -> P {
+    match model_type {
+        "qwen3" | "qwen3_moe" | "gemma3" | "gemma3_text" => 2 * hd,
+        _ => 0,
     }
 }
 
@@ -288,153 +321,4 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
             }
         },
     )
-}
-
-/// The feed-forward part of each layer.
-struct Mlp {
-    hidden: P,
-    dense_inter: P,
-    gated: bool,
-    bias: bool,
-    moe: Option<Moe>,
-}
-
-struct Moe {
-    experts: P,
-    inter: P,
-    shared_inter: P,
-    shared_gate: bool,
-    /// Which layers are MoE.
-    first_dense: P,
-    every: P,
-    dense_layers: Vec<P>,
-    one_based_step: bool,
-}
-
-impl Mlp {
-    fn from_config(c: &Obj, model_type: &str, h: P) -> Result<Mlp, String> {
-        let dense_inter = c
-            .opt_u64(&["intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"])?
-            .map(P::from)
-            .unwrap_or(4 * h);
-        let gated = !PLAIN_MLP.contains(&model_type);
-        let bias = c
-            .bool("mlp_bias")
-            .unwrap_or(!gated && model_type != "falcon");
-        let moe = if let Some(e) = c.opt_u64(&["num_local_experts"])?.map(P::from) {
-            // Mixtral: every layer, experts as large as the dense MLP.
-            Some(Moe {
-                experts: e,
-                inter: dense_inter,
-                shared_inter: 0,
-                shared_gate: false,
-                first_dense: 0,
-                every: 1,
-                dense_layers: vec![],
-                one_based_step: false,
-            })
-        } else if let Some(e) = c.opt_u64(&["n_routed_experts"])?.map(P::from) {
-            // DeepSeek: dense first layers, then MoE every moe_layer_freq, plus shared experts.
-            let inter = P::from(c.req_u64(&["moe_intermediate_size"])?);
-            let shared = c.opt_u64(&["n_shared_experts"])?.map(P::from).unwrap_or(0);
-            Some(Moe {
-                experts: e,
-                inter,
-                shared_inter: shared * inter,
-                shared_gate: false,
-                first_dense: c
-                    .opt_u64(&["first_k_dense_replace"])?
-                    .map(P::from)
-                    .unwrap_or(0),
-                every: c
-                    .opt_u64(&["moe_layer_freq"])?
-                    .map(P::from)
-                    .unwrap_or(1)
-                    .max(1),
-                dense_layers: vec![],
-                one_based_step: false,
-            })
-        } else if let Some(e) = c.opt_u64(&["num_experts"])?.map(P::from).filter(|&e| e > 0) {
-            // Qwen2-MoE / Qwen3-MoE / OLMoE: MoE every decoder_sparse_step, but mlp_only_layers.
-            let shared = c
-                .opt_u64(&["shared_expert_intermediate_size"])?
-                .map(P::from)
-                .unwrap_or(0);
-            Some(Moe {
-                experts: e,
-                inter: c
-                    .opt_u64(&["moe_intermediate_size"])?
-                    .map(P::from)
-                    .unwrap_or(dense_inter),
-                shared_inter: shared,
-                shared_gate: shared > 0,
-                first_dense: 0,
-                every: c
-                    .opt_u64(&["decoder_sparse_step"])?
-                    .map(P::from)
-                    .unwrap_or(1)
-                    .max(1),
-                dense_layers: c
-                    .array("mlp_only_layers")
-                    .map(|a| a.iter().filter_map(|v| v.as_u64().map(P::from)).collect())
-                    .unwrap_or_default(),
-                one_based_step: true,
-            })
-        } else {
-            None
-        };
-        Ok(Mlp {
-            hidden: h,
-            dense_inter,
-            gated,
-            bias,
-            moe,
-        })
-    }
-
-    fn token_inter(&self, c: &Obj) -> Result<P, String> {
-        Ok(match &self.moe {
-            Some(m) => {
-                c.opt_u64(&["num_experts_per_tok", "moe_topk"])?
-                    .map(P::from)
-                    .unwrap_or(2)
-                    * m.inter
-                    + m.shared_inter
-            }
-            None => self.dense_inter,
-        }
-        .max(self.dense_inter))
-    }
-
-    fn ffn(&self, inter: P) -> P {
-        (if self.gated { 3 } else { 2 }) * self.hidden * inter
-    }
-
-    fn layer(&self, i: P) -> LayerParams {
-        let bias = |inter: P| {
-            if self.bias {
-                (if self.gated { 2 } else { 1 }) * inter + self.hidden
-            } else {
-                0
-            }
-        };
-        let moe = self.moe.as_ref().filter(|m| {
-            let step = if m.one_based_step {
-                (i + 1).is_multiple_of(m.every)
-            } else {
-                i.is_multiple_of(m.every)
-            };
-            i >= m.first_dense && step && !m.dense_layers.contains(&i)
-        });
-        match moe {
-            Some(m) => LayerParams {
-                linear: m.experts * self.ffn(m.inter) + self.ffn(m.shared_inter),
-                other: self.hidden * m.experts + if m.shared_gate { self.hidden } else { 0 },
-            },
-            None => LayerParams {
-                linear: self.ffn(self.dense_inter),
-                other: bias(self.dense_inter),
-            },
-        }
-    }
 }

@@ -1,8 +1,10 @@
-//! Where a model comes from: a built-in preset, a config.json, or a
-//! directory holding one (and perhaps model.safetensors.index.json).
+//! Where a model comes from: a config.json or a directory holding one (and
+//! perhaps model.safetensors.index.json), a Hugging Face id in the local
+//! cache, or a built-in preset.
 
+use super::hub;
 use super::model::{from_config, Model};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Built-in presets: the configs of public models, by short name.
 pub const PRESETS: &[(&str, &str)] = &[
@@ -47,19 +49,87 @@ pub fn preset(name: &str) -> Option<Model> {
     from_config(name, &v, None).ok()
 }
 
-/// A preset name, a config.json, or a directory with one.
+/// A local directory or config file, a Hugging Face id from the local hub
+/// cache, or a preset, in that order: a local path wins over a preset of the
+/// same name. A note says which was used.
 pub fn load(spec: &str) -> Result<Model, String> {
-    if let Some(m) = preset(spec) {
+    load_from(spec, Path::new(spec), hub::cache_dir())
+}
+
+/// `load`, with the local candidate for `spec` and the hub cache given.
+pub(crate) fn load_from(
+    spec: &str,
+    path: &Path,
+    hub_dir: Option<PathBuf>,
+) -> Result<Model, String> {
+    if path.exists() {
+        let mut m = load_path(path, &label(path))?;
+        let what = if path.is_dir() {
+            "local directory"
+        } else {
+            "local file"
+        };
+        m.notes.insert(
+            0,
+            match preset(spec) {
+                Some(_) => format!(
+                    "model from the {what} {spec} (it wins over the preset of the same name)"
+                ),
+                None => format!("model from the {what} {spec}"),
+            },
+        );
         return Ok(m);
     }
-    let path = Path::new(spec);
-    if !path.exists() {
-        let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
-        return Err(format!(
-            "--model {spec}: no such file or preset (presets: {})",
-            names.join(", ")
-        ));
+    if let Some(mut m) = preset(spec) {
+        m.notes
+            .insert(0, format!("model from the built-in preset {}", m.name));
+        return Ok(m);
     }
+    if hub::looks_like_id(spec) {
+        let hub_dir = hub_dir.ok_or_else(|| {
+            format!("--model {spec}: no Hugging Face cache (set HF_HUB_CACHE or HF_HOME)")
+        })?;
+        let dir = hub::snapshot(&hub_dir, spec)?;
+        let mut m = load_path(&dir, spec)?;
+        m.notes.insert(
+            0,
+            format!(
+                "model from the Hugging Face cache: {}",
+                dir.join("config.json").display()
+            ),
+        );
+        return Ok(m);
+    }
+    let names: Vec<&str> = PRESETS.iter().map(|(n, _)| *n).collect();
+    Err(format!(
+        "--model {spec}: no such file or preset, nor a Hugging Face id (presets: {})",
+        names.join(", ")
+    ))
+}
+
+/// A directory is named by itself; a file by its stem, unless that says
+/// nothing (config.json), then by its directory.
+fn label(path: &Path) -> String {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|n| !n.is_empty() && n != ".")
+    };
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if abs.is_dir() {
+        return name(&abs).unwrap_or_else(|| path.display().to_string());
+    }
+    match abs.file_stem().map(|s| s.to_string_lossy().into_owned()) {
+        Some(stem) if !stem.is_empty() && stem != "config" => stem,
+        _ => abs
+            .parent()
+            .and_then(name)
+            .unwrap_or_else(|| path.display().to_string()),
+    }
+}
+
+/// A config.json, or a directory with one (and perhaps a safetensors index).
+fn load_path(path: &Path, name: &str) -> Result<Model, String> {
     let (file, dir) = if path.is_dir() {
         (path.join("config.json"), path.to_path_buf())
     } else {
@@ -72,12 +142,7 @@ pub fn load(spec: &str) -> Result<Model, String> {
     let v: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON ({e})", file.display()))?;
     let checkpoint = checkpoint_bytes(&dir.join("model.safetensors.index.json"))?;
-    let name = if path.is_dir() { path } else { &dir }
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|n| !n.is_empty() && n != ".")
-        .unwrap_or_else(|| file.display().to_string());
-    from_config(&name, &v, checkpoint).map_err(|e| {
+    from_config(name, &v, checkpoint).map_err(|e| {
         format!(
             "{}: {}",
             file.display(),

@@ -4,5 +4,8 @@
 
 mod attention;
 mod budget;
+mod corpus;
+mod layer_plans;
+mod names;
 mod support;
 mod weights;
