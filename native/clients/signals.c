@@ -59,7 +59,11 @@ static int pluggable(const char *lib, int own) {
 }
 
 int main(int argc, char **argv) {
-    const char *mode = argc > 1 ? argv[1] : "wait";
+    if (argc < 2) {
+        fprintf(stderr, "usage: signals wait|own|own-late|query|fork|dumps|idle-exit|pluggable LIB|pluggable-own LIB\n");
+        return 2;
+    }
+    const char *mode = argv[1];
     void *p;
     if (!strcmp(mode, "pluggable") || !strcmp(mode, "pluggable-own"))
         return pluggable(argc > 2 ? argv[2] : "libkvscope.so", !strcmp(mode, "pluggable-own"));

@@ -181,7 +181,8 @@ def mark(label):
     if lib is None:
         return False
     torch_counters.report(lib)
-    lib.kvscope_mark(str(label).encode())
+    # A C string ends at a NUL: keep the rest of the label visible.
+    lib.kvscope_mark(str(label).replace("\x00", " ").encode())
     return True
 
 
