@@ -32,63 +32,48 @@ static REAL_SIGNAL: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 static ARMED: AtomicBool = AtomicBool::new(false);
 static HANDLER: AtomicPtr<c_void> = AtomicPtr::new(std::ptr::null_mut());
 
-/// What the host set for one signal, and whether the kernel has the shim's
-/// handler in its place.
-#[derive(Clone, Copy)]
-struct Slot {
-    host: libc::sigaction,
-    ours: bool,
-}
-
-static SLOTS: Mutex<[Option<Slot>; 3]> = Mutex::new([None; 3]);
+/// What the host set for each stop signal (what a query returns): the shim's
+/// handler is in the kernel exactly while this is the default (until it has
+/// handled a stop).
+static HOST: Mutex<[Option<libc::sigaction>; 3]> = Mutex::new([None; 3]);
 
 fn index(sig: c_int) -> Option<usize> {
     STOP_SIGNALS.iter().position(|&s| s == sig)
 }
 
 fn real_sigaction() -> Option<SigactionFn> {
-    let mut p = REAL_SIGACTION.load(Acquire);
-    if p.is_null() {
-        // SAFETY: RTLD_NEXT is always valid; the name is NUL-terminated.
-        p = unsafe { loader::lookup(libc::RTLD_NEXT, c"sigaction") };
-        if p.is_null() {
-            return None;
-        }
-        REAL_SIGACTION.store(p, Release);
-    }
+    let p = loader::next_cached(&REAL_SIGACTION, c"sigaction");
     // SAFETY: the C library's sigaction, with this signature.
-    Some(unsafe { std::mem::transmute::<*mut c_void, SigactionFn>(p) })
+    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, SigactionFn>(p) })
 }
 
 fn real_signal() -> Option<SignalFn> {
-    let mut p = REAL_SIGNAL.load(Acquire);
-    if p.is_null() {
-        // SAFETY: RTLD_NEXT is always valid; the name is NUL-terminated.
-        p = unsafe { loader::lookup(libc::RTLD_NEXT, c"signal") };
-        if p.is_null() {
-            return None;
-        }
-        REAL_SIGNAL.store(p, Release);
-    }
+    let p = loader::next_cached(&REAL_SIGNAL, c"signal");
     // SAFETY: the C library's signal, with this signature.
-    Some(unsafe { std::mem::transmute::<*mut c_void, SignalFn>(p) })
+    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, SignalFn>(p) })
 }
 
-/// The shim's disposition for a signal: its handler, the other stop signals
-/// blocked while it runs (a second one waits rather than cutting it short).
-fn ours(handler: *mut c_void) -> libc::sigaction {
+/// A disposition running `handler` (SA_RESTART) with `blocked` held off
+/// while it runs.
+fn disposition(handler: libc::sighandler_t, blocked: &[c_int]) -> libc::sigaction {
     // SAFETY: sigaction is plain data; all-zero is a valid value.
     let mut a: libc::sigaction = unsafe { std::mem::zeroed() };
-    a.sa_sigaction = handler as libc::sighandler_t;
+    a.sa_sigaction = handler;
     a.sa_flags = libc::SA_RESTART;
     // SAFETY: a.sa_mask is a valid sigset_t.
     unsafe {
         libc::sigemptyset(&mut a.sa_mask);
-        for s in STOP_SIGNALS {
+        for &s in blocked {
             libc::sigaddset(&mut a.sa_mask, s);
         }
     }
     a
+}
+
+/// The shim's disposition: its handler, the other stop signals blocked
+/// while it runs (a second one waits rather than cutting it short).
+fn ours() -> libc::sigaction {
+    disposition(HANDLER.load(Acquire) as libc::sighandler_t, &STOP_SIGNALS)
 }
 
 fn is_default(a: &libc::sigaction) -> bool {
@@ -99,9 +84,8 @@ fn is_default(a: &libc::sigaction) -> bool {
 /// `handler`; from then on (when `sigaction` is interposed) follows the host.
 pub fn arm(handler: extern "C" fn(c_int)) {
     let Some(real) = real_sigaction() else { return };
-    let handler = handler as *mut c_void;
-    HANDLER.store(handler, Release);
-    let Ok(mut slots) = SLOTS.lock() else { return };
+    HANDLER.store(handler as *mut c_void, Release);
+    let Ok(mut host) = HOST.lock() else { return };
     for (i, &sig) in STOP_SIGNALS.iter().enumerate() {
         // SAFETY: sigaction is plain data; all-zero is a valid value.
         let mut now: libc::sigaction = unsafe { std::mem::zeroed() };
@@ -109,15 +93,11 @@ pub fn arm(handler: extern "C" fn(c_int)) {
         if unsafe { real(sig, std::ptr::null(), &mut now) } != 0 {
             continue;
         }
-        let mut slot = Slot {
-            host: now,
-            ours: false,
-        };
-        // SAFETY: installs a valid disposition.
-        if is_default(&now) && unsafe { real(sig, &ours(handler), std::ptr::null_mut()) } == 0 {
-            slot.ours = true;
+        if is_default(&now) {
+            // SAFETY: installs a valid disposition.
+            unsafe { real(sig, &ours(), std::ptr::null_mut()) };
         }
-        slots[i] = Some(slot);
+        host[i] = Some(now);
     }
     // Preloaded, the process's `sigaction` is the shim's (not the C library's).
     // SAFETY: RTLD_DEFAULT is always valid; the name is NUL-terminated.
@@ -125,11 +105,11 @@ pub fn arm(handler: extern "C" fn(c_int)) {
     ARMED.store(global != REAL_SIGACTION.load(Acquire), Release);
 }
 
-/// The slots, without blocking: the hook may run inside a signal handler
-/// that interrupted a thread holding them (then it passes through).
-fn slots() -> Option<std::sync::MutexGuard<'static, [Option<Slot>; 3]>> {
+/// The host's dispositions, without blocking: the hook may run inside a
+/// signal handler that interrupted a thread holding them (then it passes through).
+fn host() -> Option<std::sync::MutexGuard<'static, [Option<libc::sigaction>; 3]>> {
     for _ in 0..10_000 {
-        if let Ok(g) = SLOTS.try_lock() {
+        if let Ok(g) = HOST.try_lock() {
             return Some(g);
         }
         std::hint::spin_loop();
@@ -158,20 +138,19 @@ pub unsafe fn sigaction(
     let (true, Some(i)) = (ARMED.load(Acquire), index(sig)) else {
         return pass();
     };
-    let Some(mut slots) = slots() else {
+    let Some(mut host) = host() else {
         return pass();
     };
-    let Some(slot) = slots[i].as_mut() else {
+    let Some(before) = host[i] else {
         return pass();
     };
-    let before = slot.host;
     if !act.is_null() {
         // SAFETY: the caller passed a valid sigaction.
         let want = unsafe { *act };
         let rc = if is_default(&want) {
             // The host gives the signal back to the default: the shim takes it.
             // SAFETY: installs a valid disposition.
-            unsafe { real(sig, &ours(HANDLER.load(Acquire)), std::ptr::null_mut()) }
+            unsafe { real(sig, &ours(), std::ptr::null_mut()) }
         } else {
             // SAFETY: the host's own disposition, as it asked.
             unsafe { real(sig, act, std::ptr::null_mut()) }
@@ -179,8 +158,7 @@ pub unsafe fn sigaction(
         if rc != 0 {
             return rc;
         }
-        slot.host = want;
-        slot.ours = is_default(&want);
+        host[i] = Some(want);
     }
     if !old.is_null() {
         // SAFETY: the caller's out-pointer.
@@ -201,15 +179,7 @@ pub unsafe fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandle
             None => libc::SIG_ERR,
         };
     }
-    // SAFETY: sigaction is plain data; all-zero is a valid value.
-    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = handler;
-    act.sa_flags = libc::SA_RESTART;
-    // SAFETY: act.sa_mask is a valid sigset_t.
-    unsafe {
-        libc::sigemptyset(&mut act.sa_mask);
-        libc::sigaddset(&mut act.sa_mask, sig);
-    }
+    let act = disposition(handler, &[sig]);
     // SAFETY: sigaction is plain data; all-zero is a valid value.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers.
@@ -223,19 +193,12 @@ pub unsafe fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandle
 /// (pending until the handler returns, then the process dies by it, as it
 /// would have). Async-signal-safe.
 pub fn die_by(sig: c_int) {
-    let p = REAL_SIGACTION.load(Acquire);
-    if !p.is_null() {
-        // SAFETY: the C library's sigaction, resolved when arming.
-        let real = unsafe { std::mem::transmute::<*mut c_void, SigactionFn>(p) };
+    // Resolved when arming: one atomic load here.
+    if let Some(real) = real_sigaction() {
         // SAFETY: sigaction is plain data; all-zero is SIG_DFL, no flags.
         let dfl: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: installs the default disposition.
         unsafe { real(sig, &dfl, std::ptr::null_mut()) };
-        if let Ok(mut slots) = SLOTS.try_lock() {
-            if let Some(Some(s)) = index(sig).map(|i| slots[i].as_mut()) {
-                s.ours = false;
-            }
-        }
     }
     // SAFETY: raise is async-signal-safe.
     unsafe { libc::raise(sig) };

@@ -52,6 +52,22 @@ pub unsafe fn lookup(handle: *mut c_void, name: &CStr) -> *mut c_void {
     }
 }
 
+/// The next definition of `name` after the shim (`RTLD_NEXT`), looked up
+/// once and kept in `slot`; null when there is none. After the first call,
+/// one atomic load: safe from a signal handler once resolved.
+pub fn next_cached(slot: &AtomicPtr<c_void>, name: &CStr) -> *mut c_void {
+    let p = slot.load(Acquire);
+    if !p.is_null() {
+        return p;
+    }
+    // SAFETY: RTLD_NEXT is always a valid handle.
+    let p = unsafe { lookup(libc::RTLD_NEXT, name) };
+    if !p.is_null() {
+        slot.store(p, Release);
+    }
+    p
+}
+
 /// A function of a loaded library by name, as the function-pointer type `F`.
 ///
 /// # Safety
