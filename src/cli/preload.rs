@@ -32,3 +32,18 @@ pub fn preload_value(lib: &Path) -> String {
         _ => lib.display().to_string(),
     }
 }
+
+/// A KVSCOPE_* on/off variable as the shim reads it (1/0, true/false,
+/// yes/no, on/off); None when unset or unreadable.
+pub fn env_flag(name: &str) -> Option<bool> {
+    match std::env::var(name)
+        .ok()?
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}

@@ -3,7 +3,7 @@
 
 use super::error::{CliError, Result};
 use super::locate;
-use super::preload::{preload_value, reports_since};
+use super::preload::{env_flag, preload_value, reports_since};
 use super::site_hook::SiteHook;
 use crate::load::load;
 use crate::render::summary;
@@ -97,13 +97,7 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
         })
         .collect();
     if reports.is_empty() {
-        let disabled = std::env::var("KVSCOPE_DISABLE").is_ok_and(|v| {
-            matches!(
-                v.trim().to_ascii_lowercase().as_str(),
-                "1" | "true" | "yes" | "on"
-            )
-        });
-        let why = if disabled {
+        let why = if env_flag("KVSCOPE_DISABLE") == Some(true) {
             "KVSCOPE_DISABLE is set: the shim passed every call through and recorded nothing"
         } else {
             "no CUDA allocation call was seen"

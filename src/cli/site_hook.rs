@@ -5,6 +5,7 @@
 //! itself. Both are the files of `python/`, compiled in, so the hook needs
 //! no installed package. `KVSCOPE_TORCH=0` leaves PYTHONPATH alone.
 
+use super::preload::env_flag;
 use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -23,22 +24,13 @@ impl Drop for SiteHook {
     }
 }
 
-/// Whether the user turned the hook off (KVSCOPE_TORCH=0).
-fn disabled() -> bool {
-    std::env::var("KVSCOPE_TORCH").is_ok_and(|v| {
-        matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        )
-    })
-}
-
 impl SiteHook {
     /// Writes the folder in the temporary directory (0700, a fresh name);
     /// None when the hook is turned off or cannot be written (the run goes
     /// on without PyTorch's counters, saying so).
     pub fn install() -> Option<SiteHook> {
-        if disabled() {
+        // Turned off by the user (KVSCOPE_TORCH=0).
+        if env_flag("KVSCOPE_TORCH") == Some(false) {
             return None;
         }
         let stamp = std::time::SystemTime::now()
