@@ -18,30 +18,38 @@ fn python() -> Option<&'static str> {
     found.then_some("python3")
 }
 
+/// python3 running `script` (in tests/python) with the helper and the
+/// stand-in torch on its path, the stand-in CUDA on its library path and
+/// reports in `dir`; no shim preloaded.
+fn helper_script(py: &str, script: &str, dir: &Path) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(py);
+    cmd.arg(root.join("tests/python").join(script))
+        .env(
+            "PYTHONPATH",
+            format!(
+                "{}:{}",
+                root.join("python").display(),
+                root.join("tests/python").display()
+            ),
+        )
+        .env("LD_LIBRARY_PATH", native(""))
+        .env("KVSCOPE_OUT", dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("LD_PRELOAD");
+    cmd
+}
+
 #[test]
 fn install_wires_the_allocator_and_markers_reach_the_report() {
     let Some(py) = python() else {
         eprintln!("python3 not found: skipped");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for preload in [false, true] {
         let dir = scratch(&format!("helper-{preload}"));
-        let mut cmd = Command::new(py);
-        cmd.arg(root.join("tests/python/helper_check.py"))
-            .env(
-                "PYTHONPATH",
-                format!(
-                    "{}:{}",
-                    root.join("python").display(),
-                    root.join("tests/python").display()
-                ),
-            )
-            .env("KVSCOPE_LIB", shim_lib())
-            .env("LD_LIBRARY_PATH", native(""))
-            .env("KVSCOPE_OUT", &dir)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .env_remove("LD_PRELOAD");
+        let mut cmd = helper_script(py, "helper_check.py", &dir);
+        cmd.env("KVSCOPE_LIB", shim_lib());
         if preload {
             cmd.env("LD_PRELOAD", shim_lib());
         }
@@ -203,23 +211,10 @@ fn mark_attaches_pytorch_counters_to_the_marker() {
         eprintln!("python3 not found: skipped");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch("mark-counters");
-    let out = Command::new(py)
-        .arg(root.join("tests/python/counters_check.py"))
+    let out = helper_script(py, "counters_check.py", &dir)
         .arg("mark")
-        .env(
-            "PYTHONPATH",
-            format!(
-                "{}:{}",
-                root.join("python").display(),
-                root.join("tests/python").display()
-            ),
-        )
         .env("LD_PRELOAD", shim_lib())
-        .env("LD_LIBRARY_PATH", native(""))
-        .env("KVSCOPE_OUT", &dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -62,7 +62,6 @@ static struct {
 static cc_allocator *A;
 static const int DT = 2; /* fp16 / bf16 */
 
-
 static void usage(void) {
     fprintf(stderr,
             "usage: caching_sim [--scenario healthy|warmup|leak|unbounded|fragmentation|vllm]\n"

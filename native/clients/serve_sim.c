@@ -38,7 +38,6 @@ static struct {
 static unsigned long long weights_total, kv_bytes, kv_capacity_tokens, leaked, unbounded_total;
 static int requests_done;
 
-
 static void usage(void) {
     fprintf(stderr,
             "usage: serve_sim [--pattern vllm|hf|sglang] [--layers N] [--kv-heads N] [--head-dim N]\n"
