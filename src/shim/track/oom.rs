@@ -17,7 +17,7 @@ use super::failures::Failure;
 use super::table::{Entry, Table};
 use super::vmm::Vmm;
 use crate::report::{Api, Space};
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Mutex;
 
 /// Live allocations a post-mortem lists, largest first.
@@ -46,7 +46,7 @@ pub struct Oom {
     failures: AtomicU64,
     first: Mutex<Option<Capture>>,
     /// The first capture's post-mortem is yet to be written.
-    pending: Mutex<bool>,
+    pending: AtomicBool,
 }
 
 /// What later reports say of the OOMs.
@@ -69,18 +69,14 @@ impl Oom {
         if let Ok(mut f) = self.first.lock() {
             *f = Some(c);
         }
-        if let Ok(mut p) = self.pending.lock() {
-            *p = true;
-        }
+        self.pending.store(true, Release);
     }
 
     /// The capture whose post-mortem is still to be written (once).
     pub fn take_pending(&self) -> Option<Capture> {
-        let mut p = self.pending.lock().ok()?;
-        if !*p {
+        if !self.pending.swap(false, AcqRel) {
             return None;
         }
-        *p = false;
         self.first.lock().ok()?.clone()
     }
 
