@@ -13,8 +13,6 @@ use super::signals;
 use super::track::{self, clock, counters, record::protect, Tracker};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
-use std::sync::OnceLock;
-use std::thread::Thread;
 
 const OFF: u8 = 0;
 const STARTING: u8 = 1;
@@ -25,7 +23,7 @@ static STATE: AtomicU8 = AtomicU8::new(OFF);
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
 /// The background thread, when it runs: woken (`wake`) when an OOM
 /// post-mortem waits or a terminating signal asks for a final report.
-static BACKGROUND: OnceLock<Thread> = OnceLock::new();
+static BACKGROUND: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static STARTING_HERE: Cell<bool> = const { Cell::new(false) };
@@ -133,9 +131,7 @@ fn start_here() -> Option<&'static Shim> {
         libc::atexit(at_exit);
         libc::pthread_atfork(None, None, Some(in_child as unsafe extern "C" fn()));
     }
-    if let Some(t) = sampler::spawn(writer) {
-        let _ = BACKGROUND.set(t);
-    }
+    BACKGROUND.store(sampler::spawn(writer), Release);
     signals::arm(on_stop_signal);
     Some(shim)
 }
@@ -151,7 +147,7 @@ pub fn peek() -> Option<&'static Shim> {
 /// the background thread writes its post-mortem; without one, it is written
 /// here and now, as the only thread there is to do it.
 fn oom_captured() {
-    if BACKGROUND.get().is_some() {
+    if BACKGROUND.load(Acquire) {
         wake::notify(wake::OOM); // or it is written at the next sample
     } else if let Some(s) = peek() {
         s.writer.write_pending_oom();
@@ -170,7 +166,7 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     // SAFETY: errno of this thread, saved and restored around the handler.
     let errno = unsafe { *libc::__errno_location() };
-    let ready = STATE.load(Acquire) == ON && BACKGROUND.get().is_some() && wake::is_open();
+    let ready = STATE.load(Acquire) == ON && BACKGROUND.load(Acquire) && wake::is_open();
     if ready && !STOPPING.swap(true, AcqRel) && (0..64).contains(&sig) {
         if let Some(s) = peek() {
             wake::notify(wake::STOP_BASE + sig as u8);

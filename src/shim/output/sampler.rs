@@ -10,7 +10,6 @@ use super::writer::Writer;
 use crate::shim::track::markers::Source;
 use crate::shim::track::{clock, counters};
 use std::sync::atomic::{AtomicBool, Ordering::*};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -118,11 +117,11 @@ fn run(w: &'static Writer) {
     }
 }
 
-/// Starts the thread; its handle wakes it. None when sampling is off or
+/// Starts the thread (woken through `wake`); false when sampling is off or
 /// the thread could not start.
-pub fn spawn(w: &'static Writer) -> Option<Thread> {
+pub fn spawn(w: &'static Writer) -> bool {
     if w.config.sample_ms == 0 {
-        return None;
+        return false;
     }
     wake::open();
     let mask = block_stop_signals();
@@ -131,14 +130,11 @@ pub fn spawn(w: &'static Writer) -> Option<Thread> {
         .stack_size(256 << 10)
         .spawn(move || run(w));
     restore_mask(&mask);
-    match spawned {
-        Ok(h) => Some(h.thread().clone()),
-        Err(_) => {
-            w.config
-                .log("could not start the sampler thread; no timeline");
-            None
-        }
+    if spawned.is_err() {
+        w.config
+            .log("could not start the sampler thread; no timeline");
     }
+    spawned.is_ok()
 }
 
 pub fn stop() {
