@@ -21,7 +21,7 @@ const DISABLED: u8 = 3;
 
 static STATE: AtomicU8 = AtomicU8::new(OFF);
 static SHIM: AtomicPtr<Shim> = AtomicPtr::new(std::ptr::null_mut());
-/// The background thread, when it runs: woken (`wake`) when an OOM
+/// Whether the background thread runs; it is woken (`wake`) when an OOM
 /// post-mortem waits or a terminating signal asks for a final report.
 static BACKGROUND: AtomicBool = AtomicBool::new(false);
 

@@ -59,10 +59,6 @@ impl Markers {
     pub fn all(&self) -> Vec<Marker> {
         self.list.lock().map(|l| l.clone()).unwrap_or_default()
     }
-
-    pub fn last(&self) -> Option<Marker> {
-        self.list.lock().ok().and_then(|l| l.last().cloned())
-    }
 }
 
 /// The phase of a moment: how many markers came at or before it.
