@@ -17,6 +17,17 @@ type Stream = *mut c_void;
 type Pool = *mut c_void;
 type Ctx = *mut c_void;
 
+/// The real function of `$sym` with its C signature; without one, the hook
+/// returns what CUDA returns for a missing symbol.
+macro_rules! real_or_return {
+    ($sym:ident, $($ty:ty),*) => {
+        match real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) {
+            Some(f) => f,
+            None => return ERROR_SYMBOL_NOT_FOUND,
+        }
+    };
+}
+
 /// The exported hook of one row.
 macro_rules! hook {
     // An allocation whose address the real call writes through `out`.
@@ -27,9 +38,7 @@ macro_rules! hook {
         #[allow(unused_unsafe)] // most sizes read no out-pointer
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) else {
-                return ERROR_SYMBOL_NOT_FOUND;
-            };
+            let real = real_or_return!($sym, $($ty),*);
             let call = call(Api::$variant);
             // SAFETY: the caller's arguments, passed through untouched.
             let rc = unsafe { real($($arg),*) };
@@ -51,9 +60,7 @@ macro_rules! hook {
     (free $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) (address = $addr:expr)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) else {
-                return ERROR_SYMBOL_NOT_FOUND;
-            };
+            let real = real_or_return!($sym, $($ty),*);
             let call = call(Api::$variant);
             let address = $addr as u64;
             let removed = call.free_begin(address);
@@ -67,9 +74,7 @@ macro_rules! hook {
     (custom $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) ($module:ident)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) else {
-                return ERROR_SYMBOL_NOT_FOUND;
-            };
+            let real = real_or_return!($sym, $($ty),*);
             let call = call(Api::$variant);
             // SAFETY: the caller's arguments, passed through untouched.
             let real = || unsafe { real($($arg),*) };
@@ -82,9 +87,7 @@ macro_rules! hook {
     (observed $sym:ident ($($arg:ident : $ty:ty),*) (entry)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) else {
-                return ERROR_SYMBOL_NOT_FOUND;
-            };
+            let real = real_or_return!($sym, $($ty),*);
             // SAFETY: the caller's arguments, passed through untouched.
             let real = || unsafe { real($($arg),*) };
             // SAFETY: the handler reads the arguments as the real function would.
@@ -95,9 +98,7 @@ macro_rules! hook {
     (observed $sym:ident ($($arg:ident : $ty:ty),*) ($module:ident)) => {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32) else {
-                return ERROR_SYMBOL_NOT_FOUND;
-            };
+            let real = real_or_return!($sym, $($ty),*);
             // SAFETY: the caller's arguments, passed through untouched.
             let real = || unsafe { real($($arg),*) };
             // SAFETY: the handler reads the arguments as the real function would.
