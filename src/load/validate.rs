@@ -113,7 +113,8 @@ fn sections(r: &Report) -> Result<(), String> {
             Api::from_name(name).is_some_and(|a| a.allocates() && on_device(a.space()))
         })
         .map(|(_, n)| *n)
-        .sum();
+        // Before the figures are judged: any count may be absurd here.
+        .fold(0u64, u64::saturating_add);
     let sampled = r.timeline.iter().any(|s| !s.devices.is_empty());
     if r.devices.is_empty() && (live_rows > 0 || calls > 0 || sampled || !r.failures.is_empty()) {
         let what = if live_rows > 0 {
@@ -129,7 +130,11 @@ fn sections(r: &Report) -> Result<(), String> {
             "missing field `devices` (the report records {what}): the file was cut, not written so by the shim"
         ));
     }
-    let held: u64 = r.devices.iter().map(|d| d.memory.live_count).sum();
+    let held = r
+        .devices
+        .iter()
+        .map(|d| d.memory.live_count)
+        .fold(0u64, u64::saturating_add);
     let l = &r.live;
     if held > 0 && l.count == 0 && l.columns.is_empty() && l.allocations.is_empty() {
         return Err(format!(
@@ -361,5 +366,33 @@ pub fn validate(r: &Report) -> Result<(), String> {
     match v.0.pop() {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Reason;
+
+    /// Found by the fuzzer: counts summed before they were judged overflowed.
+    #[test]
+    fn absurd_counts_are_refused_not_overflowed() {
+        let mut r = Report {
+            reason: Some(Reason::Exit),
+            ..Report::default()
+        };
+        r.process.pid = 1;
+        r.calls = [
+            ("cudaMalloc".to_string(), u64::MAX),
+            ("cuMemAlloc_v2".to_string(), 2),
+        ]
+        .into();
+        assert!(validate(&r).is_err());
+        r.calls.clear();
+        r.devices = vec![Default::default(), Default::default()];
+        for d in &mut r.devices {
+            d.memory.live_count = u64::MAX;
+        }
+        assert!(validate(&r).is_err());
     }
 }
