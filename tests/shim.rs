@@ -448,10 +448,12 @@ fn idle_gets_a_marker_of_its_own() {
         .expect("an idle marker");
     assert_eq!(idle["source"], "auto");
     let gap = idle["t_ms"].as_f64().unwrap() - drain["t_ms"].as_f64().unwrap();
-    // Never before KVSCOPE_IDLE_MS of stillness; soon after it (the bound is
-    // loose: the other tests of this binary load both cores meanwhile).
+    // Never before KVSCOPE_IDLE_MS of stillness (less a millisecond: the
+    // shim judges stillness on a fresh tick-to-ms scale, the report's times
+    // use the one at writing; 199.995 ms was seen); soon after it (the upper
+    // bound is loose: the other tests of this binary load both cores).
     assert!(
-        (200.0..2000.0).contains(&gap),
+        (199.0..2000.0).contains(&gap),
         "idle marked {gap} ms after the last activity"
     );
     // Periodic samples were taken, with device figures.
