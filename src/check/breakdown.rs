@@ -38,6 +38,9 @@ pub struct Breakdown {
     /// What the framework's allocator held from CUDA at its last sample
     /// (PyTorch's memory_reserved), when the program reported it.
     pub framework_reserved_bytes: Option<u64>,
+    /// Device memory in use that no tracked allocation (nor its rounding,
+    /// nor a pool's free part) explains: the context and unhooked paths.
+    pub untracked_bytes: Option<u64>,
 }
 
 /// Device memory in use at the end of the report: the last sample that knew it.
@@ -112,10 +115,11 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         Part { category: "activations & temporaries", bytes: leftovers, rule: "allocations made while serving that are not KV cache and were still live (at exit, anything here outlived its step)" },
         Part { category: "allocator overhead", bytes: overhead, rule: "memory pools hold free (reserved - used) + the driver's 2 MiB rounding of plain allocations" },
     ];
-    if let Some(u) = used {
+    let untracked = used.map(|u| u.saturating_sub(tracked + overhead));
+    if let Some(u) = untracked {
         parts.push(Part {
             category: "CUDA context & untracked",
-            bytes: u.saturating_sub(tracked + overhead),
+            bytes: u,
             rule: "device memory in use (cuMemGetInfo) beyond what was tracked: the context, other processes, unhooked paths",
         });
     }
@@ -141,6 +145,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         serving_leftover_count: leftover_n,
         pool_held_bytes: held,
         graph_pool_bytes: graph_pool,
+        untracked_bytes: untracked,
         framework_reserved_bytes: r.timeline.iter().rev().find_map(|s| {
             s.devices
                 .iter()

@@ -7,10 +7,10 @@
 use super::breakdown::Breakdown;
 use super::finding::{Facts, Finding};
 use super::kind::Severity;
+pub use super::plan::{Figure, PlanRow, PlanTable, Value};
 use super::result::{CheckResult, DeviceResult};
 use crate::engine::EnginePlan;
 use crate::units::Bytes;
-pub use super::plan::{Figure, PlanRow, PlanTable, Value};
 
 /// What the trace measured on one device, in the engine's terms.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -30,12 +30,7 @@ impl Measured {
     pub fn of(d: &DeviceResult) -> Measured {
         let b: &Breakdown = &d.breakdown;
         let graph = b.graph_pool_bytes;
-        let tokens = d
-            .kv_cache
-            .iter()
-            .map(|k| k.tokens)
-            .filter(|&t| t > 0)
-            .min();
+        let tokens = d.kv_cache.iter().map(|k| k.tokens).filter(|&t| t > 0).min();
         Measured {
             // The breakdown's weights are everything before serving; the
             // engine's exclude the graphs captured after the KV cache.
@@ -43,9 +38,10 @@ impl Measured {
             kv_bytes: (b.kv_bytes > 0).then_some(b.kv_bytes),
             kv_tokens: tokens,
             graph_pool: graph,
-            non_torch: b.used_bytes.map(|u| {
-                u.saturating_sub(b.framework_reserved_bytes.unwrap_or(b.tracked_bytes))
-            }),
+            non_torch: match (b.used_bytes, b.framework_reserved_bytes) {
+                (Some(u), Some(r)) => Some(u.saturating_sub(r)),
+                _ => b.untracked_bytes,
+            },
             torch_peak: b.peak_activations_bytes,
         }
     }

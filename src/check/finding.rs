@@ -4,9 +4,9 @@
 //! evidence lines, numbers and advice people and machines read.
 
 pub use super::growth::classify::{Unclear, View};
-pub use super::plan::{Figure, Value};
 use super::kind::{FindingKind, Severity};
 use super::kv_detect::Layout;
+pub use super::plan::{Figure, Value};
 use crate::units::Bytes;
 
 #[derive(Clone, Debug, PartialEq)]

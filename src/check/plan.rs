@@ -73,4 +73,3 @@ pub struct PlanTable {
     pub tolerance: f64,
     pub rows: Vec<PlanRow>,
 }
-

@@ -2,8 +2,8 @@
 //! HTML) reads.
 
 use super::breakdown::Breakdown;
-use super::plan::PlanTable;
 use super::finding::Finding;
+use super::plan::PlanTable;
 use super::steps::Step;
 use serde::Serialize;
 

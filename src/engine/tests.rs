@@ -91,7 +91,8 @@ fn sglang_mha_and_mla() {
     assert_eq!(p.kv_tokens, Some(46_611));
     assert_eq!(p.kv_cache_bytes, Some(2 * gib(1.42).unwrap()));
     // Same file, MLATokenToKVPool: one latent buffer.
-    let mla = "[2025-06-01 00:00:00 TP0] KV Cache is allocated. #tokens: 1,234,567, KV size: 40.50 GB";
+    let mla =
+        "[2025-06-01 00:00:00 TP0] KV Cache is allocated. #tokens: 1,234,567, KV size: 40.50 GB";
     let p = parse_str(mla).unwrap();
     assert_eq!(p.kv_tokens, Some(1_234_567));
     assert_eq!(p.kv_cache_bytes, gib(40.5));

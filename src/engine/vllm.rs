@@ -20,7 +20,11 @@ use super::{Concurrency, Engine, EnginePlan};
 
 pub fn read(line: &str, plan: &mut EnginePlan) {
     let mut hit = false;
-    for key in ["Model loading took ", "weights memory: ", "model weights take "] {
+    for key in [
+        "Model loading took ",
+        "weights memory: ",
+        "model weights take ",
+    ] {
         hit |= EnginePlan::first(&mut plan.weights_bytes, size_after(line, key));
     }
     for key in [
@@ -63,5 +67,6 @@ fn concurrency(line: &str) -> Option<Concurrency> {
     let (context, rest) = count(rest)?;
     let rest = after(rest, "tokens per request: ")?;
     let (times, rest) = number(rest)?;
-    rest.starts_with('x').then_some(Concurrency { context, times })
+    rest.starts_with('x')
+        .then_some(Concurrency { context, times })
 }

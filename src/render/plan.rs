@@ -27,7 +27,7 @@ fn source(f: Figure) -> &'static str {
         Figure::KvCacheBytes | Figure::KvCacheTokens => "the KV cache recognised in the trace",
         Figure::MaxConcurrency => "measured KV tokens / the logged tokens per request",
         Figure::GraphPool => "live allocations made between the `warmup` marker and serving",
-        Figure::NonTorch => "device memory in use beyond PyTorch's reserved memory (beyond every tracked allocation without its counters)",
+        Figure::NonTorch => "device memory in use beyond PyTorch's reserved memory (without its counters: beyond every tracked allocation and its rounding)",
         Figure::NonTorchIncrease => "not measured: only the profile's forward pass",
         Figure::TorchPeak => "tracked peak - weights - preallocated KV cache",
     }
@@ -102,7 +102,11 @@ pub fn words(
     .number("measured_value", number(measured))
     .number(
         "off_fraction",
-        if off.is_finite() { off.into() } else { serde_json::Value::Null },
+        if off.is_finite() {
+            off.into()
+        } else {
+            serde_json::Value::Null
+        },
     )
     .number("tolerance", tolerance)
     .next(advice(figure, off))
