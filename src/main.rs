@@ -6,6 +6,7 @@
 
 mod check;
 mod cli;
+mod device;
 mod engine;
 mod kv;
 mod load;

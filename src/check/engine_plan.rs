@@ -184,7 +184,7 @@ pub fn apply(result: &mut CheckResult, plan: &EnginePlan, tolerance: f64, fail_o
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Concurrency, Engine};
+    use crate::engine::plan::{Concurrency, Engine};
 
     fn plan() -> EnginePlan {
         EnginePlan {

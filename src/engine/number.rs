@@ -20,7 +20,7 @@ pub fn number(s: &str) -> Option<(f64, &str)> {
 /// A whole count at the start of `s`.
 pub fn count(s: &str) -> Option<(u64, &str)> {
     let (v, rest) = number(s)?;
-    (v.fract() == 0.0 && v >= 0.0 && v < 1e18).then_some((v as u64, rest))
+    (v.fract() == 0.0 && (0.0..1e18).contains(&v)).then_some((v as u64, rest))
 }
 
 /// A size at the start of `s`: a number and its unit. The engines' `GB`

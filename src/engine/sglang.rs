@@ -5,7 +5,7 @@
 //! GB:.2f} GB"` (MLA), with `GB = 1024 * 1024 * 1024` in that file.
 
 use super::number::{after, count, size_after};
-use super::{Engine, EnginePlan};
+use super::plan::{Engine, EnginePlan};
 
 pub fn read(line: &str, plan: &mut EnginePlan) {
     let Some(rest) = after(line, "KV Cache is allocated. #tokens: ") else {

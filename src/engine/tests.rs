@@ -1,7 +1,9 @@
 //! Every parse variant, on lines written in each engine's published format
 //! (the engine version and source file named beside each).
 
-use super::*;
+use super::parse::{parse_file, parse_str};
+use super::plan::{Concurrency, Engine};
+use std::path::Path;
 
 const GIB: f64 = (1u64 << 30) as f64;
 

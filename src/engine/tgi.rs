@@ -5,7 +5,7 @@
 //! (`--json-output`). The tokens the KV cache holds; TGI logs no sizes.
 
 use super::number::count_after;
-use super::{Engine, EnginePlan};
+use super::plan::{Engine, EnginePlan};
 
 pub fn read(line: &str, plan: &mut EnginePlan) {
     if EnginePlan::first(

@@ -16,7 +16,7 @@
 //!   memory reserved for KV Cache is X GiB."`
 
 use super::number::{after, count, count_after, number, size_after};
-use super::{Concurrency, Engine, EnginePlan};
+use super::plan::{Concurrency, Engine, EnginePlan};
 
 pub fn read(line: &str, plan: &mut EnginePlan) {
     let mut hit = false;
