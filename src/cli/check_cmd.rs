@@ -1,5 +1,6 @@
 //! `kvscope check REPORT... --model M`.
 
+use super::engine_args::EngineArgs;
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
@@ -51,14 +52,8 @@ pub struct CheckArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// The serving engine's log (vLLM, SGLang or TGI): its start-up memory
-    /// plan is compared with what the trace measured.
-    #[arg(long)]
-    pub engine_log: Option<PathBuf>,
-    /// How far (a fraction) a measured figure may be from the engine's before
-    /// `engine_plan_mismatch` is reported.
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    pub engine_tolerance: f64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `--fail-on`: the severities by their JSON names. clap lists and checks
@@ -107,17 +102,7 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
             "--context and --concurrency must be at least 1",
         ));
     }
-    if !(a.engine_tolerance > 0.0 && a.engine_tolerance.is_finite()) {
-        return Err(CliError::input(format!(
-            "--engine-tolerance {} must be above 0",
-            a.engine_tolerance
-        )));
-    }
-    // Read first: a log that says nothing is refused before the reports load.
-    let plan = match &a.engine_log {
-        Some(p) => Some(crate::engine::parse_file(p).map_err(CliError::input)?),
-        None => None,
-    };
+    let plan = a.engine.plan()?;
     let mut reports = Vec::new();
     for p in &a.reports {
         reports.push((p.display().to_string(), load(p)?));
@@ -127,9 +112,7 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
     let ctx = model_ctx(&a.model, 1, a.context, a.concurrency, &mut notes)?;
     let mut result = check(reports, ctx.as_ref(), thresholds, a.fail_on);
     result.notes.extend(notes);
-    if let Some(plan) = &plan {
-        crate::check::engine_plan::apply(&mut result, plan, a.engine_tolerance, a.fail_on);
-    }
+    a.engine.apply(plan.as_ref(), &mut result, a.fail_on);
     if a.json {
         println!("{}", json::render(&result)?);
     } else {

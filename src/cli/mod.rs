@@ -7,6 +7,7 @@ mod control;
 mod demo;
 mod devices;
 mod diff;
+mod engine_args;
 mod error;
 mod fit;
 mod locate;
