@@ -383,3 +383,13 @@ fn a_log_without_plan_lines_or_a_bad_tolerance_is_one_line_and_status_2() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn per_request_kv_tensors_are_no_capacity_to_compare() {
+    // Hugging Face's per-request K and V tensors hold requests' lengths: a
+    // TGI token budget against them is "not measured", never a mismatch.
+    let s = sim("hf", &["--pattern", "hf", "--requests", "4"]);
+    let (j, _) = check(&s, "tgi", "Setting max batch total tokens to 123456\n", &[]);
+    assert!(mismatches(&j).is_empty(), "{}", j["findings"]);
+    assert_eq!(rows(&j)["kv_cache_tokens"]["status"], "not measured");
+}

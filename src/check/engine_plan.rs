@@ -7,6 +7,7 @@
 use super::breakdown::Breakdown;
 use super::finding::{Facts, Finding};
 use super::kind::Severity;
+use super::kv_detect::Layout;
 pub use super::plan::{Figure, PlanRow, PlanTable, Value};
 use super::result::{CheckResult, DeviceResult};
 use crate::engine::EnginePlan;
@@ -30,12 +31,21 @@ impl Measured {
     pub fn of(d: &DeviceResult) -> Measured {
         let b: &Breakdown = &d.breakdown;
         let graph = b.graph_pool_bytes;
-        let tokens = d.kv_cache.iter().map(|k| k.tokens).filter(|&t| t > 0).min();
+        // The engine's cache is the preallocated one: per-request tensors
+        // (Hugging Face) hold requests' lengths, not a capacity.
+        let per_request = Layout::PerRequest.name();
+        let pools: Vec<_> = d
+            .kv_cache
+            .iter()
+            .filter(|k| k.layout != per_request)
+            .collect();
+        let tokens = pools.iter().map(|k| k.tokens).filter(|&t| t > 0).min();
+        let kv_bytes: u64 = pools.iter().map(|k| k.bytes).sum();
         Measured {
             // The breakdown's weights are everything before serving; the
             // engine's exclude the graphs captured after the KV cache.
             weights: Some(b.weights_bytes.saturating_sub(graph.unwrap_or(0))),
-            kv_bytes: (b.kv_bytes > 0).then_some(b.kv_bytes),
+            kv_bytes: (kv_bytes > 0).then_some(kv_bytes),
             kv_tokens: tokens,
             graph_pool: graph,
             non_torch: match (b.used_bytes, b.framework_reserved_bytes) {

@@ -85,7 +85,7 @@ pub fn words(
     tolerance: f64,
 ) -> Words {
     Words::new(format!(
-        "{engine}'s plan is off for {}: it logged {}, the trace measured {} ({})",
+        "{engine}'s plan is off for {}: it logged {}, the trace measured {} ({} from the plan)",
         label(figure),
         show(planned),
         show(measured),
