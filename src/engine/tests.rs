@@ -59,6 +59,15 @@ fn vllm_merged_capacity_line() {
 }
 
 #[test]
+fn vllm_explicit_kv_cache_memory() {
+    // vllm/v1/worker/gpu_worker.py (recent main) with --kv-cache-memory.
+    let p =
+        parse_str("INFO 11-01 [gpu_worker.py:301] Using explicit kv_cache_memory_bytes: 40.0 GiB")
+            .unwrap();
+    assert_eq!(p.kv_cache_bytes, gib(40.0));
+}
+
+#[test]
 fn two_messages_on_one_line_and_repeated_ranks() {
     // Two records run together (a log collector that lost a newline), then a
     // second rank repeating its lines: the first value of each figure stays.

@@ -11,6 +11,8 @@
 //!   `"Maximum concurrency for %s tokens per request: %.2fx"` (counts with
 //!   thousands separators), one line each in earlier V1 releases, merged into
 //!   one `info_once` in recent ones.
+//! - `gpu_worker.py` with `--kv-cache-memory`: `"Using explicit
+//!   kv_cache_memory_bytes: %s GiB"`.
 //! - V0 (`vllm/worker/worker.py`): `"model weights take X GiB; non_torch_memory
 //!   takes X GiB; PyTorch activation peak memory takes X GiB; the rest of the
 //!   memory reserved for KV Cache is X GiB."`
@@ -30,6 +32,8 @@ pub fn read(line: &str, plan: &mut EnginePlan) {
     for key in [
         "Available KV cache memory: ",
         "the rest of the memory reserved for KV Cache is ",
+        // --kv-cache-memory given: the profile's figure is replaced.
+        "Using explicit kv_cache_memory_bytes: ",
     ] {
         hit |= EnginePlan::first(&mut plan.kv_cache_bytes, size_after(line, key));
     }
