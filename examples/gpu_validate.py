@@ -40,6 +40,9 @@ and exit status 1 when any check failed (2: could not start). Sections
   oom                 8 GiB tensors until OOM, then recovery: the post-mortem,
                       out_of_memory.recovered, and kvscope check's finding
   bench               torch.empty/del timings: native, cudaMallocAsync, kvscope (info)
+  nvml                no shim: `kvscope devices --json` (NVML, device level) lists the child's
+                      PID; its bytes grow with memory_reserved(); the context is counted;
+                      kvscope itself never shows on the GPU (it makes no CUDA context)
 """
 
 import argparse
@@ -482,6 +485,49 @@ def judge_oom(result, oom_report, exit_report, rc, check):
     return out
 
 
+NVML_STEPS = (GiB, 512 * MiB)  # tensors the nvml child adds, one per read
+
+
+def judge_nvml(result):
+    """`kvscope devices` read twice by a child without the shim: [(reserved, read)]."""
+    out = []
+    pid, reads = result.get("pid"), result.get("reads") or []
+
+    def mine(read):
+        procs = [p for g in (read or {}).get("gpus", []) for p in g.get("processes", [])]
+        rows = [p for p in procs if p.get("host_pid") == pid or p.get("pid") == pid]
+        # In a container NVML's host PIDs cannot be matched: the only process is taken (noted below).
+        if not rows and read and not read.get("pids_mapped") and len(procs) == 1:
+            rows = procs
+        return sum(p.get("used_bytes") or 0 for p in rows) if rows else None
+
+    held = [(r.get("reserved"), mine(r.get("devices"))) for r in reads]
+    ok = len(held) == 2 and all(b is not None for _, b in held)
+    out.append(Check("pid-listed", ok, f"pid {pid}: NVML bytes {[human(b) for _, b in held]} "
+                     f"at memory_reserved() {[human(r) for r, _ in held]}; "
+                     f"pids mapped: {[(r.get('devices') or {}).get('pids_mapped') for r in reads]}"))
+    if ok:
+        grew, reserved_grew = held[1][1] - held[0][1], held[1][0] - held[0][0]
+        out.append(Check("growth", abs(grew - reserved_grew) <= 4 * MiB,
+                         f"NVML growth {human(grew)} between the reads; memory_reserved() grew {human(reserved_grew)}"))
+        ctx = held[0][1] - held[0][0]
+        out.append(Check("context-counted", ctx >= 100 * MiB,
+                         f"NVML - memory_reserved() = {human(ctx)} (the CUDA context and libraries, device level)"))
+    else:
+        out.append(Check("growth", False, "not listed in both reads"))
+        out.append(Check("context-counted", False, "not listed"))
+    own = result.get("kvscope_pids") or []
+    seen = [p for r in reads for g in (r.get("devices") or {}).get("gpus", []) for p in g.get("processes", [])
+            if p.get("host_pid") in own or p.get("pid") in own]
+    out.append(Check("no-context", bool(reads) and not seen,
+                     f"kvscope devices' own PIDs {own} on no GPU" if not seen else f"kvscope on the GPU: {seen}"))
+    if result.get("error"):
+        out.append(f"kvscope devices said: {result['error'][:300]}")
+    for note in {n for r in reads for n in (r.get("devices") or {}).get("notes", [])}:
+        out.append(f"kvscope devices noted: {note}")
+    return out
+
+
 # =================================================================== children
 # Each runs in its own process: `gpu_validate.py --child KIND ARG`.
 
@@ -741,7 +787,26 @@ def child_selftest(_):
     _emit(dict(pid=os.getpid(), rc=rc, dumped=kv.dump("selftest"), live=kv.live_bytes(0)))
 
 
-CHILDREN = dict(info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
+def child_nvml(_):
+    """No shim: tensors of NVML_STEPS, `kvscope devices --json --pid` after each."""
+    import torch
+
+    held, reads, own, error = [], [], [], None
+    for size in NVML_STEPS:
+        held.append(torch.empty(size, dtype=torch.uint8, device="cuda"))
+        torch.cuda.synchronize()
+        p = subprocess.Popen([BIN, "devices", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        own.append(p.pid)
+        so, se = p.communicate(timeout=60)
+        try:
+            devices = json.loads(so)
+        except ValueError:
+            devices, error = None, se.strip()
+        reads.append(dict(reserved=torch.cuda.memory_reserved(), devices=devices))
+    _emit(dict(pid=os.getpid(), reads=reads, kvscope_pids=own, error=error))
+
+
+CHILDREN = dict(nvml=child_nvml, info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
                 serving=child_serving, oom=child_oom, bench=child_bench, selftest=child_selftest)
 
 
@@ -908,6 +973,12 @@ def section_oom(run, name):
     run.emit(name, judge_oom(c.result, _report(c, "oom"), _report(c, "exit"), rc, check))
 
 
+def section_nvml(run, name):
+    c = run_child(run, name, "nvml", ["nvml"])
+    if c is not None:
+        run.emit(name, judge_nvml(c.result))
+
+
 def section_bench(run, name):
     times = {}
     for backend, extra in (("native", {}), ("cudaMallocAsync", {"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"}),
@@ -971,6 +1042,12 @@ SECTIONS = [
             [("post-mortem", "-oom.json: cudaMalloc of 8 GiB, free memory below it"),
              ("recovered", "the exit report's out_of_memory.recovered is true"),
              ("check-finding", "kvscope check reports an out-of-memory finding")]),
+    Section("nvml", section_nvml, 10,
+            "no shim: 1 GiB then 512 MiB of tensors, `kvscope devices --json` (NVML) after each",
+            [("pid-listed", "the child's PID is listed with its bytes in both reads"),
+             ("growth", "NVML's growth between the reads == memory_reserved()'s, within 4 MiB"),
+             ("context-counted", "NVML's bytes exceed memory_reserved() by >= 100 MiB (the context: device level)"),
+             ("no-context", "kvscope devices itself is on no GPU: it made no CUDA context")]),
     Section("bench", section_bench, 25, "torch.empty(1 MiB)/del: native, cudaMallocAsync, kvscope pluggable (info)",
             []),
 ]
@@ -1214,6 +1291,18 @@ def _test_judges():
                             oomchk), {"post-mortem": True, "recovered": True, "check-finding": True})
     judged("oom", judge_oom(dict(held=64, oom=False), None, dict(out_of_memory=None), 0, {}),
            {"post-mortem": False, "recovered": False, "check-finding": False})
+    dev = lambda pid, used, mapped=True: dict(pids_mapped=mapped, gpus=[dict(processes=[  # noqa: E731
+        dict(host_pid=pid, pid=pid if mapped else None, used_bytes=used)])])
+    nv = dict(pid=7, kvscope_pids=[8, 9], reads=[dict(reserved=GiB, devices=dev(7, GiB + 500 * MiB)),
+                                                 dict(reserved=3 * GiB // 2, devices=dev(7, 3 * GiB // 2 + 500 * MiB))])
+    ok = {"pid-listed": True, "growth": True, "context-counted": True, "no-context": True}
+    judged("nvml", judge_nvml(nv), ok)
+    judged("nvml", judge_nvml(dict(nv, reads=[dict(r, devices=dev(7, r["reserved"] + 500 * MiB, False))
+                                             for r in nv["reads"]])), ok)
+    kv_on_gpu = dict(nv, kvscope_pids=[7])
+    judged("nvml", judge_nvml(kv_on_gpu), dict(ok, **{"no-context": False}))
+    judged("nvml", judge_nvml(dict(pid=7, reads=[], error="no NVML")),
+           {"pid-listed": False, "growth": False, "context-counted": False, "no-context": False})
     assert seen == declared, (declared - seen, seen - declared)
 
 

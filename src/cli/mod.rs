@@ -5,7 +5,9 @@
 mod check_cmd;
 mod control;
 mod demo;
+mod devices;
 mod diff;
+mod engine_args;
 mod error;
 mod fit;
 mod locate;
@@ -58,6 +60,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
     Diff { a: PathBuf, b: PathBuf },
+    /// Device memory per process and GPU, read through NVML (no shim needed).
+    Devices(devices::DevicesArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -99,6 +103,7 @@ pub fn main() -> i32 {
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
+        Command::Devices(a) => devices::run(&a),
     };
     match result {
         Ok(code) => code,

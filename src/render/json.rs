@@ -21,6 +21,10 @@ struct CheckJson<'a> {
     /// The runs the reports came from (one for a single run), each checked
     /// on its own; processes and findings name theirs by index (`run`).
     runs: &'a [RunResult],
+    /// The engine's logged plan against each device (`--engine-log`), with
+    /// `null` for a figure not logged or not measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    engine_plan: Vec<super::plan::TableJson<'a>>,
 }
 
 pub fn render(r: &CheckResult) -> Result<String, String> {
@@ -40,6 +44,7 @@ pub fn render(r: &CheckResult) -> Result<String, String> {
             .collect(),
         exit_status: r.exit_status,
         runs: &r.runs,
+        engine_plan: super::plan::json(&r.engine_plan),
     };
     serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
 }
