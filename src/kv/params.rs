@@ -145,7 +145,7 @@ impl ParamSpec {
         let layer_norm = LAYER_NORM.contains(&model_type);
         let norm = if layer_norm { 2 * hidden } else { hidden };
         let layer_norms = norms_per_layer(c, model_type) as P * norm;
-        let qk_norm = qk_norm(model_type, head_dim);
+        let qk_norm = qk_norm(model_type, heads, kv_heads, head_dim);
         let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
@@ -201,11 +201,13 @@ fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
     }
 }
 
-/// Per-head RMSNorms on the queries and keys (Qwen3, Gemma 3): one
-/// head_dim-wide weight each.
-fn qk_norm(model_type: &str, hd: P) -> P {
+/// RMSNorms on the queries and keys: per head (Qwen3, Qwen3-Next, Gemma 3),
+/// one head_dim-wide weight each; over all heads (OLMo 2 and 3), one
+/// weight per query and per key element. Llama 4's qk norm has no weight.
+fn qk_norm(model_type: &str, heads: P, kv: P, hd: P) -> P {
     match model_type {
-        "qwen3" | "qwen3_moe" | "gemma3" | "gemma3_text" => 2 * hd,
+        "qwen3" | "qwen3_moe" | "qwen3_next" | "gemma3" | "gemma3_text" => 2 * hd,
+        "olmo2" | "olmo3" => (heads + kv) * hd,
         _ => 0,
     }
 }
@@ -241,9 +243,13 @@ fn attention(
     }
     let q = heads * hd;
     let k = kv * hd;
-    let linear = h * q + 2 * h * k + q * h;
+    // Qwen3-Next gates the attention output: q_proj gives a gate as wide as the queries.
+    let q_out = if model_type == "qwen3_next" { 2 * q } else { q };
+    let linear = h * q_out + 2 * h * k + q * h;
+    // GPT-OSS: a learned attention sink per head.
+    let sinks = if model_type == "gpt_oss" { heads } else { 0 };
     // Biases: attention_bias (q, k, v, o) where stated; Qwen2's q, k, v biases; Falcon's `bias`.
-    let other = match c
+    let bias = match c
         .bool("attention_bias")
         .or_else(|| (model_type == "falcon").then(|| c.bool("bias").unwrap_or(false)))
     {
@@ -252,7 +258,10 @@ fn attention(
         None if model_type.starts_with("qwen2") => q + 2 * k,
         None => 0,
     };
-    Ok(LayerParams { linear, other })
+    Ok(LayerParams {
+        linear,
+        other: bias + sinks,
+    })
 }
 
 /// Mamba, Mamba2 or Gated DeltaNet mixer parameters (see layout::state_elems for the keys).
@@ -266,7 +275,9 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
         let linear = h * (2 * nk * dk + 2 * nv * dv) + h * 2 * nv + nv * dv * h;
         return Ok(LayerParams {
             linear,
-            other: conv_ch * kernel + 3 * nv + dv,
+            // conv1d (no bias), dt_bias and A_log per value head, the gated
+            // RMSNorm over a value head.
+            other: conv_ch * kernel + 2 * nv + dv,
         });
     }
     let d_state = c

@@ -9,3 +9,4 @@ mod layer_plans;
 mod names;
 mod support;
 mod weights;
+mod probe;
