@@ -6,7 +6,12 @@
 //! The values are those of the transformers config classes in release
 //! v4.57.0 (`models/<type>/configuration_<type>.py`), for the fields kvscope
 //! reads. Only a field that is absent is filled: a field given as null keeps
-//! its meaning (`sliding_window: null` is "no window").
+//! its meaning (`sliding_window: null` is "no window"). Qwen3MoeConfig,
+//! Qwen3NextConfig, GptOssConfig, Llama4TextConfig, Olmo3Config and
+//! CohereConfig were read from the transformers source as the search tools
+//! hold it (the main branch, and v4.40.0 for Cohere), not from the v4.57.0
+//! tag itself; their values for the fields here are the ones the verbatim
+//! configs in the tests agree with.
 
 use serde_json::{Map, Value};
 
@@ -341,6 +346,21 @@ const CLASSES: &[Class] = &[
             ("max_position_embeddings", U(2048)),
             ("sliding_window", U(4096)),
             ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // The defaults are c4ai-command-r-v01's (35B).
+        model_types: &["cohere"],
+        name: "CohereConfig",
+        fields: &[
+            ("vocab_size", U(256000)),
+            ("hidden_size", U(8192)),
+            ("intermediate_size", U(22528)),
+            ("num_hidden_layers", U(40)),
+            ("num_attention_heads", U(64)),
+            ("max_position_embeddings", U(8192)),
+            ("use_qk_norm", B(false)),
+            ("tie_word_embeddings", B(true)),
         ],
     },
 ];

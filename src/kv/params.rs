@@ -59,6 +59,8 @@ const TIED_BY_DEFAULT: &[&str] = &[
     "opt",
     "bloom",
     "qwen3",
+    "cohere",
+    "cohere2",
 ];
 
 impl ParamSpec {
@@ -145,7 +147,7 @@ impl ParamSpec {
         let layer_norm = LAYER_NORM.contains(&model_type);
         let norm = if layer_norm { 2 * hidden } else { hidden };
         let layer_norms = norms_per_layer(c, model_type) as P * norm;
-        let qk_norm = qk_norm(model_type, heads, kv_heads, head_dim);
+        let qk_norm = qk_norm(c, model_type, heads, kv_heads, head_dim);
         let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
@@ -187,7 +189,8 @@ impl ParamSpec {
 fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
     match model_type {
         "gemma2" | "gemma3" | "gemma3_text" => 4,
-        "gptj" | "phi" => 1,
+        // Command R: attention and MLP in parallel off one (bias-free) LayerNorm.
+        "gptj" | "phi" | "cohere" | "cohere2" => 1,
         "falcon" => {
             let parallel = c.bool("parallel_attn").unwrap_or(true);
             let new_arch = c.bool("new_decoder_architecture").unwrap_or(false);
@@ -203,11 +206,13 @@ fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
 
 /// RMSNorms on the queries and keys: per head (Qwen3, Qwen3-Next, Gemma 3),
 /// one head_dim-wide weight each; over all heads (OLMo 2 and 3), one
-/// weight per query and per key element. Llama 4's qk norm has no weight.
-fn qk_norm(model_type: &str, heads: P, kv: P, hd: P) -> P {
+/// weight per query and per key element; Command R+ (use_qk_norm) per head
+/// with weights of its own. Llama 4's qk norm has no weight.
+fn qk_norm(c: &Obj, model_type: &str, heads: P, kv: P, hd: P) -> P {
     match model_type {
         "qwen3" | "qwen3_moe" | "qwen3_next" | "gemma3" | "gemma3_text" => 2 * hd,
         "olmo2" | "olmo3" => (heads + kv) * hd,
+        "cohere" if c.bool("use_qk_norm") == Some(true) => (heads + kv) * hd,
         _ => 0,
     }
 }

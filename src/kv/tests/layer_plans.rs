@@ -98,3 +98,36 @@ fn kv_needs_no_vocab_size() {
     assert_eq!(m.params.embed, 0);
     assert!(m.notes.iter().any(|n| n.contains("no vocab_size")));
 }
+
+#[test]
+fn command_r_runs_attention_and_mlp_off_one_norm() {
+    // CohereConfig's defaults are c4ai-command-r-v01's: 40 layers, 64 heads of
+    // 128, all KV heads (64), MLP 22,528, vocabulary 256,000, tied embeddings.
+    let m = synthetic(json!({"model_type": "cohere", "torch_dtype": "float16"}));
+    let h = 8192u128;
+    // Per layer: q, k, v, o of 8,192 x 8,192, the gated MLP, one LayerNorm
+    // (weights only: Cohere's LayerNorm has no bias).
+    let layer = 4 * h * h + 3 * h * 22528 + h;
+    assert!(m.params.layers.iter().all(|l| l.linear + l.other == layer));
+    assert_eq!(m.params.lm_head, 0, "tied by CohereConfig's default");
+    // Published: "35B" (to 0.5B).
+    let total = m.params.total_exact();
+    assert_eq!(total, 256_000 * h + 40 * layer + h);
+    assert!((total as f64 / 35e9 - 1.0).abs() < 0.5 / 35.0, "{total}");
+    // KV: 40 x 2 x 64 x 128 x 2 bytes.
+    assert_eq!(token_bytes(&m, 1).0, 40 * 2 * 64 * 128 * 2);
+    assert!(m.notes.iter().any(|n| n.contains("CohereConfig")));
+    // Command R+ (the fields of c4ai-command-r-plus's config.json): 64 layers of
+    // 12,288, 96 heads and 8 KV heads of 128, MLP 33,792, and per-head q and k
+    // LayerNorms (use_qk_norm). Published: "104B" (to 0.5B).
+    let plus = synthetic(json!({"model_type": "cohere", "hidden_size": 12288,
+        "intermediate_size": 33792, "num_hidden_layers": 64, "num_attention_heads": 96,
+        "num_key_value_heads": 8, "use_qk_norm": true, "vocab_size": 256000,
+        "torch_dtype": "float16"}));
+    let h = 12288u128;
+    let layer = 2 * h * h + 2 * h * 1024 + 3 * h * 33792 + h + (96 + 8) * 128;
+    assert_eq!(plus.params.total_exact(), 256_000 * h + 64 * layer + h);
+    let total = plus.params.total() as f64;
+    assert!((total / 104e9 - 1.0).abs() < 0.5 / 104.0, "{total}");
+    assert_eq!(token_bytes(&plus, 1).0, 64 * 2 * 8 * 128 * 2);
+}
