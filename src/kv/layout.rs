@@ -21,7 +21,15 @@ fn implicit_pattern(model_type: &str) -> Option<u64> {
     }
 }
 
-fn kind_of(name: &str, window: Option<u64>, c: &Obj, i: usize) -> Result<LayerKind, String> {
+/// One entry of `key` (layer_types, or layers_block_type as Jamba-style and
+/// Granite hybrids name it).
+fn kind_of(
+    key: &str,
+    name: &str,
+    window: Option<u64>,
+    c: &Obj,
+    i: usize,
+) -> Result<LayerKind, String> {
     Ok(match name {
         // Llama 4's chunked attention: a token attends within its chunk of
         // attention_chunk_size tokens, so a layer keeps at most a chunk of
@@ -29,7 +37,7 @@ fn kind_of(name: &str, window: Option<u64>, c: &Obj, i: usize) -> Result<LayerKi
         "chunked_attention" => LayerKind::Sliding(chunk(c)?.ok_or_else(|| {
             c.bad(
                 "attention_chunk_size",
-                &format!("is needed by layer_types[{i}] = {name}"),
+                &format!("is needed by {key}[{i}] = {name}"),
             )
         })?),
         "full_attention" | "attention" | "global" | "global_attention" => LayerKind::Full,
@@ -37,14 +45,14 @@ fn kind_of(name: &str, window: Option<u64>, c: &Obj, i: usize) -> Result<LayerKi
             LayerKind::Sliding(window.ok_or_else(|| {
                 c.bad(
                     "sliding_window",
-                    &format!("is needed by layer_types[{i}] = {name}"),
+                    &format!("is needed by {key}[{i}] = {name}"),
                 )
             })?)
         }
         "linear_attention" | "mamba" | "mamba2" | "ssm" | "recurrent" => LayerKind::State,
         other => {
             return Err(c.bad(
-                &format!("layer_types[{i}]"),
+                &format!("{key}[{i}]"),
                 &format!("has an unknown layer type '{other}'"),
             ))
         }
@@ -60,10 +68,11 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
             .filter(|&w| w > 0)
     };
 
-    if let Some(types) = c.array("layer_types") {
+    for key in ["layer_types", "layers_block_type"] {
+        let Some(types) = c.array(key) else { continue };
         if types.len() != n {
             return Err(c.bad(
-                "layer_types",
+                key,
                 &format!("has {} entries for {n} layers", types.len()),
             ));
         }
@@ -71,10 +80,27 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
             .iter()
             .enumerate()
             .map(|(i, t)| match t.as_str() {
-                Some(s) => kind_of(s, window, c, i),
-                None => Err(c.bad(&format!("layer_types[{i}]"), "must be a string")),
+                Some(s) => kind_of(key, s, window, c, i),
+                None => Err(c.bad(&format!("{key}[{i}]"), "must be a string")),
             })
             .collect();
+    }
+
+    // Bamba and kin: the attention layers listed, Mamba elsewhere.
+    if let Some(listed) = c.array("attn_layer_indices") {
+        let mut kinds = vec![LayerKind::State; n];
+        for v in listed {
+            match v.as_u64().filter(|&i| (i as usize) < n) {
+                Some(i) => kinds[i as usize] = LayerKind::Full,
+                None => {
+                    return Err(c.bad(
+                        "attn_layer_indices",
+                        &format!("has {v}, not a layer index below {n}"),
+                    ))
+                }
+            }
+        }
+        return Ok(kinds);
     }
 
     if let Some(kinds) = llama4_chunks(c, model_type, n)? {

@@ -131,3 +131,33 @@ fn command_r_runs_attention_and_mlp_off_one_norm() {
     assert!((total / 104e9 - 1.0).abs() < 0.5 / 104.0, "{total}");
     assert_eq!(token_bytes(&plus, 1).0, 64 * 2 * 8 * 128 * 2);
 }
+
+#[test]
+fn hybrid_layer_lists_are_followed() {
+    let mamba = json!({"mamba_d_state": 16, "mamba_d_conv": 4, "mamba_expand": 2});
+    let with = |extra: serde_json::Value| {
+        let mut v = base(mamba.clone());
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        synthetic(v).layers
+    };
+    let (a, s) = (LayerKind::Full, LayerKind::State);
+    // layers_block_type, as layer_types.
+    assert_eq!(
+        with(json!({"layers_block_type":
+            ["mamba", "mamba", "attention", "mamba", "mamba", "attention"]})),
+        [s, s, a, s, s, a]
+    );
+    // attn_layer_indices (Bamba): the attention layers, Mamba elsewhere.
+    assert_eq!(with(json!({"attn_layer_indices": [1, 4]})), [s, a, s, s, a, s]);
+    // A layer index past the last layer is refused, naming the field.
+    let mut bad = base(mamba.clone());
+    bad["attn_layer_indices"] = json!([6]);
+    let err = crate::kv::model::from_config("bad", &bad, None).unwrap_err();
+    assert!(err.contains("attn_layer_indices"), "{err}");
+    // KV only on the attention layers: 2 x 2 x 2 KV heads x 64 x 2 bytes.
+    let mut v = base(mamba);
+    v["attn_layer_indices"] = json!([1, 4]);
+    assert_eq!(token_bytes(&synthetic(v), 1).0, 2 * 2 * 2 * 64 * 2);
+}
