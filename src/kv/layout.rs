@@ -71,10 +71,7 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
     for key in ["layer_types", "layers_block_type"] {
         let Some(types) = c.array(key) else { continue };
         if types.len() != n {
-            return Err(c.bad(
-                key,
-                &format!("has {} entries for {n} layers", types.len()),
-            ));
+            return Err(c.bad(key, &format!("has {} entries for {n} layers", types.len())));
         }
         return types
             .iter()
@@ -188,12 +185,20 @@ fn llama4_chunks(c: &Obj, model_type: &str, n: usize) -> Result<Option<Vec<Layer
                 Some(e) => e,
                 None => 4,
             };
-            (0..n as u64).map(|i| !(i + 1).is_multiple_of(every)).collect()
+            (0..n as u64)
+                .map(|i| !(i + 1).is_multiple_of(every))
+                .collect()
         }
     };
     Ok(Some(
         rope.into_iter()
-            .map(|r| if r { LayerKind::Sliding(w) } else { LayerKind::Full })
+            .map(|r| {
+                if r {
+                    LayerKind::Sliding(w)
+                } else {
+                    LayerKind::Full
+                }
+            })
             .collect(),
     ))
 }

@@ -24,7 +24,12 @@ fn public_dense_configs_give_hand_kv_and_published_parameters() {
     check(&[
         // Llama 3.1 405B: 126 layers x 2 x 8 KV heads x 128 x 2 bytes.
         // Published: 405,853,388,800, the Hub's safetensors count (exact).
-        case!("llama-3.1-405b.json", 126 * 2 * 8 * 128 * 2, 405_853_388_800, 0.0),
+        case!(
+            "llama-3.1-405b.json",
+            126 * 2 * 8 * 128 * 2,
+            405_853_388_800,
+            0.0
+        ),
         // Llama 3.3 70B: Llama 3.1 70B's architecture, 80 x 2 x 8 x 128 x 2;
         // 70,553,706,496 on the Hub (exact).
         case!(
@@ -34,7 +39,12 @@ fn public_dense_configs_give_hand_kv_and_published_parameters() {
             0.0
         ),
         // Phi-4 (phi3 architecture): 40 x 2 x 10 x 128 x 2. The Hub: "14.7B" (to 0.05B).
-        case!("phi-4.json", 40 * 2 * 10 * 128 * 2, 14_700_000_000, 0.05 / 14.7),
+        case!(
+            "phi-4.json",
+            40 * 2 * 10 * 128 * 2,
+            14_700_000_000,
+            0.05 / 14.7
+        ),
         // OLMo 3.1 32B: 64 x 2 x 8 x 128 x 2 (48 layers slide over 4,096 tokens).
         // Published: "32B" (to 0.5B). Its q and k norms span all heads (5,120 and
         // 1,024 weights a layer).

@@ -37,13 +37,33 @@ fn public_moe_configs_give_hand_kv_and_published_parameters() {
     check(&[
         // Mixtral 8x7B: 32 layers x 2 (K, V) x 8 KV heads x 128 x 2 bytes (bf16).
         // Published: 46,702,792,704, the Hub's safetensors count (exact).
-        case!("mixtral-8x7b-v0.1.json", 32 * 2 * 8 * 128 * 2, 46_702_792_704, 0.0),
+        case!(
+            "mixtral-8x7b-v0.1.json",
+            32 * 2 * 8 * 128 * 2,
+            46_702_792_704,
+            0.0
+        ),
         // Mixtral 8x22B: 56 x 2 x 8 x (6,144 / 48 = 128) x 2. Hub: 140,620,634,112 (exact).
-        case!("mixtral-8x22b-v0.1.json", 56 * 2 * 8 * 128 * 2, 140_620_634_112, 0.0),
+        case!(
+            "mixtral-8x22b-v0.1.json",
+            56 * 2 * 8 * 128 * 2,
+            140_620_634_112,
+            0.0
+        ),
         // Qwen3-30B-A3B: 48 x 2 x 4 x 128 x 2. Model card: "30.5B" (to 0.05B).
-        case!("qwen3-30b-a3b.json", 48 * 2 * 4 * 128 * 2, 30_500_000_000, 0.05 / 30.5),
+        case!(
+            "qwen3-30b-a3b.json",
+            48 * 2 * 4 * 128 * 2,
+            30_500_000_000,
+            0.05 / 30.5
+        ),
         // Qwen3-235B-A22B: 94 x 2 x 4 x 128 x 2. Model card: "235B" (to 0.5B).
-        case!("qwen3-235b-a22b.json", 94 * 2 * 4 * 128 * 2, 235_000_000_000, 0.5 / 235.0),
+        case!(
+            "qwen3-235b-a22b.json",
+            94 * 2 * 4 * 128 * 2,
+            235_000_000_000,
+            0.5 / 235.0
+        ),
         // Qwen3-Coder-480B-A35B: 62 x 2 x 8 x 128 x 2. Model card: "480B" (to 0.5B).
         case!(
             "qwen3-coder-480b-a35b-instruct.json",
@@ -54,9 +74,19 @@ fn public_moe_configs_give_hand_kv_and_published_parameters() {
         // gpt-oss-20b: 24 x 2 x 8 x 64 x 2 (12 of the 24 layers slide over 128
         // tokens). OpenAI's model card: 20.91B total parameters (to 0.005B), its
         // MXFP4 experts counted as parameters.
-        case!("gpt-oss-20b.json", 24 * 2 * 8 * 64 * 2, 20_910_000_000, 0.005 / 20.91),
+        case!(
+            "gpt-oss-20b.json",
+            24 * 2 * 8 * 64 * 2,
+            20_910_000_000,
+            0.005 / 20.91
+        ),
         // gpt-oss-120b: 36 x 2 x 8 x 64 x 2. Model card: 116.83B (to 0.005B).
-        case!("gpt-oss-120b.json", 36 * 2 * 8 * 64 * 2, 116_830_000_000, 0.005 / 116.83),
+        case!(
+            "gpt-oss-120b.json",
+            36 * 2 * 8 * 64 * 2,
+            116_830_000_000,
+            0.005 / 116.83
+        ),
         // Qwen3-Next-80B-A3B: 12 full-attention layers (every 4th) x 2 x 2 x 256 x 2;
         // the other 36 keep a state, not KV. Model card: "80B" (to 0.5B); the
         // checkpoint's multi-token-prediction layer is not counted (vLLM loads it
@@ -68,11 +98,21 @@ fn public_moe_configs_give_hand_kv_and_published_parameters() {
             0.5 / 80.0
         ),
         // DeepSeek-V2-Lite: MLA, 27 layers x (512 + 64) latent x 2. Model card: "15.7B".
-        case!("deepseek-v2-lite.json", 27 * (512 + 64) * 2, 15_700_000_000, 0.05 / 15.7),
+        case!(
+            "deepseek-v2-lite.json",
+            27 * (512 + 64) * 2,
+            15_700_000_000,
+            0.05 / 15.7
+        ),
         // Kimi K2 (DeepSeek-V3's architecture, 384 experts, 64 heads): 61 x (512 + 64)
         // x 2. Model card: "1T" total; checked to 5% (the figure has one significant
         // digit). num_nextn_predict_layers is 0: no MTP weights.
-        case!("kimi-k2-instruct.json", 61 * (512 + 64) * 2, 1_000_000_000_000, 0.05),
+        case!(
+            "kimi-k2-instruct.json",
+            61 * (512 + 64) * 2,
+            1_000_000_000_000,
+            0.05
+        ),
     ]);
 }
 
@@ -88,7 +128,10 @@ fn qwen3_next_linear_attention_layers_keep_their_state() {
     }
     // State per linear-attention layer: convolution (4 - 1) x (2 x 16 x 128 + 32 x 128)
     // = 24,576, recurrent 32 value heads x 128 x 128 = 524,288.
-    assert_eq!(m.state_elems_per_layer, 3 * (2 * 16 * 128 + 32 * 128) + 32 * 128 * 128);
+    assert_eq!(
+        m.state_elems_per_layer,
+        3 * (2 * 16 * 128 + 32 * 128) + 32 * 128 * 128
+    );
     // Parameters of both kinds of layer. MoE on every layer: 512 experts and a
     // shared one of 3 x 2,048 x 512, a router of 2,048 x 512 and the shared
     // expert's gate of 2,048; two norms of 2,048.

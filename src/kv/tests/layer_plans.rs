@@ -150,7 +150,10 @@ fn hybrid_layer_lists_are_followed() {
         [s, s, a, s, s, a]
     );
     // attn_layer_indices (Bamba): the attention layers, Mamba elsewhere.
-    assert_eq!(with(json!({"attn_layer_indices": [1, 4]})), [s, a, s, s, a, s]);
+    assert_eq!(
+        with(json!({"attn_layer_indices": [1, 4]})),
+        [s, a, s, s, a, s]
+    );
     // A layer index past the last layer is refused, naming the field.
     let mut bad = base(mamba.clone());
     bad["attn_layer_indices"] = json!([6]);
