@@ -152,7 +152,7 @@ impl ParamSpec {
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
         let state = if kinds.contains(&LayerKind::State) {
-            state_mixer(c, hidden, notes)?
+            state_mixer(c, model_type, hidden, notes)?
         } else {
             LayerParams::default()
         };
@@ -270,7 +270,12 @@ fn attention(
 }
 
 /// Mamba, Mamba2 or Gated DeltaNet mixer parameters (see layout::state_elems for the keys).
-fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, String> {
+fn state_mixer(
+    c: &Obj,
+    model_type: &str,
+    h: P,
+    notes: &mut Vec<String>,
+) -> Result<LayerParams, String> {
     if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])?.map(P::from) {
         let nk = P::from(c.req_u64(&["linear_num_key_heads"])?);
         let nv = P::from(c.req_u64(&["linear_num_value_heads"])?);
@@ -330,9 +335,22 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
                     + d_inner * (dt_rank + 2 * d_state)
                     + dt_rank * d_inner
                     + d_inner * h;
+                // Jamba's mixer norms dt, B and C (transformers' JambaMambaMixer always).
+                let inner_norms = if c
+                    .bool("mamba_inner_layernorms")
+                    .unwrap_or(model_type == "jamba")
+                {
+                    dt_rank + 2 * d_state
+                } else {
+                    0
+                };
                 LayerParams {
                     linear,
-                    other: d_inner * (d_conv + 1) + d_inner + d_inner * d_state + d_inner,
+                    other: d_inner * (d_conv + 1)
+                        + d_inner
+                        + d_inner * d_state
+                        + d_inner
+                        + inner_norms,
                 }
             }
         },

