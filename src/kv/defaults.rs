@@ -6,8 +6,8 @@
 //! The values are those of the transformers config classes in release
 //! v4.57.0 (`models/<type>/configuration_<type>.py`), for the fields kvscope
 //! reads. Only a field that is absent is filled: a field given as null keeps
-//! its meaning (`sliding_window: null` is "no window"). Qwen3MoeConfig,
-//! Qwen3NextConfig, GptOssConfig, Llama4TextConfig, Olmo3Config and
+//! its meaning (`sliding_window: null` is "no window"). Qwen2MoeConfig,
+//! Qwen3MoeConfig, Qwen3NextConfig, GptOssConfig, Llama4TextConfig, Olmo3Config and
 //! CohereConfig were read from the transformers source as the search tools
 //! hold it (the main branch, and v4.40.0 for Cohere), not from the v4.57.0
 //! tag itself; their values for the fields here are the ones the verbatim
@@ -361,6 +361,27 @@ const CLASSES: &[Class] = &[
             ("max_position_embeddings", U(8192)),
             ("use_qk_norm", B(false)),
             ("tie_word_embeddings", B(true)),
+        ],
+    },
+    Class {
+        // The defaults are Qwen1.5-MoE-A2.7B's.
+        model_types: &["qwen2_moe"],
+        name: "Qwen2MoeConfig",
+        fields: &[
+            ("vocab_size", U(151936)),
+            ("hidden_size", U(2048)),
+            ("intermediate_size", U(5632)),
+            ("num_hidden_layers", U(24)),
+            ("num_attention_heads", U(16)),
+            ("num_key_value_heads", U(16)),
+            ("max_position_embeddings", U(32768)),
+            ("use_sliding_window", B(false)),
+            ("decoder_sparse_step", U(1)),
+            ("moe_intermediate_size", U(1408)),
+            ("shared_expert_intermediate_size", U(5632)),
+            ("num_experts_per_tok", U(4)),
+            ("num_experts", U(60)),
+            ("tie_word_embeddings", B(false)),
         ],
     },
 ];

@@ -168,3 +168,23 @@ fn hybrid_layer_lists_are_followed() {
     v["attn_layer_indices"] = json!([1, 4]);
     assert_eq!(token_bytes(&synthetic(v), 1).0, 2 * 2 * 2 * 64 * 2);
 }
+
+#[test]
+fn qwen2_moe_has_a_gated_shared_expert_and_qkv_biases() {
+    // Qwen2MoeConfig's defaults are Qwen1.5-MoE-A2.7B's: 24 layers of 2,048, 16
+    // heads (all KV), 60 experts of 1,408 and a shared expert of 5,632 with its
+    // gate on every layer, q/k/v biases, untied embeddings of 151,936.
+    let m = synthetic(json!({"model_type": "qwen2_moe", "torch_dtype": "bfloat16"}));
+    let h = 2048u128;
+    let attn = 4 * h * h + 3 * h;
+    let moe = 60 * 3 * h * 1408 + 3 * h * 5632 + 60 * h + h;
+    let layer = attn + moe + 2 * h;
+    assert!(m.params.layers.iter().all(|l| l.linear + l.other == layer));
+    let total = m.params.total_exact();
+    assert_eq!(total, 2 * 151_936 * h + 24 * layer + h);
+    // Published: "14.3B" in total (to 0.05B).
+    assert!((total as f64 / 14.3e9 - 1.0).abs() < 0.05 / 14.3, "{total}");
+    // KV: 24 x 2 x 16 x 128 x 2 bytes.
+    assert_eq!(token_bytes(&m, 1).0, 24 * 2 * 16 * 128 * 2);
+    assert!(m.notes.iter().any(|n| n.contains("Qwen2MoeConfig")));
+}
