@@ -2,9 +2,11 @@
 //! command, and the exit status. Commands never import each other; what two
 //! share lives beside them (`model_args`, `preload`, `locate`, `error`).
 
+mod channel;
 mod check_cmd;
 mod control;
 mod demo;
+mod diagnose;
 mod diff;
 mod error;
 mod fit;
@@ -58,6 +60,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
     Diff { a: PathBuf, b: PathBuf },
+    /// Run the four diagnostic steps against a live OpenAI-compatible server under the shim, then check its reports.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -99,6 +103,7 @@ pub fn main() -> i32 {
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
+        Command::Diagnose(a) => diagnose::run(&a),
     };
     match result {
         Ok(code) => code,

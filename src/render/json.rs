@@ -21,9 +21,17 @@ struct CheckJson<'a> {
     /// The runs the reports came from (one for a single run), each checked
     /// on its own; processes and findings name theirs by index (`run`).
     runs: &'a [RunResult],
+    /// `kvscope diagnose`: what it sent and measured (absent from `check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnose: Option<serde_json::Value>,
 }
 
 pub fn render(r: &CheckResult) -> Result<String, String> {
+    render_with(r, None)
+}
+
+/// The same object with a `diagnose` section after the check's own fields.
+pub fn render_with(r: &CheckResult, diagnose: Option<serde_json::Value>) -> Result<String, String> {
     let json = CheckJson {
         schema: r.schema,
         model: &r.model,
@@ -40,6 +48,7 @@ pub fn render(r: &CheckResult) -> Result<String, String> {
             .collect(),
         exit_status: r.exit_status,
         runs: &r.runs,
+        diagnose,
     };
     serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
 }
