@@ -3,7 +3,7 @@
 //! baseline; N concurrent requests, whose KV must be N x context x KV bytes
 //! per token; one long request, whose growth must be linear in tokens.
 
-use super::context::DeviceCtx;
+use super::context::{DeviceCtx, Level};
 use super::finding::{Finding, View};
 use super::growth::classify::Verdict;
 use super::growth::points;
@@ -192,11 +192,12 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     let Some(base) = c.baseline else {
         return step(3, "N concurrent requests", Status::Skipped, "no baseline");
     };
+    let tensors = framework_base(c);
     let worst = c
         .in_flight_levels(per_token)
         .into_iter()
         .filter(|(_, _, n)| *n >= 2)
-        .map(|(l, exp, n)| (l.max_live.saturating_sub(base), exp, n))
+        .map(|(l, exp, n)| (grown(l, base, tensors), exp, n))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     let Some((grew, exp, k)) = worst else {
         return step(3, "N concurrent requests", Status::Skipped, format!("no sample while several requests were in flight (expected at most {} of KV for {n} x {} tokens)", bytes(expect), count(mean.round() as u64)));
@@ -206,8 +207,35 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
         3,
         "N concurrent requests",
         if ratio > 1.5 { Status::Problem } else { Status::Ok },
-        format!("sampled growth {} with {k} requests in flight, whose tokens hold at most {} of KV ({ratio:.2}x)", bytes(grew), bytes(exp)),
+        format!("sampled growth {} with {k} requests in flight, whose tokens hold at most {} of KV ({ratio:.2}x){}", bytes(grew), bytes(exp), view_words(tensors)),
     )
+}
+
+/// PyTorch's allocated bytes at the baseline, when the report carries its
+/// counters there: growth is then judged on tensors, not on segments that
+/// the caching allocator rounds up and keeps (a 512 KiB tensor takes a
+/// 2 MiB segment, one of 1-10 MiB a 20 MiB one).
+fn framework_base(c: &DeviceCtx) -> Option<u64> {
+    let serve = c.phases.serve_ms?;
+    let window = (2 * c.report.shim.sample_ms).max(1000) as f64;
+    c.framework_near(serve, window).map(|f| f.allocated_bytes)
+}
+
+/// Growth of a sample over the baseline: in tensors when both have
+/// PyTorch's counters, else the peak of CUDA allocations since the last.
+fn grown(l: &Level, base: u64, tensors: Option<u64>) -> u64 {
+    match (tensors, &l.framework) {
+        (Some(b), Some(f)) => f.allocated_bytes.saturating_sub(b),
+        _ => l.max_live.saturating_sub(base),
+    }
+}
+
+fn view_words(tensors: Option<u64>) -> &'static str {
+    if tensors.is_some() {
+        ", tensor-level (PyTorch's counters)"
+    } else {
+        ", segment-level (CUDA calls)"
+    }
 }
 
 fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
@@ -262,12 +290,12 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         .in_flight_levels(m.geometry.per_token)
         .into_iter()
         .filter(|(l, _, _)| l.t_ms >= long.start_ms && long.done_ms.is_none_or(|d| l.t_ms <= d))
-        .filter_map(|(l, exp, _)| Some((l.max_live.checked_sub(c.baseline?)?, exp)))
+        .filter_map(|(l, exp, _)| Some((grown(l, c.baseline?, framework_base(c)), exp)))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     match worst {
         Some((grew, exp)) => {
             let ratio = grew as f64 / exp.max(1) as f64;
-            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x)", count(tokens), bytes(grew), bytes(exp)))
+            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x){}", count(tokens), bytes(grew), bytes(exp), view_words(framework_base(c))))
         }
         None => step(
             4,

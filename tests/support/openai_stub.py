@@ -133,10 +133,14 @@ def tfree(ptr):
 
 
 # ---- loading ----
+# Tensors of unequal sizes (equal ones would look like a preallocated cache).
 for copy in range(2 if o.double_weights else 1):
-    each = o.weights // 4
-    for i in range(4):
-        dalloc(each if i < 3 else o.weights - 3 * each)
+    parts = [o.weights * k // 10 for k in (1, 2, 3)]
+    for size in parts + [o.weights - sum(parts)]:
+        # Hugging Face's weights are tensors too (through the cache there).
+        talloc(size) if cc is not None else dalloc(size)
+if cc is not None:
+    report_counters()  # the shim runs now: PyTorch's counters from the start
 capacity = 0
 if o.pattern == "paged":
     per_layer_page = o.block * 2 * PER_TOKEN_LAYER
@@ -179,18 +183,20 @@ def generate(prompt, output):
             state["running"] += 1
         for t in range(prompt, total + 1):
             if o.pattern == "hf" and t > cap:
-                cap = min(((t + o.chunk - 1) // o.chunk) * o.chunk, max(total, 1))
-                cap = ((cap + o.chunk - 1) // o.chunk) * o.chunk
-                new = [(talloc(cap * PER_TOKEN_LAYER), talloc(cap * PER_TOKEN_LAYER))
-                       for _ in range(LAYERS)]
-                for k, v in kv:
-                    tfree(k)
-                    tfree(v)
-                kv = new
+                # torch.cat per layer: the new K and V, then the old ones freed.
+                cap = ((t + o.chunk - 1) // o.chunk) * o.chunk
+                for layer in range(LAYERS):
+                    k, v = talloc(cap * PER_TOKEN_LAYER), talloc(cap * PER_TOKEN_LAYER)
+                    if layer < len(kv):
+                        tfree(kv[layer][0])
+                        tfree(kv[layer][1])
+                        kv[layer] = (k, v)
+                    else:
+                        kv.append((k, v))
             with lock:
                 state["tokens"] += 1 if t > prompt else prompt
             if t > prompt and o.unbounded:
-                dalloc(o.unbounded)
+                talloc(o.unbounded)  # a per-token cache without a bound
             time.sleep(o.step_ms / 1000.0)
         if o.fragment:
             fragment()
