@@ -99,10 +99,12 @@ fn framework_at(c: &DeviceCtx, t_ms: f64) -> Option<FrameworkCache> {
         .filter_map(|l| l.framework.as_ref())
         .filter(|f| f.sampled_t_ms <= t_ms && t_ms - f.sampled_t_ms <= window)
         .max_by(|a, b| a.sampled_t_ms.total_cmp(&b.sampled_t_ms));
-    before.or_else(|| c.framework_near(t_ms, window)).map(|f| FrameworkCache {
-        allocated: Bytes(f.allocated_bytes),
-        reserved: Bytes(f.reserved_bytes),
-    })
+    before
+        .or_else(|| c.framework_near(t_ms, window))
+        .map(|f| FrameworkCache {
+            allocated: Bytes(f.allocated_bytes),
+            reserved: Bytes(f.reserved_bytes),
+        })
 }
 
 /// The model had no answer for this GPU's budget.

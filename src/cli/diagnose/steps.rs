@@ -221,7 +221,10 @@ impl<'a> Steps<'a> {
                 }
             }
             let label = format!("request {} done", self.rec.requests[i].id);
-            self.mark(&[label])?;
+            if let Err(Cut(why)) = self.mark(&[label]) {
+                // A server that died fails its markers too: its request's error says more.
+                return Err(Cut(failed.unwrap_or(why)));
+            }
             let done = n - left;
             let name = match step {
                 2 => "step 2/4 one request",
