@@ -39,6 +39,9 @@ pub trait Probe {
     /// Device memory in use now, in bytes, when the probe can say at once
     /// (the shim's probe cannot: its timeline samples inside the process).
     fn sample(&mut self) -> Option<u64>;
+    /// Keeps what was measured so far where `finish` will find it even if
+    /// the server dies before the end (the shim: a report now, not waited for).
+    fn checkpoint(&mut self, _reason: &str) {}
     /// Asks for the final reports and gathers every report the processes
     /// wrote since the probe started.
     fn finish(&mut self, reason: &str) -> Collected;
@@ -122,6 +125,15 @@ impl Probe for ShimProbe {
 
     fn sample(&mut self) -> Option<u64> {
         None
+    }
+
+    fn checkpoint(&mut self, reason: &str) {
+        let posted: Vec<PathBuf> = self
+            .alive()
+            .into_iter()
+            .filter_map(|pid| channel::post(pid, "dump", reason).ok())
+            .collect();
+        channel::wait_taken(&posted, Instant::now() + self.ack);
     }
 
     fn finish(&mut self, reason: &str) -> Collected {

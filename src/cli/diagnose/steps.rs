@@ -82,10 +82,18 @@ impl<'a> Steps<'a> {
 
     fn close(&mut self) {
         let now = self.ms(Instant::now());
+        let mut number = 0;
         if let Some(w) = self.rec.steps.last_mut() {
             w.end_ms = now;
+            number = w.number;
         }
         self.progress.clear();
+        // Steps 1 to 3: a report of what was measured, in case the server
+        // dies later (the last step's is the final report).
+        if number < 4 && !stop::requested() {
+            self.probe
+                .checkpoint(&format!("kvscope diagnose: after step {number}"));
+        }
     }
 
     /// Step 1: no request in flight (the engine's own count, when it gives
@@ -96,24 +104,31 @@ impl<'a> Steps<'a> {
         let until = (Instant::now() + quiet * 5).min(self.deadline);
         self.server.wait_no_running(until);
         let end = Instant::now() + quiet;
-        while Instant::now() < end {
-            self.check_time()?;
+        let mut r = Ok(());
+        while r.is_ok() && Instant::now() < end {
+            r = self.check_time();
             std::thread::sleep(Duration::from_millis(20).min(quiet));
         }
-        self.mark(&["serve".to_string()])?;
+        if r.is_ok() {
+            r = self.mark(&["serve".to_string()]);
+        }
         self.close();
-        Ok(())
+        r
     }
 
     /// Step 2: `repeat` identical requests, one after another.
     pub fn one_request(&mut self, repeat: u64, prompt: u64, output: u64) -> Result<(), Cut> {
         self.open(2, "one request returns to baseline");
+        let mut r = Ok(());
         for i in 0..repeat {
             self.progress.show("step 2/4 one request", i, repeat);
-            self.batch(2, 1, prompt, output)?;
+            r = self.batch(2, 1, prompt, output);
+            if r.is_err() {
+                break;
+            }
         }
         self.close();
-        Ok(())
+        r
     }
 
     /// Step 3: `n` requests at once.
