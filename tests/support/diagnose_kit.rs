@@ -134,10 +134,10 @@ pub fn diagnose(stub: &Stub, extra: &[&str]) -> Diag {
         "--quiet-ms",
         "300",
     ];
-    if !extra.iter().any(|a| *a == "--long-context") {
+    if !extra.contains(&"--long-context") {
         args.extend(["--long-context", "2048"]);
     }
-    if !extra.iter().any(|a| *a == "--timeout") {
+    if !extra.contains(&"--timeout") {
         args.extend(["--timeout", "60"]);
     }
     args.extend(extra);

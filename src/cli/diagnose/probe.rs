@@ -138,21 +138,26 @@ impl Probe for ShimProbe {
 
     fn finish(&mut self, reason: &str) -> Collected {
         let mut notes = Vec::new();
-        let asked = SystemTime::now() - Duration::from_secs(1);
         let mut waiting = Vec::new();
         for pid in self.alive() {
+            // The final report is a dump none of the checkpoints was.
+            let before = channel::reports_since(&self.dirs_of(pid), pid, self.started, "-dump-");
             match channel::post(pid, "dump", reason) {
-                Ok(p) => waiting.push((pid, p)),
+                Ok(p) => waiting.push((pid, p, before)),
                 Err(e) => notes.push(format!("pid {pid}: no report asked: {}", e.message)),
             }
         }
         let deadline = Instant::now() + self.ack;
-        let files: Vec<PathBuf> = waiting.iter().map(|(_, p)| p.clone()).collect();
+        let files: Vec<PathBuf> = waiting.iter().map(|(_, p, _)| p.clone()).collect();
         channel::wait_taken(&files, deadline);
         // The request is taken first, the report written after it.
-        for (pid, _) in &waiting {
+        for (pid, _, before) in &waiting {
             let dirs = self.dirs_of(*pid);
-            while channel::newest_dump(&dirs, *pid, asked).is_none() && Instant::now() < deadline {
+            while Instant::now() < deadline
+                && channel::reports_since(&dirs, *pid, self.started, "-dump-")
+                    .iter()
+                    .all(|p| before.contains(p))
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
