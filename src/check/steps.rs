@@ -3,7 +3,7 @@
 //! baseline; N concurrent requests, whose KV must be N x context x KV bytes
 //! per token; one long request, whose growth must be linear in tokens.
 
-use super::context::{DeviceCtx, Level};
+use super::context::DeviceCtx;
 use super::finding::{Finding, View};
 use super::growth::classify::Verdict;
 use super::growth::points;
@@ -189,15 +189,14 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     }
     // A cache that grows: growth sampled while requests were in flight, against
     // what their tokens can hold at most.
-    let Some(base) = c.baseline else {
+    if c.baseline.is_none() {
         return step(3, "N concurrent requests", Status::Skipped, "no baseline");
-    };
-    let tensors = framework_base(c);
-    let worst = c
-        .in_flight_levels(per_token)
+    }
+    let tensors = framework_base(c).is_some();
+    let worst = growth_in_flight(c, per_token)
         .into_iter()
-        .filter(|(_, _, n)| *n >= 2)
-        .map(|(l, exp, n)| (grown(l, base, tensors), exp, n))
+        .filter(|(_, _, _, n)| *n >= 2)
+        .map(|(_, grew, exp, n)| (grew, exp, n))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     let Some((grew, exp, k)) = worst else {
         return step(3, "N concurrent requests", Status::Skipped, format!("no sample while several requests were in flight (expected at most {} of KV for {n} x {} tokens)", bytes(expect), count(mean.round() as u64)));
@@ -221,17 +220,47 @@ fn framework_base(c: &DeviceCtx) -> Option<u64> {
     c.framework_near(serve, window).map(|f| f.allocated_bytes)
 }
 
-/// Growth of a sample over the baseline: in tensors when both have
-/// PyTorch's counters, else the peak of CUDA allocations since the last.
-fn grown(l: &Level, base: u64, tensors: Option<u64>) -> u64 {
-    match (tensors, &l.framework) {
-        (Some(b), Some(f)) => f.allocated_bytes.saturating_sub(b),
-        _ => l.max_live.saturating_sub(base),
+/// Growth at each sample with requests in flight, over the last point
+/// before it with none in flight (the baseline for the first): memory kept
+/// by earlier requests (a leak, found on its own) is not counted again as
+/// growth of the requests in flight. In tensors when the report has
+/// PyTorch's counters, else the peak of CUDA allocations since the last
+/// sample. (level index, growth, KV their tokens hold at most, requests).
+fn growth_in_flight(c: &DeviceCtx, per_token: u64) -> Vec<(usize, u64, u64, usize)> {
+    let Some(serve) = c.phases.serve_ms else {
+        return Vec::new();
+    };
+    let mut quiet = (c.baseline, framework_base(c));
+    let mut out = Vec::new();
+    for (i, l) in c.levels.iter().enumerate() {
+        let q = c.phases.in_flight(l.t_ms);
+        if q.is_empty() {
+            if l.t_ms >= serve {
+                quiet = (
+                    Some(l.live),
+                    l.framework.as_ref().map(|f| f.allocated_bytes).or(quiet.1),
+                );
+            }
+            continue;
+        }
+        let tokens: u64 = q.iter().filter_map(|r| r.tokens).sum();
+        if tokens == 0 {
+            continue;
+        }
+        let grew = match (quiet.1, &l.framework) {
+            (Some(b), Some(f)) => f.allocated_bytes.saturating_sub(b),
+            _ => match quiet.0 {
+                Some(b) => l.max_live.saturating_sub(b),
+                None => continue,
+            },
+        };
+        out.push((i, grew, tokens * per_token, q.len()));
     }
+    out
 }
 
-fn view_words(tensors: Option<u64>) -> &'static str {
-    if tensors.is_some() {
+fn view_words(tensors: bool) -> &'static str {
+    if tensors {
         ", tensor-level (PyTorch's counters)"
     } else {
         ", segment-level (CUDA calls)"
@@ -286,16 +315,18 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
     if c.kv.groups.iter().any(|g| g.layout != Layout::PerRequest) {
         return step(4, "one long request", Status::Ok, format!("the longest request, {} tokens ({} of KV), fits the preallocated cache; memory does not grow with tokens", count(tokens), bytes(expect)));
     }
-    let worst = c
-        .in_flight_levels(m.geometry.per_token)
+    let worst = growth_in_flight(c, m.geometry.per_token)
         .into_iter()
-        .filter(|(l, _, _)| l.t_ms >= long.start_ms && long.done_ms.is_none_or(|d| l.t_ms <= d))
-        .filter_map(|(l, exp, _)| Some((grown(l, c.baseline?, framework_base(c)), exp)))
+        .filter(|&(i, ..)| {
+            let t = c.levels[i].t_ms;
+            t >= long.start_ms && long.done_ms.is_none_or(|d| t <= d)
+        })
+        .map(|(_, grew, exp, _)| (grew, exp))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     match worst {
         Some((grew, exp)) => {
             let ratio = grew as f64 / exp.max(1) as f64;
-            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x){}", count(tokens), bytes(grew), bytes(exp), view_words(framework_base(c))))
+            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x){}", count(tokens), bytes(grew), bytes(exp), view_words(framework_base(c).is_some())))
         }
         None => step(
             4,
