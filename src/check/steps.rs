@@ -340,3 +340,48 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::context::Thresholds;
+    use crate::check::testkit::*;
+
+    #[test]
+    fn growth_in_flight_is_over_the_last_quiet_point_not_the_baseline() {
+        // Request a keeps 100 MiB (a leak); request b then grows 120 MiB.
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .start("a", 1000)
+            .alloc(100 * MIB)
+            .done("a")
+            .start("b", 1000)
+            .alloc(120 * MIB)
+            .marker("decode")
+            .done("b")
+            .build();
+        let m = llama(80 * GIB, 0, 1);
+        let found = with_ctx(&r, Some(&m), Thresholds::default(), |c| {
+            growth_in_flight(c, 131_072)
+        });
+        let grew: Vec<u64> = found.iter().map(|g| g.1).collect();
+        // At a's start (nothing yet), b's start (the leak is not b's), b's decode.
+        assert_eq!(grew, [0, 0, 120 * MIB], "{found:?}");
+        assert!(found.iter().all(|g| g.2 == 1000 * 131_072 && g.3 == 1));
+        // With PyTorch's counters, the growth is read in tensors.
+        let r = ReportBuilder::new()
+            .counters(GIB, 2 * GIB)
+            .alloc(2 * GIB)
+            .marker("serve")
+            .start("a", 1000)
+            .counters(GIB + 10 * MIB, 2 * GIB)
+            .marker("decode")
+            .done("a")
+            .build();
+        let found = with_ctx(&r, Some(&m), Thresholds::default(), |c| {
+            growth_in_flight(c, 131_072)
+        });
+        assert_eq!(found.last().map(|g| g.1), Some(10 * MIB), "{found:?}");
+    }
+}

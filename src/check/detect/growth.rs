@@ -479,3 +479,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "growth_concurrent_tests.rs"]
+mod concurrent_tests;

@@ -289,4 +289,40 @@ mod tests {
         assert!(none);
         assert!(kinds(&r, true).iter().all(|k| !k.explains_oom()));
     }
+
+    #[test]
+    fn the_cache_at_an_oom_is_read_from_counters_taken_before_it() {
+        // Before the failure PyTorch holds no cache; after it, the failed
+        // request's tensors are freed into the cache: not the state it failed in.
+        let r = ReportBuilder::new()
+            .counters(GIB, GIB)
+            .alloc(GIB)
+            .marker("serve")
+            .oom(GIB)
+            .counters(0, 3 * GIB)
+            .marker("after")
+            .build();
+        let found = detect(&r, None);
+        assert!(
+            !found
+                .iter()
+                .any(|f| matches!(f.facts, Facts::OomInFrameworkCache { .. })),
+            "{found:?}"
+        );
+        // Counters taken only after it are still read (the nearest there is).
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .oom(GIB)
+            .counters(0, 3 * GIB)
+            .marker("after")
+            .build();
+        let found = detect(&r, None);
+        assert!(
+            found
+                .iter()
+                .any(|f| matches!(f.facts, Facts::OomInFrameworkCache { .. })),
+            "{found:?}"
+        );
+    }
 }
