@@ -191,13 +191,19 @@ fn split(tokens: u64) -> (u64, u64) {
 }
 
 pub fn run(a: &DiagnoseArgs) -> Result<i32> {
+    // Bounded so that no deadline arithmetic can overflow.
+    if a.timeout == 0 || a.timeout > 86_400 || a.quiet_ms > 3_600_000 {
+        return Err(CliError::input(
+            "--timeout is 1 to 86400 seconds and --quiet-ms at most 3600000",
+        ));
+    }
     let t0 = Instant::now();
-    let deadline = t0 + Duration::from_secs(a.timeout.max(1));
+    let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
     let pids = find_processes(a)?;
     let server = Arc::new(http::Server::new(&a.url));
     let info = server
-        .models(Duration::from_secs(10).min(deadline - Instant::now()))
+        .models(Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())))
         .map_err(|e| CliError {
             message: format!(
                 "GET {}/v1/models: {}",

@@ -24,6 +24,9 @@ pub struct Steps<'a> {
     pub deadline: Instant,
     pub progress: Progress,
     next_id: u64,
+    /// Whether `/metrics` offers a KV figure: asked until the first answer
+    /// without one, then never again.
+    metrics: bool,
 }
 
 type Answer = (usize, Result<(PromptForm, Usage), Failure>, Instant);
@@ -44,6 +47,7 @@ impl<'a> Steps<'a> {
             deadline,
             progress: Progress::new(t0),
             next_id: 0,
+            metrics: true,
         }
     }
 
@@ -269,7 +273,12 @@ impl<'a> Steps<'a> {
 
     fn sample(&mut self) {
         let bytes = self.probe.sample();
-        let usage = self.server.kv_usage(Duration::from_millis(500));
+        let usage = if self.metrics {
+            self.server.kv_usage(Duration::from_millis(500))
+        } else {
+            None
+        };
+        self.metrics = usage.is_some();
         if let Some(w) = self.rec.steps.last_mut() {
             if let Some(b) = bytes {
                 w.sampled_peak_bytes = Some(w.sampled_peak_bytes.unwrap_or(0).max(b));
