@@ -20,6 +20,19 @@ pub fn has_shim(pid: u32) -> Option<bool> {
     }))
 }
 
+/// Whether the shim's background thread runs in `pid` (its name in
+/// `/proc/PID/task/*/comm`): only then are requests picked up. The shim
+/// starts at a process's first CUDA call, so a process that never made one
+/// (a server's HTTP front end) has the library loaded but nobody answering.
+pub fn sampler_running(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+        tasks.flatten().any(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim_end() == "kvscope-sampler")
+        })
+    })
+}
+
 /// Whether the process has libkvscope.so mapped: without it nobody would
 /// answer, so nothing is asked (and nothing is created).
 pub fn shim_loaded(pid: u32) -> Result<()> {

@@ -100,8 +100,9 @@ fn cmdline(pid: u32) -> String {
         .unwrap_or_default()
 }
 
-/// The server's processes that have the shim loaded, or why there are none.
-fn find_processes(a: &DiagnoseArgs) -> Result<Vec<u32>> {
+/// The server's processes whose shim runs (and notes on those left out),
+/// or why there are none.
+fn find_processes(a: &DiagnoseArgs) -> Result<(Vec<u32>, Vec<String>)> {
     let roots = if !a.pid.is_empty() {
         for &p in &a.pid {
             if !std::path::Path::new(&format!("/proc/{p}")).exists() {
@@ -143,7 +144,25 @@ fn find_processes(a: &DiagnoseArgs) -> Result<Vec<u32>> {
             list.join(", ")
         )));
     }
-    Ok(shimmed)
+    // Loaded is not enough: the shim starts at the first CUDA call.
+    let (running, idle): (Vec<u32>, Vec<u32>) =
+        shimmed.iter().partition(|&&p| channel::sampler_running(p));
+    let list = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    if running.is_empty() {
+        return Err(CliError::input(format!(
+            "the shim is loaded in pid {} but not running there (no CUDA call yet, or KVSCOPE_SAMPLE_MS=0): nothing would take the markers",
+            list(&idle)
+        )));
+    }
+    let mut notes = Vec::new();
+    if !idle.is_empty() {
+        notes.push(format!(
+            "pid {} {} the shim loaded but made no CUDA call yet: not watched",
+            list(&idle),
+            if idle.len() == 1 { "has" } else { "have" }
+        ));
+    }
+    Ok((running, notes))
 }
 
 /// Token counts of each step, within the model's limit.
@@ -200,7 +219,7 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
-    let pids = find_processes(a)?;
+    let (pids, found_notes) = find_processes(a)?;
     let server = Arc::new(http::Server::new(&a.url));
     let info = server
         .models(Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())))
@@ -212,7 +231,7 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
             ),
             code: 1,
         })?;
-    let mut notes = Vec::new();
+    let mut notes = found_notes;
     let plan = plan(a, info.max_model_len, &mut notes)?;
     // The model: --model, else the server's id when kvscope can resolve it.
     let mut margs = a.model.clone();
