@@ -30,6 +30,16 @@ fn healthy(pattern: &str, extra: &[&str]) {
     for (status, detail) in &st {
         assert_eq!(status, "ok", "{st:?}\n{detail}");
     }
+    if pattern != "hf" {
+        // The busiest moment's requests, not the mean of all (the long one included).
+        assert!(
+            st[2]
+                .1
+                .starts_with("4 concurrent x 256 tokens = 1,024 tokens"),
+            "{}",
+            st[2].1
+        );
+    }
     let diag = &v["diagnose"];
     assert_eq!(diag["pids"][0].as_u64(), Some(stub.child.id() as u64));
     assert!(diag["stopped"].is_null());

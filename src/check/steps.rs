@@ -150,7 +150,20 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
 
 fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     let n = c.phases.max_in_flight() as u64;
-    let Some(mean) = c.phases.mean_tokens() else {
+    // The sizes of the requests that were in flight together at the busiest
+    // moment (a long request served alone elsewhere is not one of them);
+    // without sizes there, the mean of all.
+    let busiest = c
+        .phases
+        .requests
+        .iter()
+        .map(|q| c.phases.in_flight(q.start_ms))
+        .filter(|v| v.len() as u64 == n)
+        .find_map(|v| {
+            let t: Vec<u64> = v.iter().filter_map(|q| q.tokens).collect();
+            (!t.is_empty()).then(|| t.iter().sum::<u64>() as f64 / t.len() as f64)
+        });
+    let Some(mean) = busiest.or(c.phases.mean_tokens()) else {
         return step(
             3,
             "N concurrent requests",
