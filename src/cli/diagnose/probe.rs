@@ -11,9 +11,13 @@
 //! issue 15): implement [`Probe`] with `mark` recording the label and time
 //! itself, `sample` returning the device's used bytes (the steps call it at
 //! least every `SAMPLE_EVERY` while requests are in flight, so that the
-//! peak is seen), and `finish` building the reports (or returning none and
-//! letting the steps' own samples speak). Nothing else in `diagnose` needs
-//! to change.
+//! peak is seen; each step keeps the highest as `sampled_peak_bytes`), and
+//! `finish` returning reports to check. What is left to that issue: a probe
+//! with no reports to return has nothing for `kvscope check` today (`run`
+//! says "nothing to diagnose"), so it must either build a report from its
+//! samples and the markers it kept, or give `run` a verdict path of its own;
+//! and `run` must choose the probe (today: `ShimProbe` when a process of the
+//! server has the shim, else the one-line refusal).
 
 use super::super::channel;
 use super::super::error::{CliError, Result};
