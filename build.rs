@@ -177,6 +177,24 @@ fn main() {
         "libkvplugin.so",
     );
 
+    // The caching-allocator model as a library, for the stand-in
+    // OpenAI-compatible server of the diagnose tests (Python, through ctypes).
+    compile(
+        &[
+            "-shared".into(),
+            "-fPIC".into(),
+            clients.join("caching.c").display().to_string(),
+            format!("-I{}", clients.display()),
+            "-o".into(),
+            native.join("libcaching.so").display().to_string(),
+            format!("-L{}", native.display()),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-lcudart".into(),
+            "-ldl".into(),
+        ],
+        "libcaching.so",
+    );
+
     // C++ clients (uncaught exceptions): built when a C++ compiler is there;
     // the tests that need them say so when it is not.
     let cxx = cc::Build::new()

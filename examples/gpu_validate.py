@@ -43,6 +43,10 @@ and exit status 1 when any check failed (2: could not start). Sections
   nvml                no shim: `kvscope devices --json` (NVML, device level) lists the child's
                       PID; its bytes grow with memory_reserved(); the context is counted;
                       kvscope itself never shows on the GPU (it makes no CUDA context)
+  diagnose            kvscope diagnose against examples/openai_server.py (transformers,
+                      random weights) under `kvscope run`: healthy, all four steps
+                      measured and no critical finding; with 64 MiB kept per request,
+                      leak_per_request (critical, exit 1)
 """
 
 import argparse
@@ -94,6 +98,8 @@ SERVE_BATCH, SERVE_NEW = 4, 64
 KEEP = 64 * MiB  # what serving-warmup keeps once and serving-leak per request
 LEAK_TOL = 0.10
 OOM_TENSOR = 8 * GiB
+# diagnose: tokens of steps 2-3 and of the long request; the planted leak.
+DIAG_CONTEXT, DIAG_LONG, DIAG_LEAK = 256, 2048, 64 * MiB
 ASYNC_APIS = re.compile(r"^(cudaMallocAsync|cudaMallocFromPoolAsync|cuMemAllocAsync|cuMemAllocFromPoolAsync)(_ptsz)?$")
 OOM_FINDINGS = re.compile(r"oom|out_of_memory|fragmentation")
 FRAMEWORK_WORDS = re.compile(r"tensor[-_ ]level|pytorch|memory_allocated|framework", re.I)
@@ -460,6 +466,33 @@ def judge_serving(variant, rc, check, exit_report, truth):
                      ("found " + " | ".join(mentions[:4])) if mentions else
                      "no finding or note says it read PyTorch's counters (looked for tensor-level, PyTorch, "
                      "memory_allocated, framework)"))
+    return out
+
+
+def judge_diagnose(variant, rc, check):
+    """`kvscope diagnose --json` on the example server: every request answered;
+    healthy: all four steps measured, no critical finding, exit 0; leak:
+    leak_per_request critical, exit 1."""
+    out = []
+    diag = check.get("diagnose") or {}
+    reqs = diag.get("requests", [])
+    answered = [r for r in reqs if r.get("latency_ms") is not None]
+    out.append(Check(f"{variant}-requests", bool(reqs) and len(answered) == len(reqs) and not diag.get("stopped"),
+                     f"{len(answered)} of {len(reqs)} requests answered"
+                     + (f"; stopped: {diag['stopped']}" if diag.get("stopped") else "")))
+    findings = check.get("findings", [])
+    if variant == "healthy":
+        steps = [s for p in check.get("processes", []) for d in p.get("devices", []) for s in d.get("steps", [])]
+        measured = [s for s in steps if s.get("status") != "skipped"]
+        crit = [f for f in findings if f.get("severity") == "critical"]
+        out.append(Check("healthy-verdict", rc == 0 and not crit and len(steps) == 4 and len(measured) == 4,
+                         f"exit {rc}; {len(measured)} of {len(steps)} steps measured; {findings_line(check)}"))
+        for st in steps:
+            out.append(f"step {st.get('number')} {st.get('status')}: {st.get('detail')}")
+    else:
+        leak = [f for f in findings if f.get("name") == "leak_per_request"]
+        out.append(Check("leak-found", bool(leak) and leak[0].get("severity") == "critical" and rc == 1,
+                         f"exit {rc}; {findings_line(check)}"))
     return out
 
 
@@ -993,6 +1026,58 @@ def section_bench(run, name):
                     f"x{ns / times['cudaMallocAsync']:.2f} cudaMallocAsync)")
 
 
+def _first_line(pipe, timeout):
+    """The first line of a child's stdout, or None after `timeout` seconds."""
+    import threading
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(pipe.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else None
+
+
+def section_diagnose(run, name):
+    for variant in ("healthy", "leak"):
+        folder = os.path.join(run.out, name, variant)
+        server = [sys.executable, os.path.join(ROOT, "examples", "openai_server.py"), "--model-dir", run.model_dir]
+        server += ["--leak", str(DIAG_LEAK)] if variant == "leak" else []
+        cmd = [BIN, "run", "--out", folder, "--"] + server
+        diag = [BIN, "diagnose", "--json", "--context", str(DIAG_CONTEXT), "--long-context", str(DIAG_LONG),
+                "--quiet-ms", "2000", "--timeout", "150", "--url"]
+        if run.dry_run:
+            run.say(f"      server {variant}: {' '.join(cmd)}")
+            run.say(f"      then: {' '.join(diag)} http://127.0.0.1:<its port>")
+            continue
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "server.log"), "w") as log:
+            p = subprocess.Popen(cmd, env=child_env(folder, "plain", {}), stdout=subprocess.PIPE, stderr=log,
+                                 cwd=folder, start_new_session=True, text=True)
+            try:
+                line = _first_line(p.stdout, 180) or ""
+                if not line.startswith("port="):
+                    run.check(name, f"{variant}-requests", False, f"the server did not start; see {log.name}")
+                    continue
+                d = subprocess.run(diag + [f"http://127.0.0.1:{line.strip()[5:]}"], capture_output=True,
+                                   text=True, timeout=240)
+                for ext, text in ((".json", d.stdout), (".stderr.log", d.stderr)):
+                    with open(os.path.join(run.out, name, variant + ext), "w") as f:
+                        f.write(text)
+                try:
+                    check = json.loads(d.stdout)
+                except ValueError:
+                    check = {}
+                    run.say(f"      kvscope diagnose printed no JSON (exit {d.returncode}): {d.stderr.strip()[:300]}")
+                run.emit(name, judge_diagnose(variant, d.returncode, check))
+            finally:
+                os.killpg(p.pid, signal.SIGTERM)  # kvscope run and the server, in their own session
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+
+
 Section = namedtuple("Section", "name run seconds what checks")
 
 SECTIONS = [
@@ -1050,6 +1135,13 @@ SECTIONS = [
              ("no-context", "kvscope devices itself is on no GPU: it made no CUDA context")]),
     Section("bench", section_bench, 25, "torch.empty(1 MiB)/del: native, cudaMallocAsync, kvscope pluggable (info)",
             []),
+    Section("diagnose", section_diagnose, 60,
+            f"kvscope diagnose against examples/openai_server.py under kvscope run: healthy, then "
+            f"{DIAG_LEAK // MiB} MiB kept per request; --context {DIAG_CONTEXT} --long-context {DIAG_LONG}",
+            [("healthy-requests", "every request answered, the run not stopped early"),
+             ("healthy-verdict", "exit 0, no critical finding, all four steps measured (none skipped)"),
+             ("leak-requests", "as above, with the leak"),
+             ("leak-found", "leak_per_request, critical; kvscope diagnose exits 1")]),
 ]
 BY_NAME = {s.name: s for s in SECTIONS}
 
@@ -1303,6 +1395,16 @@ def _test_judges():
     judged("nvml", judge_nvml(kv_on_gpu), dict(ok, **{"no-context": False}))
     judged("nvml", judge_nvml(dict(pid=7, reads=[], error="no NVML")),
            {"pid-listed": False, "growth": False, "context-counted": False, "no-context": False})
+    dsteps = [dict(number=n, status="ok", detail="d") for n in (1, 2, 3, 4)]
+    dcheck = dict(processes=[dict(devices=[dict(steps=dsteps)])], findings=[],
+                  diagnose=dict(requests=[dict(latency_ms=5.0)] * 8, stopped=None))
+    judged("diagnose", judge_diagnose("healthy", 0, dcheck), {"healthy-requests": True, "healthy-verdict": True})
+    skipped = dict(dcheck, processes=[dict(devices=[dict(steps=dsteps[:3] + [dict(dsteps[3], status="skipped")])])])
+    judged("diagnose", judge_diagnose("healthy", 0, skipped), {"healthy-requests": True, "healthy-verdict": False})
+    dleak = dict(dcheck, findings=leak["findings"])
+    judged("diagnose", judge_diagnose("leak", 1, dleak), {"leak-requests": True, "leak-found": True})
+    cut = dict(dleak, diagnose=dict(requests=[dict(latency_ms=None)], stopped="request d0: refused"))
+    judged("diagnose", judge_diagnose("leak", 0, cut), {"leak-requests": False, "leak-found": False})
     assert seen == declared, (declared - seen, seen - declared)
 
 

@@ -2,10 +2,12 @@
 //! command, and the exit status. Commands never import each other; what two
 //! share lives beside them (`model_args`, `preload`, `locate`, `error`).
 
+mod channel;
 mod check_cmd;
 mod control;
 mod demo;
 mod devices;
+mod diagnose;
 mod diff;
 mod engine_args;
 mod error;
@@ -62,6 +64,8 @@ enum Command {
     Diff { a: PathBuf, b: PathBuf },
     /// Device memory per process and GPU, read through NVML (no shim needed).
     Devices(devices::DevicesArgs),
+    /// Run the four diagnostic steps against a live OpenAI-compatible server under the shim, then check its reports.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -104,6 +108,7 @@ pub fn main() -> i32 {
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
         Command::Devices(a) => devices::run(&a),
+        Command::Diagnose(a) => diagnose::run(&a),
     };
     match result {
         Ok(code) => code,
