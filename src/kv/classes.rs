@@ -379,7 +379,8 @@ pub const CLASSES: &[Class] = &[
             ("num_experts", U(60)),
             ("tie_word_embeddings", B(false)),
         ],
-    },    Class {
+    },
+    Class {
         // DeepSeek-V2's MLA geometry; num_experts_per_tok has no default (None).
         model_types: &["deepseek_v2"],
         name: "DeepseekV2Config",

@@ -89,12 +89,7 @@ fn public_moe_configs_give_hand_kv_and_published_parameters() {
         // gpt-oss-20b: 24 x 2 x 8 x 64 x 2 (12 of the 24 layers slide over 128
         // tokens). Published: keras-hub's gpt_oss_20b_en, 20,914,757,184 (exact;
         // OpenAI's model card: 20.91B), its MXFP4 experts counted as parameters.
-        case!(
-            "gpt-oss-20b.json",
-            24 * 2 * 8 * 64 * 2,
-            20_914_757_184,
-            0.0
-        ),
+        case!("gpt-oss-20b.json", 24 * 2 * 8 * 64 * 2, 20_914_757_184, 0.0),
         // gpt-oss-120b: 36 x 2 x 8 x 64 x 2. keras-hub's gpt_oss_120b_en,
         // 116,829,156,672 (exact; the model card: 116.83B).
         case!(

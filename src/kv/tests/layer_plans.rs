@@ -193,8 +193,10 @@ fn qwen2_moe_has_a_gated_shared_expert_and_qkv_biases() {
 fn deepseek_v2_and_granite_take_their_class_defaults() {
     // DeepseekV2Config (4.57.0): 32 layers, kv_lora_rank 512 + qk_rope_head_dim
     // 64 per layer, one latent (no factor 2), bf16: 32 x 576 x 2 bytes.
-    let m = synthetic(json!({"model_type": "deepseek_v2", "torch_dtype": "bfloat16",
-        "num_experts_per_tok": 6}));
+    let m = synthetic(
+        json!({"model_type": "deepseek_v2", "torch_dtype": "bfloat16",
+        "num_experts_per_tok": 6}),
+    );
     assert_eq!(token_bytes(&m, 1).0, 32 * 576 * 2);
     assert!(m.notes.iter().any(|n| n.contains("DeepseekV2Config")));
     // GraniteConfig (4.57.0): Llama's shape, 32 layers of 32 heads of 4,096 / 32
