@@ -37,22 +37,25 @@ const VISION: u64 = {
 fn llama_4_gives_hand_kv_and_published_parameters() {
     check(&[
         // Scout: 48 layers x 2 x 8 KV heads x 128 x 2 bytes (before the
-        // 8,192-token chunks of 36 of them). Published: the Hub's safetensors
-        // count, 108,641,793,536, vision tower included: the language model
-        // is that less VISION.
+        // 8,192-token chunks of 36 of them). Published: "109B total" (Meta's
+        // announcement, as IBM's watsonx announcement of the two models quotes it:
+        // ibm.com/new/announcements/Meta-llama-4-maverick-and-llama-4-scout-now-available-in-watsonx-ai),
+        // vision tower included, to 0.5B: the language model is that less VISION.
         case!(
             "llama-4-scout-17b-16e-instruct.json",
             48 * 2 * 8 * 128 * 2,
-            108_641_793_536 - VISION,
-            0.0
+            109_000_000_000 - VISION,
+            0.5 / 108.1
         ),
-        // Maverick: the same attention. Published: "402B" on the Hub (to 0.5B),
-        // vision tower included.
+        // Maverick: the same attention. Published: 401,583,781,376, the
+        // parameter_count of Llama 4 Maverick in the sample row of Fireworks AI's
+        // docs.fireworks.ai/accounts/exporting-billing-metrics (exact), vision tower
+        // included; Meta's announcement says "400B total".
         case!(
             "llama-4-maverick-17b-128e-instruct.json",
             48 * 2 * 8 * 128 * 2,
-            402_000_000_000 - VISION,
-            0.5 / 402.0
+            401_583_781_376 - VISION,
+            0.0
         ),
     ]);
     assert_eq!(VISION, 871_932_416);

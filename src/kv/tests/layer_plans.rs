@@ -188,3 +188,20 @@ fn qwen2_moe_has_a_gated_shared_expert_and_qkv_biases() {
     assert_eq!(token_bytes(&m, 1).0, 24 * 2 * 16 * 128 * 2);
     assert!(m.notes.iter().any(|n| n.contains("Qwen2MoeConfig")));
 }
+
+#[test]
+fn deepseek_v2_and_granite_take_their_class_defaults() {
+    // DeepseekV2Config (4.57.0): 32 layers, kv_lora_rank 512 + qk_rope_head_dim
+    // 64 per layer, one latent (no factor 2), bf16: 32 x 576 x 2 bytes.
+    let m = synthetic(
+        json!({"model_type": "deepseek_v2", "torch_dtype": "bfloat16",
+        "num_experts_per_tok": 6}),
+    );
+    assert_eq!(token_bytes(&m, 1).0, 32 * 576 * 2);
+    assert!(m.notes.iter().any(|n| n.contains("DeepseekV2Config")));
+    // GraniteConfig (4.57.0): Llama's shape, 32 layers of 32 heads of 4,096 / 32
+    // = 128, no GQA (num_key_value_heads defaults to the heads): 32 x 2 x 32 x 128 x 2.
+    let g = synthetic(json!({"model_type": "granite", "torch_dtype": "bfloat16"}));
+    assert_eq!(token_bytes(&g, 1).0, 32 * 2 * 32 * 128 * 2);
+    assert!(g.notes.iter().any(|n| n.contains("GraniteConfig")));
+}
