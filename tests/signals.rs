@@ -206,6 +206,21 @@ fn a_signal_while_another_report_is_written() {
     assert!(signal_report(&dir).is_some());
 }
 
+/// The stop lands on the thread that is writing a dump (the only one that
+/// can take it): the signal waits until that thread has let go of the
+/// writer, so the final report is still written (it was lost when the
+/// handler ran inside the dump, waiting for a writer its own thread held).
+#[test]
+fn a_signal_on_the_thread_writing_a_report() {
+    for i in 0..5 {
+        let dir = scratch(&format!("dumps-only-{i}"));
+        let s = stop(client("dumps-only", true, &dir), libc::SIGTERM);
+        assert_eq!(s.status.signal(), Some(libc::SIGTERM));
+        assert!(s.after_signal < BOUND, "{:?}", s.after_signal);
+        assert!(signal_report(&dir).is_some(), "run {i}: no final report");
+    }
+}
+
 #[test]
 fn a_worker_that_exits_without_handlers_leaves_its_final_state() {
     let dir = scratch("idle-exit");

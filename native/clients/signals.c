@@ -1,11 +1,13 @@
 /* signals: how a process under the shim dies by a signal.
- * Usage: signals wait|own|own-late|query|fork|dumps|idle-exit
+ * Usage: signals wait|own|own-late|query|fork|dumps|dumps-only|idle-exit
  *   wait       allocate, print "ready", wait for a signal
  *   own        its own SIGTERM handler (set before CUDA) prints and exits 7
  *   own-late   the same, set with signal() after CUDA is in use
  *   query      print the SIGTERM disposition the program sees after CUDA
  *   fork       a forked child (CUDA unusable there) prints "ready" and waits
  *   dumps      a thread writes reports in a loop while waiting
+ *   dumps-only the same, back to back, with the stop signals blocked on the
+ *              main thread: the dumping thread is the one that takes them
  *   idle-exit  allocate, stay still 1.5 s, _exit(0): no exit handler runs
  *   pluggable LIB       libkvscope.so dlopened as PyTorch's allocator, not preloaded
  *   pluggable-own LIB   the same, with the program's own SIGTERM handler set after */
@@ -25,10 +27,10 @@ static void own_handler(int sig) {
 
 static void *dumper(void *arg) {
     int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "kvscope_dump");
-    (void)arg;
+    int pause_between = arg == NULL; /* dumps-only: back to back */
     for (;;) {
         if (dump) dump("busy");
-        usleep(1000);
+        if (pause_between) usleep(1000);
     }
     return NULL;
 }
@@ -60,7 +62,7 @@ static int pluggable(const char *lib, int own) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: signals wait|own|own-late|query|fork|dumps|idle-exit|pluggable LIB|pluggable-own LIB\n");
+        fprintf(stderr, "usage: signals wait|own|own-late|query|fork|dumps|dumps-only|idle-exit|pluggable LIB|pluggable-own LIB\n");
         return 2;
     }
     const char *mode = argv[1];
@@ -101,10 +103,19 @@ int main(int argc, char **argv) {
                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         return 0;
     }
-    if (!strcmp(mode, "dumps")) {
+    if (!strcmp(mode, "dumps") || !strcmp(mode, "dumps-only")) {
         pthread_t t;
-        pthread_create(&t, NULL, dumper, NULL);
+        int only = !strcmp(mode, "dumps-only");
+        pthread_create(&t, NULL, dumper, only ? &only : NULL);
         usleep(50 * 1000);
+        if (only) {
+            sigset_t stop;
+            sigemptyset(&stop);
+            sigaddset(&stop, SIGTERM);
+            sigaddset(&stop, SIGINT);
+            sigaddset(&stop, SIGHUP);
+            pthread_sigmask(SIG_BLOCK, &stop, NULL);
+        }
     }
     ready();
     for (;;) pause();

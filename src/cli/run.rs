@@ -14,6 +14,8 @@ use std::time::SystemTime;
 
 /// The command's pid while it runs, for the forwarding handler.
 static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A stop that came before the command's pid was known: sent once it is.
+static PENDING: AtomicI32 = AtomicI32::new(0);
 
 /// SIGTERM and SIGHUP sent to `kvscope run` (`kill`, `docker stop`) go on to
 /// the command, which stops as it would alone; then its reports are summed up.
@@ -22,17 +24,36 @@ extern "C" fn forward(sig: libc::c_int) {
     if pid > 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, sig) };
+    } else {
+        PENDING.store(sig, Ordering::Release);
     }
 }
 
-/// While the command runs: SIGTERM and SIGHUP forwarded to it; SIGINT
-/// ignored here, because a terminal's Ctrl-C reaches the command itself
-/// (it is in the same process group) and the summary should follow.
+/// SIGTERM and SIGHUP forwarded from before the command starts: a stop sent
+/// as soon as the command shows life (it may print before `spawn` returns
+/// here) must not kill `kvscope run` alone and leave the command orphaned.
+/// The handlers do not pass to the command (exec resets them).
 fn forward_stop_signals() {
     // SAFETY: plain handler installation before any thread of ours starts.
     unsafe {
         libc::signal(libc::SIGTERM, forward as *const () as libc::sighandler_t);
         libc::signal(libc::SIGHUP, forward as *const () as libc::sighandler_t);
+    }
+}
+
+/// The command's pid is known: a stop that came meanwhile goes to it now.
+/// SIGINT is ignored from here on (not before the spawn: an ignored signal
+/// would stay ignored in the command), because a terminal's Ctrl-C reaches
+/// the command itself (it is in the same process group) and the summary
+/// should follow.
+fn command_started(pid: i32) {
+    CHILD.store(pid, Ordering::Release);
+    let sig = PENDING.swap(0, Ordering::AcqRel);
+    // SAFETY: kill and signal have no memory-safety preconditions.
+    unsafe {
+        if sig != 0 {
+            libc::kill(pid, sig);
+        }
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
 }
@@ -76,11 +97,11 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
     if let Some(h) = &hook {
         cmd.env("PYTHONPATH", h.pythonpath());
     }
+    forward_stop_signals();
     let mut child = cmd
         .spawn()
         .map_err(|e| CliError::input(format!("cannot run {}: {e}", command[0])))?;
-    CHILD.store(child.id() as i32, Ordering::Release);
-    forward_stop_signals();
+    command_started(child.id() as i32);
     let status = child
         .wait()
         .map_err(|e| CliError::input(format!("waiting for {}: {e}", command[0])))?;

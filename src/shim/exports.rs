@@ -4,6 +4,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use super::lifecycle;
+use super::signals::StopMask;
 use super::track::clock;
 use super::track::counters::{fold, lane};
 use super::track::devices::FrameworkCounters;
@@ -22,6 +23,8 @@ fn text(p: *const c_char) -> Option<String> {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kvscope_mark(label: *const c_char) {
     let Some(shim) = lifecycle::get() else { return };
+    // The markers and the timeline are what a final report reads.
+    let _mask = StopMask::block();
     protect(|| {
         let m = shim
             .track

@@ -162,13 +162,15 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// while this waits, at most KVSCOPE_STOP_WAIT_MS; then the process dies by
 /// the signal as it would have. A forked child, a process without the
 /// background thread, or a second signal dies at once. Async-signal-safe:
-/// atomics, a pipe, poll, sigaction, raise.
+/// atomics, a pipe, poll, sigaction, raise. Dumps and checkpoints stop
+/// first, so that the final report is not kept waiting behind them.
 extern "C" fn on_stop_signal(sig: libc::c_int) {
     // SAFETY: errno of this thread, saved and restored around the handler.
     let errno = unsafe { *libc::__errno_location() };
     let ready = STATE.load(Acquire) == ON && BACKGROUND.load(Acquire) && wake::is_open();
     if ready && !STOPPING.swap(true, AcqRel) && (0..64).contains(&sig) {
         if let Some(s) = peek() {
+            s.writer.stop_requested();
             wake::notify(wake::STOP_BASE + sig as u8);
             wake::wait_answer(s.config.stop_wait_ms);
         }

@@ -22,6 +22,38 @@ use std::sync::Mutex;
 /// The signals the shim may take, and no others.
 pub const STOP_SIGNALS: [c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
+/// Holds the stop signals off the calling thread while it holds what the
+/// final report needs (the writer, the timeline, the markers): a stop taken
+/// there would have the handler wait for a report that cannot be written
+/// before the handler returns, and the process would die without it (seen:
+/// a host thread in `kvscope_dump` took the SIGTERM). A signal that comes
+/// meanwhile goes to another thread or waits, and is taken when the mask is
+/// restored, after those locks are released (the guard is dropped last).
+pub struct StopMask(libc::sigset_t);
+
+impl StopMask {
+    pub fn block() -> StopMask {
+        // SAFETY: zeroed sigset_t values are valid input to sigemptyset; the
+        // mask applies to this thread only.
+        unsafe {
+            let (mut set, mut old): (libc::sigset_t, libc::sigset_t) = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for s in STOP_SIGNALS {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            StopMask(old)
+        }
+    }
+}
+
+impl Drop for StopMask {
+    fn drop(&mut self) {
+        // SAFETY: a mask this thread had.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
 type SigactionFn =
     unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
 type SignalFn = unsafe extern "C" fn(c_int, libc::sighandler_t) -> libc::sighandler_t;

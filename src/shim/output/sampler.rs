@@ -7,6 +7,7 @@
 use super::control;
 use super::wake;
 use super::writer::Writer;
+use crate::shim::signals::StopMask;
 use crate::shim::track::markers::Source;
 use crate::shim::track::{clock, counters};
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -36,29 +37,6 @@ fn wait_until(w: &Writer, deadline: Instant) {
             }
         }
     }
-}
-
-/// Blocks the stop signals on the calling thread; the mask it had before.
-/// The background thread is made with them blocked (a new thread inherits
-/// its creator's mask), so that no stop signal ever lands on it, even in
-/// its first instant: it must be free to write the report the signal asks for.
-fn block_stop_signals() -> libc::sigset_t {
-    // SAFETY: zeroed sigset_t values are valid input to sigemptyset.
-    let (mut set, mut old): (libc::sigset_t, libc::sigset_t) = unsafe { std::mem::zeroed() };
-    // SAFETY: valid sigset_t values; the mask applies to this thread only.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        for s in crate::shim::signals::STOP_SIGNALS {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-    }
-    old
-}
-
-fn restore_mask(old: &libc::sigset_t) {
-    // SAFETY: a mask this thread had.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, old, std::ptr::null_mut()) };
 }
 
 fn run(w: &'static Writer) {
@@ -124,12 +102,15 @@ pub fn spawn(w: &'static Writer) -> bool {
         return false;
     }
     wake::open();
-    let mask = block_stop_signals();
+    // The thread is made with the stop signals blocked (a new thread
+    // inherits its creator's mask), so that none ever lands on it, even in
+    // its first instant: it must be free to write the report a signal asks for.
+    let mask = StopMask::block();
     let spawned = std::thread::Builder::new()
         .name("kvscope-sampler".into())
         .stack_size(256 << 10)
         .spawn(move || run(w));
-    restore_mask(&mask);
+    drop(mask);
     if spawned.is_err() {
         w.config
             .log("could not start the sampler thread; no timeline");

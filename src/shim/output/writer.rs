@@ -7,9 +7,11 @@ use super::snapshot::{self, Sources};
 use super::timeline::Timeline;
 use crate::report::Reason;
 use crate::shim::config::Config;
+use crate::shim::signals::StopMask;
 use crate::shim::track::oom::Capture;
 use crate::shim::track::{clock, counters, Tracker};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 struct State {
@@ -28,6 +30,12 @@ pub struct Writer {
     /// that the exit path (which writes one still pending) waits for one that
     /// the background thread is writing instead of exiting under it.
     oom: Mutex<()>,
+    /// A terminating signal is being handled: the final report must get the
+    /// lock. The state mutex is not fair, and a host thread calling
+    /// `kvscope_dump` in a loop could take it back again and again before the
+    /// woken background thread runs (seen on a loaded machine: no final
+    /// report within the stop wait). Dumps and checkpoints stop here.
+    stopping: AtomicBool,
 }
 
 fn safe_name(s: &str) -> String {
@@ -71,6 +79,7 @@ impl Writer {
                 warned: false,
             }),
             oom: Mutex::new(()),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -81,7 +90,16 @@ impl Writer {
         detail: Option<String>,
         oom: Option<&Capture>,
     ) -> Option<PathBuf> {
+        let yields = matches!(reason, Reason::Dump | Reason::Checkpoint);
+        if yields && self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
+        let _mask = StopMask::block(); // dropped after the lock below
         let mut st = self.state.lock().ok()?;
+        // Checked again: the signal may have come while this waited.
+        if yields && self.stopping.load(Ordering::Acquire) {
+            return None;
+        }
         if st.dir.is_none() {
             let dir = OutDir::prepare(self.config.out_dir.as_deref(), &self.config.tmp_dir);
             // The fallback is used, never silently: one line, once.
@@ -168,6 +186,7 @@ impl Writer {
     /// The post-mortem of the first out-of-memory failure, from what the
     /// failing thread captured; once.
     pub fn write_pending_oom(&self) {
+        let _mask = StopMask::block();
         let Ok(_writing) = self.oom.lock() else {
             return;
         };
@@ -187,11 +206,18 @@ impl Writer {
     }
 
     pub fn write_dump(&self, detail: Option<String>) -> Option<PathBuf> {
+        let _mask = StopMask::block();
         // Pools change between samples; a dump shows them as they are now.
         if self.config.device_query {
             self.timeline.refresh_pools(clock::ticks());
         }
         self.write(Reason::Dump, detail, None)
+    }
+
+    /// A terminating signal came: from now on no dump or checkpoint is
+    /// written, so the final report is next. Async-signal-safe (one store).
+    pub fn stop_requested(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     /// The final report on a terminating signal (then the process dies by it).
