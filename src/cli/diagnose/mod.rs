@@ -16,6 +16,7 @@ mod steps;
 mod stop;
 
 use super::channel;
+use super::engine_args::EngineArgs;
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
@@ -37,6 +38,8 @@ pub struct DiagnoseArgs {
     pub pid: Vec<u32>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Tokens per request (prompt + output) in steps 2 and 3 (default 1024, at most a quarter of max_model_len).
     #[arg(long)]
     pub context: Option<u64>,
@@ -216,6 +219,8 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
             "--timeout is 1 to 86400 seconds and --quiet-ms at most 3600000",
         ));
     }
+    // A bad engine log is refused before the server is touched.
+    let engine_plan = a.engine.plan()?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
@@ -307,7 +312,9 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
             code: 1,
         });
     }
-    let result = crate::check::job::check(reports, ctx.as_ref(), Thresholds::default(), a.fail_on);
+    let mut result =
+        crate::check::job::check(reports, ctx.as_ref(), Thresholds::default(), a.fail_on);
+    a.engine.apply(engine_plan.as_ref(), &mut result, a.fail_on);
     let stopped_status = if stop::requested() { 130 } else { 1 };
     if a.json {
         let section = serde_json::to_value(&rec).map_err(|e| CliError::input(e.to_string()))?;
