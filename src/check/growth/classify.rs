@@ -15,6 +15,9 @@ pub enum View {
     /// The CUDA allocations kvscope saw: a caching allocator's segments, its
     /// cache included.
     SegmentLevel,
+    /// What the driver counts for the process (NVML, no shim): the context
+    /// and every allocator's cache included.
+    DeviceLevel,
 }
 
 impl View {
@@ -23,6 +26,7 @@ impl View {
         match self {
             View::TensorLevel => "tensor_level",
             View::SegmentLevel => "segment_level",
+            View::DeviceLevel => "device_level",
         }
     }
 }

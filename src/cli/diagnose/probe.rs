@@ -31,6 +31,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// be had.
 pub struct Collected {
     pub reports: Vec<PathBuf>,
+    /// Reports built in kvscope (the device-level probe's), with their labels.
+    pub built: Vec<(String, crate::report::Report)>,
     pub notes: Vec<String>,
 }
 
@@ -173,6 +175,10 @@ impl Probe for ShimProbe {
             }
             reports.extend(found);
         }
-        Collected { reports, notes }
+        Collected {
+            reports,
+            built: Vec::new(),
+            notes,
+        }
     }
 }
