@@ -95,18 +95,6 @@ fn host_port(url: &str) -> Result<(String, u16)> {
     Ok((host, port))
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
-}
-
 /// How the server is watched.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Level {
@@ -149,7 +137,7 @@ fn find_processes(a: &DiagnoseArgs) -> Result<(Level, Vec<u32>, Vec<String>)> {
         .collect();
     if shimmed.is_empty() {
         let list: Vec<String> = all.iter().map(u32::to_string).collect();
-        let cmd = cmdline(roots[0]);
+        let cmd = procs::cmdline(roots[0]);
         let cmd = if cmd.is_empty() {
             "SERVER-COMMAND".into()
         } else {

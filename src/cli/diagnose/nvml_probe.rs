@@ -172,7 +172,7 @@ impl NvmlProbe {
                 run_id: Some(format!("nvml-{}", self.start_unix_ms)),
                 pid,
                 ppid: super::procs::parent(pid).unwrap_or(0),
-                cmdline: super::cmdline(pid)
+                cmdline: super::procs::cmdline(pid)
                     .split(' ')
                     .filter(|a| !a.is_empty())
                     .map(String::from)
