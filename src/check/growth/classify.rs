@@ -7,6 +7,8 @@
 //! someone: a leak. Pure: it sees numbers, not reports.
 
 /// What a growth verdict measured.
+// The names are the JSON's (`tensor_level`, `segment_level`, `device_level`).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     /// The framework's own counters (PyTorch's memory_allocated): bytes in
