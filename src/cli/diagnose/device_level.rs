@@ -26,6 +26,8 @@ fn supported(k: FindingKind) -> bool {
             | FindingKind::AllocatorWarmup
             | FindingKind::AllocatorHighWater
             | FindingKind::Utilization
+            // From the request markers alone.
+            | FindingKind::ContextSpike
     )
 }
 
