@@ -11,6 +11,7 @@
 
 use super::super::error::{CliError, Result};
 use super::probe::{Collected, Probe};
+use crate::device::nvml::Nvml;
 use crate::device::probe::{self as device, Snapshot};
 use crate::report::{
     DeviceSample, DeviceStats, Marker, Process, Reason, Report, Sample, ShimInfo, SpaceStats,
@@ -32,6 +33,9 @@ struct Point {
 
 pub struct NvmlProbe {
     pids: Vec<u32>,
+    /// Opened once for every sample (None: opened per reading, which then
+    /// says why it cannot be).
+    nvml: Option<Nvml>,
     t0: Instant,
     start_unix_ms: u64,
     points: Vec<Point>,
@@ -54,6 +58,7 @@ impl NvmlProbe {
     pub fn new(pids: Vec<u32>) -> NvmlProbe {
         NvmlProbe {
             pids,
+            nvml: Nvml::open().ok(),
             t0: Instant::now(),
             start_unix_ms: unix_ms(),
             points: Vec::new(),
@@ -65,7 +70,11 @@ impl NvmlProbe {
 
     fn read(&mut self, marker: Option<String>) -> Option<u64> {
         let t_ms = self.t0.elapsed().as_secs_f64() * 1000.0;
-        let snap: Snapshot = match device::read() {
+        let read = match &self.nvml {
+            Some(n) => device::read_with(n),
+            None => device::read(),
+        };
+        let snap: Snapshot = match read {
             Ok(s) => s,
             Err(e) => {
                 self.failures += 1;
