@@ -143,6 +143,23 @@ fn a_leak_per_request_is_still_found_as_device_growth() {
     );
     assert_eq!(f["numbers"]["view"], "device_level", "{f}");
     assert_eq!(steps(&v)[1].0, "problem");
+    // An engine log is not compared at device level (nothing to compare it
+    // with), and says so.
+    let log = dir.join("tgi.log");
+    std::fs::write(&log, "Setting max batch total tokens to 4096\n").unwrap();
+    let d = run(
+        &stub,
+        &["--json", "--engine-log", log.to_str().unwrap()],
+        &nvml_env(&dir),
+    );
+    let v = d.json();
+    assert!(
+        v["engine_plan"].as_array().is_none_or(|t| t.is_empty()),
+        "{}",
+        v["engine_plan"]
+    );
+    let notes = v["diagnose"]["notes"].to_string();
+    assert!(notes.contains("not compared at device level"), "{notes}");
 }
 
 #[test]
