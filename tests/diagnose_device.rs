@@ -112,6 +112,13 @@ fn a_healthy_server_without_the_shim_passes_the_four_steps_at_device_level() {
         d.stdout
     );
     assert!(d.stdout.contains("held (NVML)"), "{}", d.stdout);
+    assert!(
+        d.stdout
+            .contains("held by the process (NVML, device level)")
+            && !d.stdout.contains("tracked live"),
+        "{}",
+        d.stdout
+    );
 }
 
 #[test]

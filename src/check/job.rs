@@ -153,6 +153,7 @@ fn check_run(
             });
             devices.push(DeviceResult {
                 device: d.device,
+                device_level: r.device_level(),
                 kv_cache: c
                     .kv
                     .groups

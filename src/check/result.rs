@@ -20,6 +20,11 @@ pub struct KvSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceResult {
     pub device: u32,
+    /// Read at device level (NVML, no shim): its figures are the driver's
+    /// per-process total, not tracked allocations (the text says so; the
+    /// JSON says it once, in diagnose's `level`).
+    #[serde(skip)]
+    pub device_level: bool,
     pub breakdown: Breakdown,
     pub kv_cache: Vec<KvSummary>,
     pub steps: Vec<Step>,
