@@ -469,15 +469,19 @@ def judge_serving(variant, rc, check, exit_report, truth):
     return out
 
 
-def judge_diagnose(variant, rc, check):
+def judge_diagnose(variant, rc, check, level="shim"):
     """`kvscope diagnose --json` on the example server: every request answered;
     healthy: all four steps measured, no critical finding, exit 0; leak:
-    leak_per_request critical, exit 1."""
+    leak_per_request critical, exit 1. level "device": the server ran without
+    the shim, diagnose must say its verdicts are device-level (checks named
+    device-...)."""
     out = []
     diag = check.get("diagnose") or {}
+    pre = "" if level == "shim" else "device-"
+    said = level == "shim" or diag.get("level") == "device"
     reqs = diag.get("requests", [])
     answered = [r for r in reqs if r.get("latency_ms") is not None]
-    out.append(Check(f"{variant}-requests", bool(reqs) and len(answered) == len(reqs) and not diag.get("stopped"),
+    out.append(Check(f"{pre}{variant}-requests", bool(reqs) and len(answered) == len(reqs) and not diag.get("stopped"),
                      f"{len(answered)} of {len(reqs)} requests answered"
                      + (f"; stopped: {diag['stopped']}" if diag.get("stopped") else "")))
     findings = check.get("findings", [])
@@ -485,14 +489,17 @@ def judge_diagnose(variant, rc, check):
         steps = [s for p in check.get("processes", []) for d in p.get("devices", []) for s in d.get("steps", [])]
         measured = [s for s in steps if s.get("status") != "skipped"]
         crit = [f for f in findings if f.get("severity") == "critical"]
-        out.append(Check("healthy-verdict", rc == 0 and not crit and len(steps) == 4 and len(measured) == 4,
-                         f"exit {rc}; {len(measured)} of {len(steps)} steps measured; {findings_line(check)}"))
+        out.append(Check(f"{pre}healthy-verdict",
+                         said and rc == 0 and not crit and len(steps) == 4 and len(measured) == 4,
+                         f"exit {rc}; level {diag.get('level')}; {len(measured)} of {len(steps)} steps measured; "
+                         f"{findings_line(check)}"))
         for st in steps:
             out.append(f"step {st.get('number')} {st.get('status')}: {st.get('detail')}")
     else:
         leak = [f for f in findings if f.get("name") == "leak_per_request"]
-        out.append(Check("leak-found", bool(leak) and leak[0].get("severity") == "critical" and rc == 1,
-                         f"exit {rc}; {findings_line(check)}"))
+        out.append(Check(f"{pre}leak-found",
+                         said and bool(leak) and leak[0].get("severity") == "critical" and rc == 1,
+                         f"exit {rc}; level {diag.get('level')}; {findings_line(check)}"))
     return out
 
 
@@ -1038,15 +1045,18 @@ def _first_line(pipe, timeout):
 
 
 def section_diagnose(run, name):
-    for variant in ("healthy", "leak"):
-        folder = os.path.join(run.out, name, variant)
+    # Under the shim (kvscope run), then the same server started without it:
+    # diagnose at device level through NVML.
+    for level, variant in [(lv, v) for lv in ("shim", "device") for v in ("healthy", "leak")]:
+        tag = variant if level == "shim" else f"device-{variant}"
+        folder = os.path.join(run.out, name, tag)
         server = [sys.executable, os.path.join(ROOT, "examples", "openai_server.py"), "--model-dir", run.model_dir]
         server += ["--leak", str(DIAG_LEAK)] if variant == "leak" else []
-        cmd = [BIN, "run", "--out", folder, "--"] + server
+        cmd = ([BIN, "run", "--out", folder, "--"] if level == "shim" else []) + server
         diag = [BIN, "diagnose", "--json", "--context", str(DIAG_CONTEXT), "--long-context", str(DIAG_LONG),
                 "--quiet-ms", "2000", "--timeout", "150", "--url"]
         if run.dry_run:
-            run.say(f"      server {variant}: {' '.join(cmd)}")
+            run.say(f"      server {tag}: {' '.join(cmd)}")
             run.say(f"      then: {' '.join(diag)} http://127.0.0.1:<its port>")
             continue
         os.makedirs(folder, exist_ok=True)
@@ -1056,21 +1066,21 @@ def section_diagnose(run, name):
             try:
                 line = _first_line(p.stdout, 180) or ""
                 if not line.startswith("port="):
-                    run.check(name, f"{variant}-requests", False, f"the server did not start; see {log.name}")
+                    run.check(name, f"{tag}-requests", False, f"the server did not start; see {log.name}")
                     continue
                 d = subprocess.run(diag + [f"http://127.0.0.1:{line.strip()[5:]}"], capture_output=True,
                                    text=True, timeout=240)
                 for ext, text in ((".json", d.stdout), (".stderr.log", d.stderr)):
-                    with open(os.path.join(run.out, name, variant + ext), "w") as f:
+                    with open(os.path.join(run.out, name, tag + ext), "w") as f:
                         f.write(text)
                 try:
                     check = json.loads(d.stdout)
                 except ValueError:
                     check = {}
                     run.say(f"      kvscope diagnose printed no JSON (exit {d.returncode}): {d.stderr.strip()[:300]}")
-                run.emit(name, judge_diagnose(variant, d.returncode, check))
+                run.emit(name, judge_diagnose(variant, d.returncode, check, level))
             finally:
-                os.killpg(p.pid, signal.SIGTERM)  # kvscope run and the server, in their own session
+                os.killpg(p.pid, signal.SIGTERM)  # (kvscope run and) the server, in their own session
                 try:
                     p.wait(timeout=30)
                 except subprocess.TimeoutExpired:
@@ -1135,13 +1145,18 @@ SECTIONS = [
              ("no-context", "kvscope devices itself is on no GPU: it made no CUDA context")]),
     Section("bench", section_bench, 25, "torch.empty(1 MiB)/del: native, cudaMallocAsync, kvscope pluggable (info)",
             []),
-    Section("diagnose", section_diagnose, 60,
+    Section("diagnose", section_diagnose, 120,
             f"kvscope diagnose against examples/openai_server.py under kvscope run: healthy, then "
-            f"{DIAG_LEAK // MiB} MiB kept per request; --context {DIAG_CONTEXT} --long-context {DIAG_LONG}",
+            f"{DIAG_LEAK // MiB} MiB kept per request; --context {DIAG_CONTEXT} --long-context {DIAG_LONG}; "
+            f"then both again with the server started without the shim (device level, NVML)",
             [("healthy-requests", "every request answered, the run not stopped early"),
              ("healthy-verdict", "exit 0, no critical finding, all four steps measured (none skipped)"),
              ("leak-requests", "as above, with the leak"),
-             ("leak-found", "leak_per_request, critical; kvscope diagnose exits 1")]),
+             ("leak-found", "leak_per_request, critical; kvscope diagnose exits 1"),
+             ("device-healthy-requests", "without the shim: every request answered, not stopped early"),
+             ("device-healthy-verdict", "diagnose.level is device, exit 0, no critical finding, four steps measured"),
+             ("device-leak-requests", "as above, with the leak"),
+             ("device-leak-found", "diagnose.level is device, leak_per_request critical (device growth), exit 1")]),
 ]
 BY_NAME = {s.name: s for s in SECTIONS}
 
@@ -1405,6 +1420,17 @@ def _test_judges():
     judged("diagnose", judge_diagnose("leak", 1, dleak), {"leak-requests": True, "leak-found": True})
     cut = dict(dleak, diagnose=dict(requests=[dict(latency_ms=None)], stopped="request d0: refused"))
     judged("diagnose", judge_diagnose("leak", 0, cut), {"leak-requests": False, "leak-found": False})
+    dev = dict(dcheck, diagnose=dict(dcheck["diagnose"], level="device"))
+    judged("diagnose", judge_diagnose("healthy", 0, dev, "device"),
+           {"device-healthy-requests": True, "device-healthy-verdict": True})
+    # Device level not said: not a device-level verdict.
+    judged("diagnose", judge_diagnose("healthy", 0, dcheck, "device"),
+           {"device-healthy-requests": True, "device-healthy-verdict": False})
+    dev_leak = dict(dleak, diagnose=dict(dleak["diagnose"], level="device"))
+    judged("diagnose", judge_diagnose("leak", 1, dev_leak, "device"),
+           {"device-leak-requests": True, "device-leak-found": True})
+    judged("diagnose", judge_diagnose("leak", 0, dev_leak, "device"),
+           {"device-leak-requests": True, "device-leak-found": False})
     assert seen == declared, (declared - seen, seen - declared)
 
 

@@ -212,7 +212,8 @@ impl<'a> DeviceCtx<'a> {
             oom,
             thresholds,
         };
-        if let Some(m) = model {
+        // Device level has no weights to compare: one figure for everything.
+        if let Some(m) = model.filter(|_| !report.device_level()) {
             why.extend(c.weights_mismatch(m));
             if !why.is_empty() {
                 c.model = None;

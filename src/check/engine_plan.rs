@@ -156,39 +156,7 @@ pub fn apply(result: &mut CheckResult, plan: &EnginePlan, tolerance: f64, fail_o
             });
         }
     }
-    result
-        .findings
-        .sort_by_key(|f| (std::cmp::Reverse(f.severity), f.run));
-    let tally = |run: Option<usize>, s: Severity| {
-        result
-            .findings
-            .iter()
-            .filter(|f| run.is_none_or(|r| f.run == r) && f.severity == s)
-            .count()
-    };
-    let mut counts = Vec::new();
-    for i in 0..result.runs.len() {
-        let fail = result
-            .findings
-            .iter()
-            .any(|f| f.run == i && f.severity >= fail_on);
-        counts.push((
-            tally(Some(i), Severity::Critical),
-            tally(Some(i), Severity::Warning),
-            tally(Some(i), Severity::Info),
-            i32::from(fail),
-        ));
-    }
-    let totals = (
-        tally(None, Severity::Critical),
-        tally(None, Severity::Warning),
-        tally(None, Severity::Info),
-    );
-    for (run, c) in result.runs.iter_mut().zip(counts) {
-        (run.critical, run.warnings, run.info, run.exit_status) = c;
-    }
-    (result.critical, result.warnings, result.info) = totals;
-    result.exit_status = result.runs.iter().map(|r| r.exit_status).max().unwrap_or(0);
+    result.recount(fail_on);
 }
 
 #[cfg(test)]

@@ -136,7 +136,9 @@ fn check_run(
         for d in r
             .devices
             .iter()
-            .filter(|d| d.memory.allocs > 0 || d.memory.failures > 0)
+            // Memory held counts without calls seen: a device-level report
+            // (diagnose without the shim) has figures but no allocation.
+            .filter(|d| d.memory.allocs > 0 || d.memory.failures > 0 || d.memory.peak_bytes > 0)
         {
             let c = DeviceCtx::new(r, d.device, &phases, model, thresholds);
             let mut found = detect::run(&c);
@@ -151,6 +153,7 @@ fn check_run(
             });
             devices.push(DeviceResult {
                 device: d.device,
+                device_level: r.device_level(),
                 kv_cache: c
                     .kv
                     .groups

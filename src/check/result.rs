@@ -3,6 +3,7 @@
 
 use super::breakdown::Breakdown;
 use super::finding::Finding;
+use super::kind::Severity;
 use super::plan::PlanTable;
 use super::steps::Step;
 use serde::Serialize;
@@ -19,6 +20,11 @@ pub struct KvSummary {
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceResult {
     pub device: u32,
+    /// Read at device level (NVML, no shim): its figures are the driver's
+    /// per-process total, not tracked allocations (the text says so; the
+    /// JSON says it once, in diagnose's `level`).
+    #[serde(skip)]
+    pub device_level: bool,
     pub breakdown: Breakdown,
     pub kv_cache: Vec<KvSummary>,
     pub steps: Vec<Step>,
@@ -86,4 +92,32 @@ pub struct CheckResult {
     /// The engine's logged plan against each device (`--engine-log`;
     /// `check::engine_plan::apply`), empty without one.
     pub engine_plan: Vec<PlanTable>,
+}
+
+impl CheckResult {
+    /// Sorts the findings and counts them again, per run and in all, with
+    /// each run's exit status: after findings were added (`--engine-log`)
+    /// or taken away (device level).
+    pub fn recount(&mut self, fail_on: Severity) {
+        self.findings
+            .sort_by_key(|f| (std::cmp::Reverse(f.severity), f.run));
+        let findings = &self.findings;
+        let tally = |run: Option<usize>, s: Severity| {
+            findings
+                .iter()
+                .filter(|f| run.is_none_or(|r| f.run == r) && f.severity == s)
+                .count()
+        };
+        for (i, run) in self.runs.iter_mut().enumerate() {
+            run.critical = tally(Some(i), Severity::Critical);
+            run.warnings = tally(Some(i), Severity::Warning);
+            run.info = tally(Some(i), Severity::Info);
+            run.exit_status =
+                i32::from(findings.iter().any(|f| f.run == i && f.severity >= fail_on));
+        }
+        self.critical = tally(None, Severity::Critical);
+        self.warnings = tally(None, Severity::Warning);
+        self.info = tally(None, Severity::Info);
+        self.exit_status = self.runs.iter().map(|r| r.exit_status).max().unwrap_or(0);
+    }
 }

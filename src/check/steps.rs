@@ -37,6 +37,10 @@ fn step(number: u8, name: &'static str, status: Status, detail: impl Into<String
     }
 }
 
+/// How a step names a reading of CUDA allocations (the timeline's
+/// `live_bytes`); a device-level diagnosis says its own words instead.
+pub const SEGMENT_WORDS: &str = "segment-level (CUDA calls)";
+
 fn no_model(c: &DeviceCtx) -> String {
     match &c.mismatch {
         Some(m) => format!("this does not look like {}: not compared", m.model),
@@ -130,7 +134,8 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
         c.phases.completed(),
         match g.view {
             View::TensorLevel => "tensor-level (PyTorch's counters)",
-            View::SegmentLevel => "segment-level (CUDA calls)",
+            View::SegmentLevel => SEGMENT_WORDS,
+            View::DeviceLevel => "device-level (NVML)",
         },
         if g.inferred { ", phases inferred" } else { "" },
         r.steps.len(),
@@ -272,11 +277,11 @@ fn growth_in_flight(c: &DeviceCtx, per_token: u64) -> Vec<(usize, u64, u64, usiz
     out
 }
 
-fn view_words(tensors: bool) -> &'static str {
+fn view_words(tensors: bool) -> String {
     if tensors {
-        ", tensor-level (PyTorch's counters)"
+        ", tensor-level (PyTorch's counters)".into()
     } else {
-        ", segment-level (CUDA calls)"
+        format!(", {SEGMENT_WORDS}")
     }
 }
 

@@ -1,5 +1,5 @@
 //! `--engine-log FILE` and `--engine-tolerance F`: shared by the commands
-//! that check reports (`check`, `report --html`; `diagnose` can flatten it).
+//! that check reports (`check`, `report --html`, `diagnose`).
 
 use super::error::{CliError, Result};
 use crate::check::engine_plan;

@@ -106,75 +106,106 @@ fn symbol<T: Copy>(handle: *mut c_void, name: &CStr) -> Result<T, String> {
     Ok(unsafe { std::mem::transmute_copy::<*mut c_void, T>(&p) })
 }
 
-/// Every GPU NVML sees, with the processes that hold memory on it.
-pub fn read() -> Result<Vec<Gpu>, String> {
-    let name = std::ffi::CString::new(LIBRARY).map_err(|e| e.to_string())?;
-    // SAFETY: dlopen with a NUL-terminated name; RTLD_LOCAL keeps NVML's
-    // symbols out of the global scope.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    if handle.is_null() {
-        return Err(format!("no NVML: {LIBRARY} could not be loaded (no NVIDIA driver here; device-level reading needs it)"));
+/// NVML opened and initialised once, for as many readings as wanted: a
+/// diagnosis samples every 50 ms, and `nvmlInit` alone can take far longer
+/// on a driver without persistence mode.
+pub struct Nvml {
+    lib: Lib,
+    count_fn: Count,
+    handle_fn: Handle,
+    uuid_fn: Uuid,
+    mem_fn: MemInfo,
+    procs_fn: Procs,
+}
+
+impl Nvml {
+    pub fn open() -> Result<Nvml, String> {
+        let name = std::ffi::CString::new(LIBRARY).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen with a NUL-terminated name; RTLD_LOCAL keeps NVML's
+        // symbols out of the global scope.
+        let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(format!("no NVML: {LIBRARY} could not be loaded (no NVIDIA driver here; device-level reading needs it)"));
+        }
+        let closed = |e: String| {
+            // SAFETY: the handle from dlopen above, closed once on this path.
+            unsafe { libc::dlclose(handle) };
+            e
+        };
+        let init: Init = symbol(handle, c"nvmlInit_v2").map_err(closed)?;
+        let error_string: ErrorString = symbol(handle, c"nvmlErrorString").map_err(closed)?;
+        let shutdown: Init = symbol(handle, c"nvmlShutdown").map_err(closed)?;
+        // SAFETY: nvmlInit_v2 takes no arguments.
+        let code = unsafe { init() };
+        if code != SUCCESS {
+            // SAFETY: a static string for any code.
+            let text = unsafe { CStr::from_ptr(error_string(code)) }
+                .to_string_lossy()
+                .into_owned();
+            // SAFETY: as `closed`.
+            unsafe { libc::dlclose(handle) };
+            return Err(format!("no NVML: nvmlInit_v2 failed: {text} ({code})"));
+        }
+        // From here `lib`'s Drop shuts NVML down and closes the handle.
+        let lib = Lib {
+            handle,
+            error_string,
+            shutdown,
+        };
+        Ok(Nvml {
+            count_fn: symbol(handle, c"nvmlDeviceGetCount_v2")?,
+            handle_fn: symbol(handle, c"nvmlDeviceGetHandleByIndex_v2")?,
+            uuid_fn: symbol(handle, c"nvmlDeviceGetUUID")?,
+            mem_fn: symbol(handle, c"nvmlDeviceGetMemoryInfo")?,
+            procs_fn: symbol(handle, c"nvmlDeviceGetComputeRunningProcesses_v3")?,
+            lib,
+        })
     }
-    let closed = |e: String| {
-        // SAFETY: the handle from dlopen above, closed once on this path.
-        unsafe { libc::dlclose(handle) };
-        e
-    };
-    let init: Init = symbol(handle, c"nvmlInit_v2").map_err(closed)?;
-    let error_string: ErrorString = symbol(handle, c"nvmlErrorString").map_err(closed)?;
-    let shutdown: Init = symbol(handle, c"nvmlShutdown").map_err(closed)?;
-    // SAFETY: nvmlInit_v2 takes no arguments.
-    let code = unsafe { init() };
-    if code != SUCCESS {
-        // SAFETY: a static string for any code.
-        let text = unsafe { CStr::from_ptr(error_string(code)) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: as `closed`.
-        unsafe { libc::dlclose(handle) };
-        return Err(format!("no NVML: nvmlInit_v2 failed: {text} ({code})"));
-    }
-    let lib = Lib {
-        handle,
-        error_string,
-        shutdown,
-    };
-    let count_fn: Count = symbol(handle, c"nvmlDeviceGetCount_v2")?;
-    let handle_fn: Handle = symbol(handle, c"nvmlDeviceGetHandleByIndex_v2")?;
-    let uuid_fn: Uuid = symbol(handle, c"nvmlDeviceGetUUID")?;
-    let mem_fn: MemInfo = symbol(handle, c"nvmlDeviceGetMemoryInfo")?;
-    let procs_fn: Procs = symbol(handle, c"nvmlDeviceGetComputeRunningProcesses_v3")?;
-    let mut count: c_uint = 0;
-    // SAFETY: a valid out pointer.
-    lib.check("nvmlDeviceGetCount_v2", unsafe { count_fn(&mut count) })?;
-    let mut gpus = Vec::new();
-    for index in 0..count {
-        let mut dev: Device = std::ptr::null_mut();
-        // SAFETY: an index below the count, a valid out pointer.
-        lib.check("nvmlDeviceGetHandleByIndex_v2", unsafe {
-            handle_fn(index, &mut dev)
-        })?;
-        let mut buf = [0 as c_char; 96];
-        // SAFETY: a buffer of NVML_DEVICE_UUID_V2_BUFFER_SIZE bytes.
-        lib.check("nvmlDeviceGetUUID", unsafe {
-            uuid_fn(dev, buf.as_mut_ptr(), buf.len() as c_uint)
-        })?;
-        // SAFETY: NVML wrote a NUL-terminated string into buf (zeroed before).
-        let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        let mut mem = Memory::default();
+
+    /// Every GPU NVML sees, with the processes that hold memory on it.
+    pub fn read(&self) -> Result<Vec<Gpu>, String> {
+        let lib = &self.lib;
+        let mut count: c_uint = 0;
         // SAFETY: a valid out pointer.
-        lib.check("nvmlDeviceGetMemoryInfo", unsafe { mem_fn(dev, &mut mem) })?;
-        gpus.push(Gpu {
-            index,
-            uuid,
-            total_bytes: mem.total,
-            used_bytes: mem.used,
-            processes: processes(&lib, procs_fn, dev)?,
-        });
+        lib.check("nvmlDeviceGetCount_v2", unsafe {
+            (self.count_fn)(&mut count)
+        })?;
+        let mut gpus = Vec::new();
+        for index in 0..count {
+            let mut dev: Device = std::ptr::null_mut();
+            // SAFETY: an index below the count, a valid out pointer.
+            lib.check("nvmlDeviceGetHandleByIndex_v2", unsafe {
+                (self.handle_fn)(index, &mut dev)
+            })?;
+            let mut buf = [0 as c_char; 96];
+            // SAFETY: a buffer of NVML_DEVICE_UUID_V2_BUFFER_SIZE bytes.
+            lib.check("nvmlDeviceGetUUID", unsafe {
+                (self.uuid_fn)(dev, buf.as_mut_ptr(), buf.len() as c_uint)
+            })?;
+            // SAFETY: NVML wrote a NUL-terminated string into buf (zeroed before).
+            let uuid = unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            let mut mem = Memory::default();
+            // SAFETY: a valid out pointer.
+            lib.check("nvmlDeviceGetMemoryInfo", unsafe {
+                (self.mem_fn)(dev, &mut mem)
+            })?;
+            gpus.push(Gpu {
+                index,
+                uuid,
+                total_bytes: mem.total,
+                used_bytes: mem.used,
+                processes: processes(lib, self.procs_fn, dev)?,
+            });
+        }
+        Ok(gpus)
     }
-    Ok(gpus)
+}
+
+/// One reading, NVML opened for it and shut down after.
+pub fn read() -> Result<Vec<Gpu>, String> {
+    Nvml::open()?.read()
 }
 
 /// The compute processes of one GPU: asked again with a larger buffer while

@@ -91,7 +91,15 @@ pub fn from_gpus(gpus: Vec<Gpu>, view: &View, proc_root: &Path) -> Snapshot {
 
 /// Reads NVML now; one line when there is no NVML.
 pub fn read() -> Result<Snapshot, String> {
-    let gpus = nvml::read()?;
+    snapshot(nvml::read()?)
+}
+
+/// Reads an NVML kept open (a diagnosis's samples).
+pub fn read_with(nvml: &nvml::Nvml) -> Result<Snapshot, String> {
+    snapshot(nvml.read()?)
+}
+
+fn snapshot(gpus: Vec<Gpu>) -> Result<Snapshot, String> {
     let proc_root = Path::new("/proc");
     Ok(from_gpus(gpus, &View::of(proc_root), proc_root))
 }

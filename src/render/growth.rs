@@ -12,6 +12,7 @@ pub fn phrase(v: View) -> &'static str {
     match v {
         View::TensorLevel => "tensor-level (PyTorch's counters)",
         View::SegmentLevel => "segment-level (CUDA calls; PyTorch's cache included)",
+        View::DeviceLevel => "device-level (NVML; the CUDA context and every cache included)",
     }
 }
 
@@ -19,6 +20,7 @@ fn what(v: View) -> &'static str {
     match v {
         View::TensorLevel => "allocated in tensors",
         View::SegmentLevel => "live",
+        View::DeviceLevel => "held on the device",
     }
 }
 

@@ -36,9 +36,14 @@ fn process(o: &mut String, p: &ProcessResult) {
             .unwrap_or_default();
         let _ = writeln!(
             o,
-            "  device {}{total}: {} tracked live",
+            "  device {}{total}: {} {}",
             d.device,
-            bytes(b.tracked_bytes)
+            bytes(b.tracked_bytes),
+            if d.device_level {
+                "held by the process (NVML, device level)"
+            } else {
+                "tracked live"
+            }
         );
         for part in &b.parts {
             let _ = writeln!(

@@ -38,6 +38,17 @@ pub enum Reason {
     Signal,
 }
 
+/// `modes` of a report kvscope built from NVML's per-process figures
+/// (`kvscope diagnose` without the shim): a timeline and markers, no allocation.
+pub const DEVICE_LEVEL_MODE: &str = "nvml";
+
+impl Report {
+    /// Built at device level (NVML), not written by the shim.
+    pub fn device_level(&self) -> bool {
+        self.modes.iter().any(|m| m == DEVICE_LEVEL_MODE)
+    }
+}
+
 impl Reason {
     pub fn name(self) -> &'static str {
         match self {

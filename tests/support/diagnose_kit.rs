@@ -124,6 +124,11 @@ impl Diag {
 }
 
 pub fn diagnose(stub: &Stub, extra: &[&str]) -> Diag {
+    diagnose_env(stub, extra, &[])
+}
+
+/// `diagnose` with more of kvscope's environment (the stand-in NVML's).
+pub fn diagnose_env(stub: &Stub, extra: &[&str], env: &[(&str, &str)]) -> Diag {
     let url = format!("http://127.0.0.1:{}", stub.port);
     let mut args = vec![
         "diagnose",
@@ -141,14 +146,22 @@ pub fn diagnose(stub: &Stub, extra: &[&str]) -> Diag {
         args.extend(["--timeout", "60"]);
     }
     args.extend(extra);
-    run_diagnose(&stub.dir, &args)
+    run_diagnose_env(&stub.dir, &args, env)
 }
 
 pub fn run_diagnose(dir: &Path, args: &[&str]) -> Diag {
-    let child = Command::new(kvscope_bin())
-        .args(args)
+    run_diagnose_env(dir, args, &[])
+}
+
+pub fn run_diagnose_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Diag {
+    let mut cmd = Command::new(kvscope_bin());
+    cmd.args(args)
         .env("KVSCOPE_CTL_DIR", dir.join("ctl"))
-        .env_remove("LD_PRELOAD")
+        .env_remove("LD_PRELOAD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

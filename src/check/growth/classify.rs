@@ -7,6 +7,8 @@
 //! someone: a leak. Pure: it sees numbers, not reports.
 
 /// What a growth verdict measured.
+// The names are the JSON's (`tensor_level`, `segment_level`, `device_level`).
+#[allow(clippy::enum_variant_names)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum View {
     /// The framework's own counters (PyTorch's memory_allocated): bytes in
@@ -15,6 +17,9 @@ pub enum View {
     /// The CUDA allocations kvscope saw: a caching allocator's segments, its
     /// cache included.
     SegmentLevel,
+    /// What the driver counts for the process (NVML, no shim): the context
+    /// and every allocator's cache included.
+    DeviceLevel,
 }
 
 impl View {
@@ -23,6 +28,7 @@ impl View {
         match self {
             View::TensorLevel => "tensor_level",
             View::SegmentLevel => "segment_level",
+            View::DeviceLevel => "device_level",
         }
     }
 }

@@ -122,7 +122,11 @@ pub fn read(c: &DeviceCtx) -> Option<Growth> {
     }
     let live: Vec<(f64, u64)> = points.iter().map(|l| (l.t_ms, l.live)).collect();
     Some(Growth {
-        view: View::SegmentLevel,
+        view: if c.report.device_level() {
+            View::DeviceLevel
+        } else {
+            View::SegmentLevel
+        },
         inferred,
         reading: classify(live[0].1, steps(c, &live, inferred), threshold, inferred),
         reserved: None,

@@ -3,11 +3,14 @@
 //! the diagnosis of `kvscope check` over the reports they wrote.
 //!
 //! `procs` finds the server's processes, `probe` watches their memory (the
-//! shim today; the `Probe` trait is the seam for a device-level probe),
+//! shim's probe; `nvml_probe` at device level when no process has the shim,
+//! with `device_level` saying what that level can support),
 //! `http` talks to the server, `steps` sends the requests with their
 //! markers, `record` keeps what was sent and measured.
 
+mod device_level;
 mod http;
+mod nvml_probe;
 mod probe;
 mod procs;
 mod progress;
@@ -16,12 +19,14 @@ mod steps;
 mod stop;
 
 use super::channel;
+use super::engine_args::EngineArgs;
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
 use crate::check::kind::Severity;
 use crate::render::{json, text};
 use clap::Args;
+use nvml_probe::NvmlProbe;
 use probe::{Probe, ShimProbe};
 use record::Record;
 use std::sync::Arc;
@@ -37,6 +42,8 @@ pub struct DiagnoseArgs {
     pub pid: Vec<u32>,
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Tokens per request (prompt + output) in steps 2 and 3 (default 1024, at most a quarter of max_model_len).
     #[arg(long)]
     pub context: Option<u64>,
@@ -88,21 +95,18 @@ fn host_port(url: &str) -> Result<(String, u16)> {
     Ok((host, port))
 }
 
-fn cmdline(pid: u32) -> String {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|b| {
-            b.split(|&c| c == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
+/// How the server is watched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Level {
+    /// Its processes run the shim: allocations, markers on their timelines.
+    Shim,
+    /// None does: per-process device memory through NVML.
+    Device,
 }
 
-/// The server's processes whose shim runs (and notes on those left out),
-/// or why there are none.
-fn find_processes(a: &DiagnoseArgs) -> Result<(Vec<u32>, Vec<String>)> {
+/// The server's processes whose shim runs (and notes on those left out);
+/// else those NVML lists, at device level; or why there are none.
+fn find_processes(a: &DiagnoseArgs) -> Result<(Level, Vec<u32>, Vec<String>)> {
     let roots = if !a.pid.is_empty() {
         for &p in &a.pid {
             if !std::path::Path::new(&format!("/proc/{p}")).exists() {
@@ -133,16 +137,38 @@ fn find_processes(a: &DiagnoseArgs) -> Result<(Vec<u32>, Vec<String>)> {
         .collect();
     if shimmed.is_empty() {
         let list: Vec<String> = all.iter().map(u32::to_string).collect();
-        let cmd = cmdline(roots[0]);
+        let cmd = procs::cmdline(roots[0]);
         let cmd = if cmd.is_empty() {
             "SERVER-COMMAND".into()
         } else {
             cmd
         };
-        return Err(CliError::input(format!(
-            "no process of the server (pid {}) has the shim loaded: restart it under the shim, `kvscope run -- {cmd}` or `LD_PRELOAD=/path/to/libkvscope.so {cmd}`",
-            list.join(", ")
-        )));
+        let list = list.join(", ");
+        let refuse = |why: String| {
+            CliError::input(format!(
+                "no process of the server (pid {list}) has the shim loaded{why}: restart it under the shim, `kvscope run -- {cmd}` or `LD_PRELOAD=/path/to/libkvscope.so {cmd}`"
+            ))
+        };
+        // Device level: what NVML lists of the server's processes.
+        let snap = crate::device::probe::read()
+            .map_err(|e| refuse(format!(", and device-level reading is not possible ({e})")))?;
+        if !snap.pids_mapped {
+            return Err(refuse(format!(
+                ", and NVML's PIDs cannot be matched with them at device level ({})",
+                snap.notes.join("; ")
+            )));
+        }
+        let on: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|&p| snap.bytes_of(p).is_some())
+            .collect();
+        if on.is_empty() {
+            return Err(refuse(
+                ", and NVML lists none of them holding device memory".into(),
+            ));
+        }
+        return Ok((Level::Device, on, Vec::new()));
     }
     // Loaded is not enough: the shim starts at the first CUDA call.
     let (running, idle): (Vec<u32>, Vec<u32>) =
@@ -162,7 +188,7 @@ fn find_processes(a: &DiagnoseArgs) -> Result<(Vec<u32>, Vec<String>)> {
             if idle.len() == 1 { "has" } else { "have" }
         ));
     }
-    Ok((running, notes))
+    Ok((Level::Shim, running, notes))
 }
 
 /// Token counts of each step, within the model's limit.
@@ -216,10 +242,12 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
             "--timeout is 1 to 86400 seconds and --quiet-ms at most 3600000",
         ));
     }
+    // A bad engine log is refused before the server is touched.
+    let engine_plan = a.engine.plan()?;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
-    let (pids, found_notes) = find_processes(a)?;
+    let (level, pids, found_notes) = find_processes(a)?;
     let server = Arc::new(http::Server::new(&a.url));
     let info = server
         .models(Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())))
@@ -250,11 +278,22 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         &mut notes,
     )?;
     stop::install();
-    let mut probe = ShimProbe::new(pids.clone());
+    let mut probe: Box<dyn Probe> = match level {
+        Level::Shim => Box::new(ShimProbe::new(pids.clone())),
+        Level::Device => Box::new(NvmlProbe::new(pids.clone())),
+    };
+    if level == Level::Device && engine_plan.is_some() {
+        notes.push("--engine-log: the engine's plan is not compared at device level (NVML gives no weights / KV cache breakdown to compare it with)".into());
+    }
     let rec = Record {
         url: a.url.clone(),
         model: info,
         probe: probe.describe(),
+        level: match level {
+            Level::Shim => "shim",
+            Level::Device => "device",
+        },
+        level_note: (level == Level::Device).then_some(device_level::SCOPE),
         pids,
         prompt_form: None,
         context: plan.context,
@@ -269,7 +308,7 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         reports: Vec::new(),
         notes,
     };
-    let mut s = steps::Steps::new(server, &mut probe, rec, t0, deadline);
+    let mut s = steps::Steps::new(server, probe.as_mut(), rec, t0, deadline);
     let (p, o) = split(plan.context);
     let (lp, lo) = split(plan.long);
     let outcome = s
@@ -291,7 +330,8 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let mut reports = Vec::new();
+    let mut reports = collected.built;
+    rec.reports.extend(reports.iter().map(|(l, _)| l.clone()));
     for p in &collected.reports {
         match crate::load::load(p) {
             Ok(r) => reports.push((p.display().to_string(), r)),
@@ -307,7 +347,12 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
             code: 1,
         });
     }
-    let result = crate::check::job::check(reports, ctx.as_ref(), Thresholds::default(), a.fail_on);
+    let mut result =
+        crate::check::job::check(reports, ctx.as_ref(), Thresholds::default(), a.fail_on);
+    match level {
+        Level::Shim => a.engine.apply(engine_plan.as_ref(), &mut result, a.fail_on),
+        Level::Device => device_level::restrict(&mut result, a.fail_on),
+    }
     let stopped_status = if stop::requested() { 130 } else { 1 };
     if a.json {
         let section = serde_json::to_value(&rec).map_err(|e| CliError::input(e.to_string()))?;

@@ -1,23 +1,19 @@
 //! How `diagnose` watches the server's memory, behind one small trait so
 //! that the steps do not care where the figures come from.
 //!
-//! Today there is one kind, [`ShimProbe`]: the server's processes run under
-//! the shim, and the probe puts markers on their timelines through the
-//! control channel (waiting until each is taken) and asks each for a report
-//! at the end; the shim's own timeline (every point with the peak since the
-//! last) is the sampling, and `kvscope check` reads the reports.
+//! Two kinds. [`ShimProbe`]: the server's processes run under the shim,
+//! and the probe puts markers on their timelines through the control
+//! channel (waiting until each is taken) and asks each for a report at the
+//! end; the shim's own timeline (every point with the peak since the last)
+//! is the sampling, and `kvscope check` reads the reports.
 //!
-//! The seam for a device-level probe (NVML, for a server without the shim,
-//! issue 15): implement [`Probe`] with `mark` recording the label and time
-//! itself, `sample` returning the device's used bytes (the steps call it at
-//! least every `SAMPLE_EVERY` while requests are in flight, so that the
-//! peak is seen; each step keeps the highest as `sampled_peak_bytes`), and
-//! `finish` returning reports to check. What is left to that issue: a probe
-//! with no reports to return has nothing for `kvscope check` today (`run`
-//! says "nothing to diagnose"), so it must either build a report from its
-//! samples and the markers it kept, or give `run` a verdict path of its own;
-//! and `run` must choose the probe (today: `ShimProbe` when a process of the
-//! server has the shim, else the one-line refusal).
+//! `super::nvml_probe::NvmlProbe` (device level, no shim): `mark` keeps the
+//! label and time itself and reads NVML, `sample` returns the processes'
+//! device bytes (the steps call it at least every `SAMPLE_EVERY` while
+//! requests are in flight, so that the peak is seen; each step keeps the
+//! highest as `sampled_peak_bytes`), and `finish` returns reports it built
+//! from its readings (`Collected::built`). `run` chooses: the shim's when a
+//! process of the server runs it, else NVML's, else a one-line refusal.
 
 use super::super::channel;
 use super::super::error::{CliError, Result};
@@ -31,6 +27,8 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 /// be had.
 pub struct Collected {
     pub reports: Vec<PathBuf>,
+    /// Reports built in kvscope (the device-level probe's), with their labels.
+    pub built: Vec<(String, crate::report::Report)>,
     pub notes: Vec<String>,
 }
 
@@ -173,6 +171,10 @@ impl Probe for ShimProbe {
             }
             reports.extend(found);
         }
-        Collected { reports, notes }
+        Collected {
+            reports,
+            built: Vec::new(),
+            notes,
+        }
     }
 }

@@ -57,6 +57,20 @@ pub fn owners(inodes: &BTreeSet<u64>) -> Vec<u32> {
         .collect()
 }
 
+/// A process's command line, its arguments joined by spaces (empty when
+/// /proc does not say).
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|&c| c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
 /// The parent of `pid`, from /proc/PID/stat (after the command's closing
 /// parenthesis, which may itself hold spaces and parentheses).
 pub fn parent(pid: u32) -> Option<u32> {

@@ -46,6 +46,10 @@ pub struct Record {
     pub url: String,
     pub model: ModelInfo,
     pub probe: String,
+    /// "shim" or "device" (NVML, no shim): what the verdicts rest on.
+    pub level: &'static str,
+    /// At device level: what can and cannot be told there.
+    pub level_note: Option<&'static str>,
     pub pids: Vec<u32>,
     pub prompt_form: Option<PromptForm>,
     pub context: u64,
@@ -80,6 +84,9 @@ impl Record {
                 .unwrap_or_default(),
             self.probe
         );
+        if let Some(n) = self.level_note {
+            s += &format!("  verdicts at {n}\n");
+        }
         if let Some(f) = self.prompt_form {
             s += &format!(
                 "  prompts {}\n",
