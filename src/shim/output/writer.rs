@@ -4,6 +4,7 @@
 
 use super::outdir::OutDir;
 use super::snapshot::{self, Sources};
+use super::state_file::LiveState;
 use super::timeline::Timeline;
 use crate::report::Reason;
 use crate::shim::config::Config;
@@ -23,6 +24,8 @@ pub struct Writer {
     pub config: &'static Config,
     pub track: &'static Tracker,
     pub timeline: &'static Timeline,
+    /// The live state file, rewritten by the background thread.
+    pub live: LiveState,
     state: Mutex<State>,
     /// Held from taking the pending post-mortem to its file being written, so
     /// that the exit path (which writes one still pending) waits for one that
@@ -65,6 +68,7 @@ impl Writer {
             config,
             track,
             timeline,
+            live: LiveState::default(),
             state: Mutex::new(State {
                 dir: None,
                 dumps: 0,
@@ -199,6 +203,7 @@ impl Writer {
         self.write_pending_oom();
         self.timeline.sample(None, true);
         self.write(Reason::Signal, Some(signal_name(sig).into()), None);
+        self.live.remove();
     }
 
     pub fn write_checkpoint(&self) {
