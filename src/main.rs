@@ -8,6 +8,7 @@ mod check;
 mod cli;
 mod kv;
 mod load;
+mod monitor;
 mod render;
 // Shared with the shim (src/lib.rs), which uses the parts the reader does not.
 #[allow(dead_code)]

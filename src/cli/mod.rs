@@ -10,6 +10,7 @@ mod error;
 mod fit;
 mod locate;
 mod model_args;
+mod monitor_cmd;
 mod preload;
 mod report_cmd;
 mod run;
@@ -58,6 +59,10 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
     Diff { a: PathBuf, b: PathBuf },
+    /// Serve the live state of every process under the shim as Prometheus metrics.
+    Exporter(monitor_cmd::ExporterArgs),
+    /// A live terminal view of the processes under the shim.
+    Watch(monitor_cmd::WatchArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -99,6 +104,8 @@ pub fn main() -> i32 {
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
+        Command::Exporter(a) => monitor_cmd::exporter(a),
+        Command::Watch(a) => monitor_cmd::watch(a),
     };
     match result {
         Ok(code) => code,
