@@ -65,7 +65,7 @@ fn full() -> State {
         failures: vec![FailureCount {
             api: "cudaMalloc".into(),
             code: 2,
-            code_name: "cudaErrorMemoryAllocation".into(),
+            code_name: "out_of_memory".into(),
             count: 1,
         }],
         last_marker: Some("m".into()),

@@ -271,7 +271,7 @@ fn process(s: &State, cx: &Context, out: &mut Vec<Sample>) {
     push(&VMM_RESERVED, base.clone(), s.vmm.reserved_bytes as f64);
     push(&VMM_MAPPED, base.clone(), s.vmm.mapped_bytes as f64);
     for f in &s.failures {
-        let code = if f.code_name.is_empty() || f.code_name == "unknown" {
+        let code = if f.code_name.is_empty() || f.code_name == "other" {
             f.code.to_string()
         } else {
             f.code_name.clone()

@@ -107,7 +107,7 @@ pub struct VmmState {
 pub struct FailureCount {
     pub api: String,
     pub code: i32,
-    /// The CUDA error's name (`cudaErrorMemoryAllocation`, `CUDA_ERROR_OUT_OF_MEMORY`).
+    /// The error's name as reports give it (`out_of_memory`; `other` for a code kvscope does not name).
     pub code_name: String,
     pub count: u64,
 }
