@@ -138,7 +138,7 @@ fn prometheus_scrapes_the_exporter() {
     let found = ranks["data"]["result"].as_array().unwrap().iter().any(|r| {
         r["metric"]["rank"] == "0"
             && r["metric"]["run_id"] == "job-1"
-            && r["value"][1] == HELD.to_string()
+            && r["value"][1].as_str() == Some(HELD.to_string().as_str())
     });
     assert!(found, "per-rank join: {ranks}");
     // The rules were loaded and are evaluated without error.

@@ -182,10 +182,14 @@ pub const LABELS: &[&str] = &[
     "command",
 ];
 
+/// Label names and values, in the order they are printed.
+pub type Label = (&'static str, String);
+pub type Labels = Vec<Label>;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub family: &'static Family,
-    pub labels: Vec<(&'static str, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -236,7 +240,7 @@ fn process(s: &State, cx: &Context, out: &mut Vec<Sample>) {
     if let Some(m) = model {
         base.push(("model_name", m.to_string()));
     }
-    let mut push = |family, labels: Vec<(&'static str, String)>, value: f64| {
+    let mut push = |family, labels: Labels, value: f64| {
         out.push(Sample {
             family,
             labels,
@@ -289,8 +293,8 @@ fn process(s: &State, cx: &Context, out: &mut Vec<Sample>) {
 
 fn device(
     d: &DeviceState,
-    with: &dyn Fn(&[(&'static str, String)]) -> Vec<(&'static str, String)>,
-    push: &mut dyn FnMut(&'static Family, Vec<(&'static str, String)>, f64),
+    with: &dyn Fn(&[Label]) -> Labels,
+    push: &mut dyn FnMut(&'static Family, Labels, f64),
 ) {
     let mut dev = vec![("UUID", d.uuid.clone().unwrap_or_default())];
     dev.push(("cuda_device", d.device.to_string()));

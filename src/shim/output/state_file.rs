@@ -35,7 +35,7 @@ struct Inner {
     /// Set once the directory was refused: no more attempts.
     refused: bool,
     errors: u64,
-    uuids: BTreeMap<u32, Option<String>>,
+    uuids: BTreeMap<u32, String>,
     phases: BTreeMap<u32, Vec<PhaseBytes>>,
     phases_calls: u64,
     phases_ms: f64,
@@ -172,11 +172,14 @@ fn build(config: &Config, track: &Tracker, timeline: &Timeline, inner: &mut Inne
     let devices = devices
         .into_iter()
         .map(|d| {
-            let uuid = inner
-                .uuids
-                .entry(d)
-                .or_insert_with(|| driver::uuid(d).map(|b| format_uuid(&b)))
-                .clone();
+            // Asked until the driver answers, then kept (a UUID never changes).
+            let uuid = match inner.uuids.get(&d) {
+                Some(u) => Some(u.clone()),
+                None => driver::uuid(d).map(|b| format_uuid(&b)),
+            };
+            if let Some(u) = &uuid {
+                inner.uuids.insert(d, u.clone());
+            }
             let info = track.devices.info(d);
             let memory = space(counters::fold(lane(Space::Device, d)));
             let (pool_reserved, pool_used) = pools
