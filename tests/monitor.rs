@@ -180,6 +180,18 @@ fn a_killed_process_is_stale_and_dropped() {
 }
 
 #[test]
+fn a_starting_process_sweeps_stale_files() {
+    let dir = common::scratch("sweep");
+    let state = dir.join("state");
+    let mut p = holder(&state, &dir, &[]);
+    let file = wait_for("the state file", T, || state_file(&state, p.pid()));
+    p.stop(libc::SIGKILL, T);
+    let q = holder(&state, &dir, &[]);
+    wait_for("the new process's file", T, || state_file(&state, q.pid()));
+    assert!(!file.exists(), "the killed process's file is swept");
+}
+
+#[test]
 fn thirty_two_processes_make_one_page_with_the_right_totals() {
     let dir = common::scratch("many");
     let state = dir.join("state");

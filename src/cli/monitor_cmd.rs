@@ -36,7 +36,7 @@ pub struct ExporterArgs {
     /// Serve /metrics on this address (e.g. 0.0.0.0:9477; port 0 picks a free one).
     #[arg(long)]
     listen: Option<String>,
-    /// The state directory (default: $KVSCOPE_STATE_DIR, else $XDG_RUNTIME_DIR/kvscope, else /tmp/kvscope-UID).
+    /// The state directory (default: $KVSCOPE_STATE_DIR, else $XDG_RUNTIME_DIR/kvscope, else /tmp/kvscope-state-UID).
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Also write the page to this file, for node_exporter's textfile collector.

@@ -6,8 +6,7 @@
 use crate::report::state::{self, State, STATE_SCHEMA};
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 /// A state file larger than this is not one the shim wrote.
@@ -56,35 +55,16 @@ fn read_one(path: &Path, owner: u32, remove_stale: bool) -> Entry {
     if !plain {
         return Entry::Skipped;
     }
-    let Ok(mut f) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-    else {
+    let Ok(mut f) = state::open(path) else {
         return Entry::Skipped; // removed meanwhile, or not ours to read
     };
-    if try_lock(&f) {
-        // Taken: no writer holds this file. Stale only if the name still
-        // points at it: a writer renames a new, locked file over the old one.
-        let same = match (f.metadata(), std::fs::symlink_metadata(path)) {
-            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-            _ => false,
-        };
-        if same {
-            if remove_stale {
-                let _ = std::fs::remove_file(path);
-            }
-            return Entry::Stale;
+    if state::stale(&f, path) {
+        if remove_stale {
+            let _ = std::fs::remove_file(path);
         }
-        return Entry::Skipped; // replaced while we looked; the next scan reads it
+        return Entry::Stale;
     }
     parse(&mut f).map_or(Entry::Skipped, |s| Entry::Live(Box::new(s)))
-}
-
-/// Tries a shared lock without waiting; true when taken (released on close).
-fn try_lock(f: &File) -> bool {
-    // SAFETY: a valid descriptor owned by `f`.
-    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) == 0 }
 }
 
 fn parse(f: &mut File) -> Option<State> {
@@ -98,6 +78,7 @@ fn parse(f: &mut File) -> Option<State> {
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::fd::AsRawFd;
 
     fn write_state(dir: &Path, pid: u32) -> std::path::PathBuf {
         let p = dir.join(state::file_name(pid, 1));

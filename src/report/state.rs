@@ -9,7 +9,9 @@
 //! row by row. Sizes are bytes, times ms since the Unix epoch.
 
 use serde::{Deserialize, Serialize};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const STATE_SCHEMA: &str = "kvscope.state.v1";
@@ -122,14 +124,14 @@ pub struct PhaseBytes {
 }
 
 /// `$KVSCOPE_STATE_DIR` as given, else `$XDG_RUNTIME_DIR/kvscope`, else
-/// `/tmp/kvscope-<uid>`.
+/// `/tmp/kvscope-state-<uid>` (not `/tmp/kvscope-<uid>`: reports fall back there).
 pub fn base_dir(configured: Option<&Path>, xdg_runtime: Option<&Path>) -> PathBuf {
     if let Some(p) = configured {
         return p.to_path_buf();
     }
     match xdg_runtime {
         Some(x) if x.is_absolute() => x.join("kvscope"),
-        _ => PathBuf::from(format!("/tmp/kvscope-{}", super::control::uid())),
+        _ => PathBuf::from(format!("/tmp/kvscope-state-{}", super::control::uid())),
     }
 }
 
@@ -175,6 +177,48 @@ pub fn prepare_dir(dir: &Path) -> Result<(), String> {
     trusted_dir(&meta).map_err(|e| format!("{}: {e}", dir.display()))
 }
 
+/// Whether `f`, opened from `path`, is stale: no writer holds its lock, and
+/// the name still points at it (a writer renames a new, locked file over
+/// the old one, whose lock it then drops). Takes a shared lock on `f` when
+/// it is free (released when `f` is closed).
+pub fn stale(f: &File, path: &Path) -> bool {
+    // SAFETY: a valid descriptor owned by `f`.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    match (f.metadata(), std::fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+/// Opens a state file for reading, never following a link or blocking.
+pub fn open(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Removes the stale state files of `dir` (processes killed before their
+/// exit handler); at most `limit` entries looked at.
+pub fn remove_stale(dir: &Path, limit: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten().take(limit) {
+        let path = e.path();
+        if !is_state_file(&e.file_name().to_string_lossy()) {
+            continue;
+        }
+        if let Ok(f) = open(&path) {
+            if stale(&f, &path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// A UUID as nvidia-smi prints it: `GPU-` and 8-4-4-4-12 hex digits.
 pub fn format_uuid(b: &[u8; 16]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -213,7 +257,7 @@ mod tests {
         assert!(base_dir(None, Some(Path::new("rel")))
             .display()
             .to_string()
-            .starts_with("/tmp/kvscope-"));
+            .starts_with("/tmp/kvscope-state-"));
         assert!(is_state_file(&file_name(12, 34)));
         assert!(!is_state_file(".tmp-kvscope-12-34.state.json.x"));
     }

@@ -42,7 +42,7 @@ pub struct Config {
     /// KVSCOPE_STATE=0: publish no live state file (default on).
     pub state: bool,
     /// KVSCOPE_STATE_DIR (else $XDG_RUNTIME_DIR/kvscope, else
-    /// /tmp/kvscope-<uid>): where the live state file goes.
+    /// /tmp/kvscope-state-<uid>): where the live state file goes.
     pub state_dir: PathBuf,
     /// KVSCOPE_MODEL_NAME: the served model's name, for the exporter's `model_name` label.
     pub model_name: Option<String>,

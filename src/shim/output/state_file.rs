@@ -27,6 +27,9 @@ use std::sync::Mutex;
 /// the table; everything else in the file is a counter read).
 const PHASE_EVERY_MS: f64 = 1000.0;
 
+/// Directory entries looked at for stale files when the shim starts publishing.
+const STALE_SWEEP_LIMIT: usize = 4096;
+
 struct Inner {
     /// The published file's name, once the directory was usable.
     path: Option<PathBuf>,
@@ -94,6 +97,9 @@ impl LiveState {
                 config.log(&format!("no live state file: {e}"));
                 return;
             }
+            // Files of processes killed before their exit handler go, so
+            // that the directory does not fill up where no exporter runs.
+            state::remove_stale(&config.state_dir, STALE_SWEEP_LIMIT);
             // SAFETY: getpid has no preconditions.
             let pid = unsafe { libc::getpid() } as u32;
             inner.path = Some(
