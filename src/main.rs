@@ -10,6 +10,7 @@ mod device;
 mod engine;
 mod kv;
 mod load;
+mod monitor;
 mod render;
 // Shared with the shim (src/lib.rs), which uses the parts the reader does not.
 #[allow(dead_code)]

@@ -61,6 +61,7 @@ static const entry table[] = {
     E(cuDeviceGetName, 2000),
     E(cuDeviceGetPCIBusId, 4010),
     V2(cuDeviceTotalMem, 2000, 3020),
+    V2(cuDeviceGetUuid, 9020, 11040),
     E(cuDevicePrimaryCtxRetain, 7000),
     V2(cuDevicePrimaryCtxRelease, 7000, 11000),
     V2(cuDevicePrimaryCtxReset, 7000, 11000),

@@ -227,6 +227,25 @@ EXPORT CUresult cuDeviceGetPCIBusId(char *bus, int len, CUdevice dev) {
     return CUDA_SUCCESS;
 }
 
+/* A UUID per device, the same in every process (as a real GPU's is):
+ * "kvsim" and the ordinal. _v2 (CUDA 11.4) differs from the first only in
+ * how MIG instances are named; the stand-in has none. */
+EXPORT CUresult cuDeviceGetUuid_v2(CUuuid *uuid, CUdevice dev) {
+    if (!uuid) return CUDA_ERROR_INVALID_VALUE;
+    CUresult r = sim_check_init();
+    if (r) return r;
+    if (!sim_valid_device(dev)) return CUDA_ERROR_INVALID_DEVICE;
+    static const char prefix[] = "kvsim";
+    memset(uuid->bytes, 0, sizeof uuid->bytes);
+    memcpy(uuid->bytes, prefix, sizeof prefix - 1);
+    uuid->bytes[15] = (char)dev;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuDeviceGetUuid(CUuuid *uuid, CUdevice dev) {
+    return cuDeviceGetUuid_v2(uuid, dev);
+}
+
 EXPORT CUresult cuDeviceTotalMem_v2(size_t *bytes, CUdevice dev) {
     if (!bytes) return CUDA_ERROR_INVALID_VALUE;
     CUresult r = sim_check_init();

@@ -14,6 +14,7 @@ mod error;
 mod fit;
 mod locate;
 mod model_args;
+mod monitor_cmd;
 mod preload;
 mod report_cmd;
 mod run;
@@ -66,6 +67,10 @@ enum Command {
     Devices(devices::DevicesArgs),
     /// Run the four diagnostic steps against a live OpenAI-compatible server under the shim, then check its reports.
     Diagnose(diagnose::DiagnoseArgs),
+    /// Serve the live state of every process under the shim as Prometheus metrics.
+    Exporter(monitor_cmd::ExporterArgs),
+    /// A live terminal view of the processes under the shim.
+    Watch(monitor_cmd::WatchArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -109,6 +114,8 @@ pub fn main() -> i32 {
         Command::Check(a) => check_cmd::run(&a),
         Command::Devices(a) => devices::run(&a),
         Command::Diagnose(a) => diagnose::run(&a),
+        Command::Exporter(a) => monitor_cmd::exporter(a),
+        Command::Watch(a) => monitor_cmd::watch(a),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ mod api;
 pub mod control;
 pub(crate) mod hooked;
 mod live;
+pub mod state;
 
 pub use api::{error_name, Api, Space};
 pub use live::*;

@@ -4,7 +4,7 @@
 //! environment is not safe to read meanwhile). Every variable is documented
 //! in the README ("Environment").
 
-use crate::report::{control, Launch};
+use crate::report::{control, state, Launch};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -39,6 +39,13 @@ pub struct Config {
     pub stop_wait_ms: u64,
     /// KVSCOPE_CTL_DIR: where `kvscope mark/dump PID` leave requests.
     pub ctl_dir: PathBuf,
+    /// KVSCOPE_STATE=0: publish no live state file (default on).
+    pub state: bool,
+    /// KVSCOPE_STATE_DIR (else $XDG_RUNTIME_DIR/kvscope, else
+    /// /tmp/kvscope-state-<uid>): where the live state file goes.
+    pub state_dir: PathBuf,
+    /// KVSCOPE_MODEL_NAME: the served model's name, for the exporter's `model_name` label.
+    pub model_name: Option<String>,
     /// TMPDIR: where the fallback report directory goes (default /tmp).
     pub tmp_dir: PathBuf,
     /// The launcher's facts (RANK, LOCAL_RANK, WORLD_SIZE, CUDA_VISIBLE_DEVICES).
@@ -115,6 +122,16 @@ impl Config {
                     .map(PathBuf::from)
                     .as_deref(),
             ),
+            state: e.flag("KVSCOPE_STATE", true),
+            state_dir: state::base_dir(
+                std::env::var_os(state::STATE_DIR_VAR)
+                    .map(PathBuf::from)
+                    .as_deref(),
+                std::env::var_os("XDG_RUNTIME_DIR")
+                    .map(PathBuf::from)
+                    .as_deref(),
+            ),
+            model_name: var("KVSCOPE_MODEL_NAME").map(|v| state::clip(&v)),
             tmp_dir: std::env::var_os("TMPDIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp")),

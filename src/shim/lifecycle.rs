@@ -185,6 +185,7 @@ extern "C" fn at_exit() {
         if let Some(shim) = peek() {
             sampler::stop();
             shim.timeline().final_sample();
+            shim.writer.live.remove();
             shim.writer.write_exit();
         }
     });

@@ -185,3 +185,28 @@ pub fn pool_attrs(handle: u64) -> Option<PoolAttrs> {
         used_high: get(pool_attr::USED_MEM_HIGH)?,
     })
 }
+
+/// `cuDeviceGetUuid_v2` (CUDA 11.4+) or `cuDeviceGetUuid` (9.2+):
+/// `CUresult (CUuuid *uuid, CUdevice dev)`, 16 bytes. Kept apart from
+/// `Driver`: an older driver without it still gives the rest.
+type UuidFn = unsafe extern "C" fn(*mut [u8; 16], c_int) -> c_int;
+
+/// The UUID of a device (ordinal as `cuDeviceGet` returns it), when the
+/// program's driver has the function. No context needed.
+pub fn uuid(device: u32) -> Option<[u8; 16]> {
+    static UUID: OnceLock<Option<UuidFn>> = OnceLock::new();
+    loaded()?;
+    let f = UUID.get_or_init(|| {
+        let h = *real::loaded(real::Lib::Driver).first()?;
+        // SAFETY: a NOLOAD handle that is never closed; both symbols have
+        // the signature of UuidFn.
+        unsafe {
+            real::function::<UuidFn>(h, c"cuDeviceGetUuid_v2")
+                .or_else(|| real::function::<UuidFn>(h, c"cuDeviceGetUuid"))
+        }
+    });
+    let f = (*f)?;
+    let mut out = [0u8; 16];
+    // SAFETY: a valid 16-byte out-buffer (CUuuid is `char bytes[16]`).
+    (unsafe { f(&mut out, device as c_int) } == 0).then_some(out)
+}

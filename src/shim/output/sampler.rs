@@ -80,6 +80,7 @@ fn run(w: &'static Writer) {
                 }
             }
             w.timeline.sample(None, true);
+            w.live.publish(config, w.track, w.timeline);
             control::poll_requests(w);
             if config.checkpoint_s > 0
                 && calls != checkpoint_calls

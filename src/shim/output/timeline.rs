@@ -122,6 +122,11 @@ impl Timeline {
             .collect()
     }
 
+    /// A device's used memory (total − free) as the driver last said.
+    pub fn device_used(&self, device: u32) -> Option<u64> {
+        self.state.lock().ok()?.device_used.get(&device).copied()
+    }
+
     /// Devices the sampler has figures for.
     pub fn devices(&self) -> Vec<u32> {
         self.state

@@ -4,6 +4,7 @@
 
 use super::outdir::OutDir;
 use super::snapshot::{self, Sources};
+use super::state_file::LiveState;
 use super::timeline::Timeline;
 use crate::report::Reason;
 use crate::shim::config::Config;
@@ -25,6 +26,8 @@ pub struct Writer {
     pub config: &'static Config,
     pub track: &'static Tracker,
     pub timeline: &'static Timeline,
+    /// The live state file, rewritten by the background thread.
+    pub live: LiveState,
     state: Mutex<State>,
     /// Held from taking the pending post-mortem to its file being written, so
     /// that the exit path (which writes one still pending) waits for one that
@@ -73,6 +76,7 @@ impl Writer {
             config,
             track,
             timeline,
+            live: LiveState::default(),
             state: Mutex::new(State {
                 dir: None,
                 dumps: 0,
@@ -225,6 +229,7 @@ impl Writer {
         self.write_pending_oom();
         self.timeline.sample(None, true);
         self.write(Reason::Signal, Some(signal_name(sig).into()), None);
+        self.live.remove();
     }
 
     pub fn write_checkpoint(&self) {
