@@ -173,6 +173,7 @@ fn record_loop(table: &Table, anomalies: &Anomalies, thread: u64, pairs: u64) {
     let r = Recorder {
         tls: tls::get(),
         block: counters::current(),
+        caller: 0x5555_0000_1234,
     };
     let base = 0x7f00_0000_0000u64 + (thread << 36);
     const WINDOW: u64 = 64;
@@ -198,7 +199,7 @@ fn mutex_loop(map: &Mutex<HashMap<u64, Entry>>, thread: u64, pairs: u64) {
     const WINDOW: u64 = 64;
     for i in 0..pairs {
         let a = base + (i % 4096) * 0x20_0000;
-        let e = Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1);
+        let e = Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1, 0);
         map.lock().unwrap().insert(a, e);
         if i >= WINDOW {
             let old = base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000;
@@ -215,7 +216,7 @@ fn private_loop(thread: u64, pairs: u64) {
     const WINDOW: u64 = 64;
     for i in 0..pairs {
         let a = base + (i % 4096) * 0x20_0000;
-        map.insert(a, Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1));
+        map.insert(a, Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1, 0));
         if i >= WINDOW {
             std::hint::black_box(map.remove(&(base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000)));
         }
@@ -340,6 +341,7 @@ fn memory() {
                 i,
                 i,
                 1,
+                0x5555_0000_1234,
             ),
             0,
         );

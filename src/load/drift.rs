@@ -124,6 +124,14 @@ const UNCHECKED: &[(&str, &str)] = &[
         "a CUDA error code, passed through as the driver returned it",
     ),
     ("oom.largest[].address", "any 64-bit address is possible"),
+    (
+        "live.by_caller[].caller",
+        "free text: a file name, grouped for people",
+    ),
+    ("callers[].address", "a return address: any 64-bit value"),
+    ("callers[].offset", "an offset in a file: any 64-bit value"),
+    ("callers[].file", "free text: a path"),
+    ("callers[].symbol", "free text: a symbol name"),
     ("oom.largest[].stream", "a stream handle: any 64-bit value"),
 ];
 
@@ -141,6 +149,7 @@ fn row(size: u64) -> LiveAlloc {
         seq: 1,
         thread: 1234,
         phase: 1,
+        caller: Some(0),
     }
 }
 
@@ -249,6 +258,12 @@ fn full() -> Report {
                 count: 1,
                 bytes: 1 << 20,
             }],
+            by_caller: vec![CallerTotal {
+                device: 0,
+                caller: "libcublas.so.12".into(),
+                count: 1,
+                bytes: 1 << 20,
+            }],
         },
         vmm: Vmm {
             reserved_bytes: 4 << 20,
@@ -310,6 +325,7 @@ fn full() -> Report {
             size: 1 << 30,
             code: 2,
             thread: 1234,
+            caller: Some(0),
         }],
         oom: Some(Oom {
             t_ms: 10.0,
@@ -330,6 +346,12 @@ fn full() -> Report {
             allocations_after: 1,
             recovered: true,
         }),
+        callers: vec![CallSite {
+            address: 0x7f00_1234_5678,
+            file: "/usr/lib/libcublas.so.12".into(),
+            symbol: Some("cublasCreate_v2".into()),
+            offset: 0x1234_5678,
+        }],
     }
 }
 

@@ -39,7 +39,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            let call = call(Api::$variant, super::caller::return_address!());
             // SAFETY: the caller's arguments, passed through untouched.
             let rc = unsafe { real($($arg),*) };
             call.allocated(
@@ -61,7 +61,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            let call = call(Api::$variant, super::caller::return_address!());
             let address = $addr as u64;
             let removed = call.free_begin(address);
             // SAFETY: the caller's arguments, passed through untouched.
@@ -75,7 +75,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            let call = call(Api::$variant, super::caller::return_address!());
             // SAFETY: the caller's arguments, passed through untouched.
             let real = || unsafe { real($($arg),*) };
             // SAFETY: the handler reads the arguments as the real function would.

@@ -4,7 +4,7 @@
 //! out-of-memory failure has been captured, it writes the post-mortem.
 //! Output pulls from the recorded state; nothing here is called from a hook.
 
-use super::control;
+use super::{callers, control};
 use super::wake;
 use super::writer::Writer;
 use crate::shim::track::markers::Source;
@@ -83,6 +83,9 @@ fn run(w: &'static Writer) {
             let calls = total_calls();
             if calls != last_calls {
                 last_calls = calls;
+                // Callers resolved soon after first sight, while loaded.
+                let events = counters::recent_events(config.events);
+                callers::note(events.iter().map(|e| e.caller));
                 last_change = now;
                 idle_marked = false;
             } else if config.idle_ms > 0

@@ -1,6 +1,7 @@
 //! Turns the shim's recorded state into a `Report`. Runs off the hot path:
 //! when a report is written (by the background thread, a dump, the exit).
 
+use super::callers;
 use super::process::process;
 use super::timeline::Timeline;
 use crate::report::*;
@@ -93,7 +94,21 @@ fn by_stream(rows: &[LiveAlloc]) -> Vec<StreamTotal> {
     .collect()
 }
 
-fn event(e: &EventRec, scale: &clock::Scale) -> Event {
+/// Live memory per device and calling file, largest first.
+fn by_caller(rows: &[LiveAlloc], sites: &[CallSite]) -> Vec<CallerTotal> {
+    let file = |c: Option<u32>| c.and_then(|i| sites.get(i as usize)).map_or("?", |s| s.file_name());
+    group(rows, |r| Some((r.device, file(r.caller))))
+        .into_iter()
+        .map(|((device, caller), count, bytes)| CallerTotal {
+            device,
+            caller: caller.into(),
+            count,
+            bytes,
+        })
+        .collect()
+}
+
+fn event(e: &EventRec, scale: &clock::Scale, ix: &mut callers::Index) -> Event {
     Event {
         t_ms: scale.ms(e.ticks),
         op: e.op.name().into(),
@@ -103,11 +118,12 @@ fn event(e: &EventRec, scale: &clock::Scale) -> Event {
         size: e.size,
         code: e.code,
         thread: e.thread,
+        caller: ix.of(e.caller),
     }
 }
 
 /// A live allocation as a report row.
-fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64]) -> LiveAlloc {
+fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64], ix: &mut callers::Index) -> LiveAlloc {
     LiveAlloc {
         device: e.device(),
         address: e.address,
@@ -118,6 +134,7 @@ fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64]) -> LiveAlloc {
         seq: e.seq(),
         thread: e.thread(),
         phase: phase_of(marker_ticks, e.ticks),
+        caller: ix.of(e.caller),
     }
 }
 
@@ -129,7 +146,12 @@ pub struct Sources<'a> {
 }
 
 /// The post-mortem section, from what the failing thread captured.
-fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
+fn oom_section(
+    c: &Capture,
+    scale: &clock::Scale,
+    marker_ticks: &[u64],
+    ix: &mut callers::Index,
+) -> Oom {
     let f = &c.failure;
     Oom {
         t_ms: scale.ms(f.ticks),
@@ -145,7 +167,7 @@ fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
         largest: c
             .largest
             .iter()
-            .map(|e| row(e, scale, marker_ticks))
+            .map(|e| row(e, scale, marker_ticks, ix))
             .collect(),
     }
 }
@@ -168,11 +190,12 @@ pub fn build(
     marker_ticks.sort_unstable();
 
     let vmm = track.vmm.snapshot();
+    let mut ix = callers::Index::default();
     let mut rows: Vec<LiveAlloc> = track
         .table
         .snapshot()
         .iter()
-        .map(|e| row(e, &scale, &marker_ticks))
+        .map(|e| row(e, &scale, &marker_ticks, &mut ix))
         .collect();
     rows.extend(vmm.handles.iter().map(|(handle, h, va)| LiveAlloc {
         device: h.device,
@@ -184,6 +207,7 @@ pub fn build(
         seq: h.seq,
         thread: h.thread,
         phase: phase_of(&marker_ticks, h.ticks),
+        caller: ix.of(h.caller),
     }));
     rows.sort_unstable_by(|a, b| b.size.cmp(&a.size).then(a.t_ms.total_cmp(&b.t_ms)));
 
@@ -269,19 +293,20 @@ pub fn build(
     });
     // A post-mortem shows the events up to the failure, as captured then.
     let events: Vec<Event> = match oom {
-        Some(c) => c.events.iter().map(|e| event(e, &scale)).collect(),
+        Some(c) => c.events.iter().map(|e| event(e, &scale, &mut ix)).collect(),
         None => counters::recent_events(config.events)
             .iter()
-            .map(|e| event(e, &scale))
+            .map(|e| event(e, &scale, &mut ix))
             .collect(),
     };
-    let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks));
+    let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks, &mut ix));
 
     let live_count = rows.len() as u64;
     let live_bytes = rows.iter().map(|r| r.size).sum();
     let by_kind = by_kind(&rows);
     let by_stream = by_stream(&rows);
     let by_size_class = size_classes(&rows);
+    let by_caller = by_caller(&rows, &ix.sites);
     let truncated = rows.len() > config.live_limit;
     rows.truncate(config.live_limit);
 
@@ -328,6 +353,7 @@ pub fn build(
             by_kind,
             by_stream,
             by_size_class,
+            by_caller,
         },
         vmm: Vmm {
             reserved_bytes: vmm.reserved_bytes,
@@ -368,5 +394,6 @@ pub fn build(
         events,
         oom,
         out_of_memory,
+        callers: ix.sites,
     }
 }

@@ -27,6 +27,8 @@ pub fn protect<R>(f: impl FnOnce() -> R) -> Option<R> {
 pub struct Recorder {
     pub tls: &'static Tls,
     pub block: &'static ThreadBlock,
+    /// The return address of the outermost hook (0: unknown), raw.
+    pub caller: u64,
 }
 
 impl Recorder {
@@ -44,6 +46,7 @@ impl Recorder {
             size,
             code,
             thread,
+            caller: self.caller,
         };
         self.block.ring.push(self.block.is_shared(), &e);
     }
@@ -62,10 +65,16 @@ pub struct Call {
 }
 
 impl Call {
-    /// Begins a call of `api`; `tracker` gives the shim's state, starting
-    /// the shim on first use (asked only for an outermost call).
+    /// Begins a call of `api` made from `caller` (the hook's return
+    /// address); `tracker` gives the shim's state, starting the shim on first
+    /// use (asked only for an outermost call). A nested call's caller is the
+    /// runtime's: the outermost one's is what is kept.
     #[inline]
-    pub fn begin(api: Api, tracker: impl FnOnce() -> Option<&'static Tracker>) -> Call {
+    pub fn begin(
+        api: Api,
+        caller: u64,
+        tracker: impl FnOnce() -> Option<&'static Tracker>,
+    ) -> Call {
         let t = tls::get();
         let idle = Call {
             shim: None,
@@ -94,7 +103,11 @@ impl Call {
         block.count_call(api);
         Call {
             shim: Some(shim),
-            rec: Some(Recorder { tls: t, block }),
+            rec: Some(Recorder {
+                tls: t,
+                block,
+                caller,
+            }),
             api,
             ticks: clock::ticks(),
         }
@@ -250,6 +263,7 @@ pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64
         ticks,
         b.next_seq(),
         thread,
+        r.caller,
     );
     if let Some(old) = table.insert(e, b.index) {
         b.free(lane(old.api().space(), old.device()), old.size());
@@ -327,6 +341,7 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
         ticks: clock::ticks(),
         seq: b.next_seq(),
         thread: r.tls.tid(),
+        caller: r.caller,
     };
     if let Some(old) = shim.vmm.create(handle, h) {
         b.free(lane(Space::Device, old.device), old.size);
