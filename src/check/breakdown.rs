@@ -1,6 +1,7 @@
 //! Where one device's memory goes, by the rules written next to each part.
 
 use super::kv_detect::KvFound;
+use super::library::{self, LibraryPart};
 use super::markers::Phases;
 use crate::report::{Report, Space};
 use serde::Serialize;
@@ -31,6 +32,10 @@ pub struct Breakdown {
     pub serving_leftover_bytes: u64,
     pub serving_leftover_count: u64,
     pub pool_held_bytes: u64,
+    /// Live device memory by the library that called CUDA (empty when the
+    /// report names no callers), by `library_rule`.
+    pub by_library: Vec<LibraryPart>,
+    pub library_rule: &'static str,
 }
 
 /// Device memory in use at the end of the report: the last sample that knew it.
@@ -132,5 +137,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         serving_leftover_bytes: leftovers,
         serving_leftover_count: leftover_n,
         pool_held_bytes: held,
+        by_library: library::by_library(r, device),
+        library_rule: library::RULE,
     }
 }

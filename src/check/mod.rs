@@ -14,6 +14,7 @@ pub mod growth;
 pub mod job;
 pub mod kind;
 pub mod kv_detect;
+pub mod library;
 pub mod markers;
 pub mod result;
 pub mod runs;

@@ -124,6 +124,19 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
+    if !r.live.by_caller.is_empty() && !r.callers.is_empty() {
+        let _ = writeln!(out, "  live by caller (the file that called CUDA):");
+        for k in r.live.by_caller.iter().take(8) {
+            let _ = writeln!(
+                out,
+                "    {:>10} in {:>8} x {:<28} device {}",
+                bytes(k.bytes),
+                count(k.count),
+                k.caller,
+                k.device
+            );
+        }
+    }
     if r.live.by_stream.len() > 1 {
         let _ = writeln!(out, "  live by stream:");
         for k in r.live.by_stream.iter().take(8) {
