@@ -265,7 +265,9 @@ fn main() {
     if fp {
         println!("cargo:rustc-cfg=kvscope_frame_pointers");
     } else {
-        println!("cargo:warning=built without -C force-frame-pointers=yes: allocations carry no caller");
+        println!(
+            "cargo:warning=built without -C force-frame-pointers=yes: allocations carry no caller"
+        );
     }
 
     // The shim stays loaded once loaded: threads, atexit and atfork handlers point into it.

@@ -93,7 +93,11 @@ fn the_reader_shows_live_memory_by_caller() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for file in ["libwholib.so", "libwhoplug.so", "who_app"] {
         assert!(text.contains(file), "{file} missing from:\n{text}");
     }

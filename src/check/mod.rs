@@ -7,6 +7,7 @@
 //! `finding`s. Nothing here writes English for the user: `crate::render` does.
 
 pub mod breakdown;
+pub mod category;
 pub mod context;
 pub mod detect;
 pub mod finding;

@@ -7,6 +7,7 @@ mod control;
 mod demo;
 mod diff;
 mod error;
+mod export;
 mod fit;
 mod locate;
 mod model_args;
@@ -58,6 +59,8 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
     Diff { a: PathBuf, b: PathBuf },
+    /// Export a report to another tool's format (PyTorch's memory_viz).
+    Export(export::ExportArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -99,6 +102,7 @@ pub fn main() -> i32 {
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
+        Command::Export(a) => export::run(&a),
     };
     match result {
         Ok(code) => code,

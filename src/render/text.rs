@@ -59,8 +59,16 @@ fn process(o: &mut String, p: &ProcessResult) {
                     l.library,
                     bytes(l.bytes),
                     count(l.count),
-                    if l.framework { "" } else { "   outside the framework's allocator" },
-                    if files == l.library { String::new() } else { format!(" ({files})") }
+                    if l.framework {
+                        ""
+                    } else {
+                        "   outside the framework's allocator"
+                    },
+                    if files == l.library {
+                        String::new()
+                    } else {
+                        format!(" ({files})")
+                    }
                 );
             }
             let _ = writeln!(o, "      rule: {}", b.library_rule);

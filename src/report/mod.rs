@@ -410,8 +410,7 @@ mod tests {
         let back: LiveAlloc = serde_json::from_str(&json).unwrap();
         assert_eq!(back, row);
         // Rows of older reports end before the caller column.
-        let old: LiveAlloc =
-            serde_json::from_str("[1,2,3,\"cudaMalloc\",0,0.5,0,0,0]").unwrap();
+        let old: LiveAlloc = serde_json::from_str("[1,2,3,\"cudaMalloc\",0,0.5,0,0,0]").unwrap();
         assert_eq!(old.caller, None);
         let unknown: LiveAlloc =
             serde_json::from_str("[1,2,3,\"cudaMalloc\",0,0.5,0,0,0,null]").unwrap();

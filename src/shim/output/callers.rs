@@ -16,11 +16,13 @@ fn cache() -> &'static Mutex<HashMap<u64, CallSite>> {
 
 /// What the dynamic loader knows of `address`.
 fn resolve(address: u64) -> CallSite {
-    // SAFETY: Dl_info is plain data; dladdr fills it or returns 0. Asked for
-    // the byte before the return address: the call instruction itself, in
-    // the calling function even when the call ends it.
+    // SAFETY: Dl_info is plain data (pointers), valid all zero.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let found = unsafe { libc::dladdr((address - 1) as *const libc::c_void, &mut info) } != 0;
+    // SAFETY: dladdr only reads the loader's tables and fills `info`, or
+    // returns 0. Asked for the byte before the return address: the call
+    // instruction itself, in the calling function even when the call ends it.
+    let found =
+        unsafe { libc::dladdr(address.wrapping_sub(1) as *const libc::c_void, &mut info) } != 0;
     let text = |p: *const libc::c_char| {
         // SAFETY: dladdr's strings are NUL-terminated and live while the object is loaded.
         (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
@@ -104,7 +106,11 @@ mod tests {
         assert!(ix.sites[0].file.ends_with(name), "{:?}", ix.sites[0]);
         // The C library's malloc lies in libc.
         ix.of(libc::malloc as *const () as usize as u64 + 1);
-        assert!(ix.sites[1].file_name().starts_with("libc"), "{:?}", ix.sites[1]);
+        assert!(
+            ix.sites[1].file_name().starts_with("libc"),
+            "{:?}",
+            ix.sites[1]
+        );
         assert_eq!(ix.sites[1].symbol.as_deref(), Some("malloc"));
     }
 }

@@ -4,9 +4,9 @@
 //! out-of-memory failure has been captured, it writes the post-mortem.
 //! Output pulls from the recorded state; nothing here is called from a hook.
 
-use super::{callers, control};
 use super::wake;
 use super::writer::Writer;
+use super::{callers, control};
 use crate::shim::track::markers::Source;
 use crate::shim::track::{clock, counters};
 use std::sync::atomic::{AtomicBool, Ordering::*};

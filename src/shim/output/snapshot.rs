@@ -96,7 +96,10 @@ fn by_stream(rows: &[LiveAlloc]) -> Vec<StreamTotal> {
 
 /// Live memory per device and calling file, largest first.
 fn by_caller(rows: &[LiveAlloc], sites: &[CallSite]) -> Vec<CallerTotal> {
-    let file = |c: Option<u32>| c.and_then(|i| sites.get(i as usize)).map_or("?", |s| s.file_name());
+    let file = |c: Option<u32>| {
+        c.and_then(|i| sites.get(i as usize))
+            .map_or("?", |s| s.file_name())
+    };
     group(rows, |r| Some((r.device, file(r.caller))))
         .into_iter()
         .map(|((device, caller), count, bytes)| CallerTotal {
@@ -123,7 +126,12 @@ fn event(e: &EventRec, scale: &clock::Scale, ix: &mut callers::Index) -> Event {
 }
 
 /// A live allocation as a report row.
-fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64], ix: &mut callers::Index) -> LiveAlloc {
+fn row(
+    e: &Entry,
+    scale: &clock::Scale,
+    marker_ticks: &[u64],
+    ix: &mut callers::Index,
+) -> LiveAlloc {
     LiveAlloc {
         device: e.device(),
         address: e.address,

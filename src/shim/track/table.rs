@@ -397,7 +397,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn entry(address: u64, size: u64) -> Entry {
-        Entry::new(address, size, Api::CudaMallocAsync, 3, 9, 100, 7, 1234, 0x5000)
+        Entry::new(
+            address,
+            size,
+            Api::CudaMallocAsync,
+            3,
+            9,
+            100,
+            7,
+            1234,
+            0x5000,
+        )
     }
 
     #[test]
