@@ -79,6 +79,7 @@ fn run(w: &'static Writer) {
             break;
         }
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            clock::tick_coarse();
             let now = clock::ticks();
             let calls = total_calls();
             if calls != last_calls {

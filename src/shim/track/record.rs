@@ -60,7 +60,8 @@ pub struct Call {
     rec: Option<Recorder>,
     api: Api,
     /// When the call began: read before the real call, so that the clock's
-    /// latency overlaps it. Allocations are stamped with the time they were asked for.
+    /// latency overlaps it. Allocations are stamped with the time they were
+    /// asked for; other calls (frees) with the coarse clock, no TSC read.
     ticks: u64,
 }
 
@@ -109,7 +110,13 @@ impl Call {
                 caller,
             }),
             api,
-            ticks: clock::ticks(),
+            ticks: if api.allocates() {
+                let now = clock::ticks();
+                t.ticks.set(now);
+                now
+            } else {
+                clock::coarse(t.ticks.get())
+            },
         }
     }
 

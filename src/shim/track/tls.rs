@@ -13,12 +13,21 @@ pub struct Tls {
     /// The current device as the thread set it (cudaSetDevice, cuCtxSetCurrent).
     pub device: Cell<u32>,
     pub block: Cell<*const ThreadBlock>,
+    /// When this thread last read the clock (its last allocation): the
+    /// coarse time of its frees.
+    pub ticks: Cell<u64>,
     tid: Cell<u32>,
 }
 
 thread_local! {
     static TLS: Tls = const {
-        Tls { depth: Cell::new(0), device: Cell::new(0), block: Cell::new(ptr::null()), tid: Cell::new(0) }
+        Tls {
+            depth: Cell::new(0),
+            device: Cell::new(0),
+            block: Cell::new(ptr::null()),
+            ticks: Cell::new(0),
+            tid: Cell::new(0),
+        }
     };
 }
 
