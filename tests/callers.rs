@@ -102,3 +102,51 @@ fn the_reader_shows_live_memory_by_caller() {
         assert!(text.contains(file), "{file} missing from:\n{text}");
     }
 }
+
+/// Stacks of big allocations: only at or above KVSCOPE_STACK_MIN, the
+/// shim's own frames left out, the allocating library first and the program
+/// below it; none at the default threshold (64 MiB) for this program, none
+/// with 0.
+#[test]
+fn stacks_are_kept_only_for_allocations_above_the_threshold() {
+    let dir = scratch("stacks");
+    let r = run("who_app", &[], &[("KVSCOPE_STACK_MIN", "8388608")], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let rep = r.report("exit");
+    let stacks = rep["stacks"].as_array().unwrap();
+    // One allocation of 10 MiB (the dlopen()ed library's) is at least 8 MiB.
+    assert_eq!(stacks.len(), 1, "{stacks:?}");
+    assert_eq!(u(&stacks[0]["size"]), 10 << 20);
+    let files: Vec<String> = stacks[0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let f = rep["callers"][u(i) as usize]["file"].as_str().unwrap();
+            f.rsplit('/').next().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(files.first().map(String::as_str), Some("libwhoplug.so"), "{files:?}");
+    assert!(files.iter().any(|f| f == "who_app"), "{files:?}");
+    assert!(!files.iter().any(|f| f.starts_with("libkvscope")), "{files:?}");
+    // The address is a live row's.
+    let live = rep["live"]["allocations"].as_array().unwrap();
+    assert!(live.iter().any(|row| row[1] == stacks[0]["address"]));
+    let out = std::process::Command::new(kvscope_bin())
+        .arg("report")
+        .arg(&r.reports[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("stacks of the largest live allocations"), "{text}");
+    assert!(text.contains("who_lib_allocate (libwhoplug.so)"), "{text}");
+
+    for (min, why) in [(None, "default 64 MiB"), (Some("0"), "off")] {
+        let dir = scratch(&format!("stacks-{why}"));
+        let env: Vec<(&str, &str)> = min.map(|m| ("KVSCOPE_STACK_MIN", m)).into_iter().collect();
+        let r = run("who_app", &[], &env, true, &dir);
+        assert_eq!(r.code(), 0, "{}", r.stderr());
+        let rep = r.report("exit");
+        assert!(rep["stacks"].as_array().unwrap().is_empty(), "{why}");
+    }
+}

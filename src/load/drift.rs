@@ -77,6 +77,7 @@ fn full() -> Report {
             event_capacity: 256,
             live_limit: 10_000,
             failure_limit: 64,
+            stack_min: 64 << 20,
             out_dir: "/tmp".into(),
             out_dir_note: Some("fallback".into()),
         },
@@ -231,6 +232,12 @@ fn full() -> Report {
             file: "/usr/lib/libcublas.so.12".into(),
             symbol: Some("cublasCreate_v2".into()),
             offset: 0x1234_5678,
+        }],
+        stacks: vec![StackRow {
+            device: 0,
+            address: 0x7000_0000_0000,
+            size: 1 << 20,
+            frames: vec![0],
         }],
     }
 }

@@ -360,6 +360,13 @@ pub fn validate(r: &Report) -> Result<(), String> {
             }
         }
     }
+    for (i, s) in r.stacks.iter().enumerate() {
+        v.device(|| format!("stacks[{i}].device"), s.device);
+        v.bytes(|| format!("stacks[{i}].size"), s.size);
+        for (j, f) in s.frames.iter().enumerate() {
+            v.caller(|| format!("stacks[{i}].frames[{j}]"), Some(*f), r.callers.len());
+        }
+    }
     for (i, e) in r.events.iter().enumerate() {
         v.ms(|| format!("events[{i}].t_ms"), e.t_ms);
         v.device(|| format!("events[{i}].device"), e.device);

@@ -9,6 +9,7 @@ pub mod html;
 pub mod json;
 pub mod memory_viz;
 mod pickle;
+pub mod stacks;
 pub mod summary;
 pub mod text;
 mod words;

@@ -137,6 +137,7 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
+    super::stacks::largest(&mut out, r, 5);
     if r.live.by_stream.len() > 1 {
         let _ = writeln!(out, "  live by stream:");
         for k in r.live.by_stream.iter().take(8) {
@@ -219,6 +220,7 @@ pub fn render(r: &Report, top: usize) -> String {
             bytes(o.live_bytes),
             count(o.live_count)
         );
+        super::stacks::at_oom(&mut out, r);
     }
     if !r.markers.is_empty() {
         let shown: Vec<String> = r

@@ -196,3 +196,15 @@ impl CallSite {
 pub fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
+
+/// The native stack of a big live allocation (at least the shim's
+/// `KVSCOPE_STACK_MIN` bytes), innermost frame first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StackRow {
+    pub device: u32,
+    pub address: u64,
+    pub size: u64,
+    /// Indexes in `Report::callers`: return addresses, the shim's own frames left out.
+    pub frames: Vec<u32>,
+}

@@ -90,6 +90,9 @@ pub struct Report {
     /// Every place that called CUDA for a live allocation or an event of
     /// this report; `caller` of live rows and events indexes it.
     pub callers: Vec<CallSite>,
+    /// Native stacks of the live allocations of at least `shim.stack_min`
+    /// bytes, largest first.
+    pub stacks: Vec<StackRow>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -144,6 +147,8 @@ pub struct ShimInfo {
     pub event_capacity: u64,
     pub live_limit: u64,
     pub failure_limit: u64,
+    /// Allocations of at least this many bytes keep a native stack (0: none).
+    pub stack_min: u64,
     /// Where reports go, and why, when the fallback was used.
     pub out_dir: String,
     pub out_dir_note: Option<String>,

@@ -121,5 +121,7 @@ pub const UNCHECKED: &[(&str, &str)] = &[
     ("callers[].offset", "an offset in a file: any 64-bit value"),
     ("callers[].file", "free text: a path"),
     ("callers[].symbol", "free text: a symbol name"),
+    ("stacks[].address", "any 64-bit address is possible"),
+    ("shim.stack_min", "a threshold as set: any size, 0 for none"),
     ("oom.largest[].stream", "a stream handle: any 64-bit value"),
 ];

@@ -57,6 +57,28 @@ pub fn note(addresses: impl IntoIterator<Item = u64>) {
     }
 }
 
+/// The file of `address`, resolved through the cache.
+fn file_of(address: u64) -> String {
+    match cache().lock() {
+        Ok(mut c) => c.entry(address).or_insert_with(|| resolve(address)).file.clone(),
+        Err(_) => resolve(address).file,
+    }
+}
+
+/// The shim's own file (libkvscope.so, wherever it was loaded from).
+pub fn own_file() -> String {
+    resolve(own_file as *const () as usize as u64 + 1).file
+}
+
+/// The frames of a stack that are not the shim's own, as indexes of `ix`.
+pub fn foreign_frames(ix: &mut Index, frames: &[u64], own: &str) -> Vec<u32> {
+    frames
+        .iter()
+        .filter(|&&a| a != 0 && file_of(a) != own)
+        .filter_map(|&a| ix.of(a))
+        .collect()
+}
+
 /// The call sites of a report, in order of first use, and each address's index.
 #[derive(Default)]
 pub struct Index {

@@ -146,6 +146,24 @@ fn row(
     }
 }
 
+/// The stacks of big live allocations, largest first.
+fn stacks(track: &Tracker, ix: &mut callers::Index) -> Vec<StackRow> {
+    let mut kept = track.stacks.snapshot();
+    if kept.is_empty() {
+        return Vec::new();
+    }
+    kept.sort_by_key(|(a, s)| (std::cmp::Reverse(s.size), *a));
+    let own = callers::own_file();
+    kept.iter()
+        .map(|(address, s)| StackRow {
+            device: s.device,
+            address: *address,
+            size: s.size,
+            frames: callers::foreign_frames(ix, s.frames(), &own),
+        })
+        .collect()
+}
+
 /// What a report is built from.
 pub struct Sources<'a> {
     pub config: &'a Config,
@@ -308,6 +326,7 @@ pub fn build(
             .collect(),
     };
     let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks, &mut ix));
+    let stacks = stacks(track, &mut ix);
 
     let live_count = rows.len() as u64;
     let live_bytes = rows.iter().map(|r| r.size).sum();
@@ -335,6 +354,7 @@ pub fn build(
             event_capacity: config.events as u64,
             live_limit: config.live_limit as u64,
             failure_limit: failures::FAILURE_LIMIT as u64,
+            stack_min: config.stack_min,
             out_dir: out_dir.0,
             out_dir_note: out_dir.1,
         },
@@ -403,5 +423,6 @@ pub fn build(
         oom,
         out_of_memory,
         callers: ix.sites,
+        stacks,
     }
 }

@@ -333,6 +333,7 @@ mod tests {
         let track = crate::shim::track::Settings {
             device_query: false,
             events: 16,
+            stack_min: 0,
         };
         Timeline::new(
             Box::leak(Box::new(config)),

@@ -10,7 +10,7 @@ use super::failures::Failure;
 use super::table::{Entry, Table};
 use super::tls::{self, Tls};
 use super::vmm::{Handle, Undo};
-use super::{clock, oom, Anomalies, Tracker};
+use super::{clock, oom, stacks, Anomalies, Tracker};
 use crate::report::{Api, Space};
 use crate::shim::cuda::{driver, ERROR_OUT_OF_MEMORY};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -165,6 +165,11 @@ impl Call {
                     };
                     track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
                     shim.devices.mark_seen(device);
+                    let min = shim.settings.stack_min;
+                    if min != 0 && alloc.size >= min {
+                        // After the table insert: no shim lock is held.
+                        shim.stacks.insert(a, stacks::capture(alloc.size, device));
+                    }
                 }
             } else {
                 note_failure(shim, r, api, device, size(), rc, true);
@@ -181,7 +186,15 @@ impl Call {
         if address == 0 {
             return None;
         }
-        protect(|| track_free(&shim.table, r, self.ticks, self.api, address)).flatten()
+        protect(|| {
+            let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
+            let min = shim.settings.stack_min;
+            if min != 0 && e.size() >= min {
+                shim.stacks.remove(address);
+            }
+            Some(e)
+        })
+        .flatten()
     }
 
     /// After a free: put the allocation back if the call failed; count frees
