@@ -110,7 +110,13 @@ fn the_reader_shows_live_memory_by_caller() {
 #[test]
 fn stacks_are_kept_only_for_allocations_above_the_threshold() {
     let dir = scratch("stacks");
-    let r = run("who_app", &[], &[("KVSCOPE_STACK_MIN", "8388608")], true, &dir);
+    let r = run(
+        "who_app",
+        &[],
+        &[("KVSCOPE_STACK_MIN", "8388608")],
+        true,
+        &dir,
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let rep = r.report("exit");
     let stacks = rep["stacks"].as_array().unwrap();
@@ -126,9 +132,16 @@ fn stacks_are_kept_only_for_allocations_above_the_threshold() {
             f.rsplit('/').next().unwrap().to_string()
         })
         .collect();
-    assert_eq!(files.first().map(String::as_str), Some("libwhoplug.so"), "{files:?}");
+    assert_eq!(
+        files.first().map(String::as_str),
+        Some("libwhoplug.so"),
+        "{files:?}"
+    );
     assert!(files.iter().any(|f| f == "who_app"), "{files:?}");
-    assert!(!files.iter().any(|f| f.starts_with("libkvscope")), "{files:?}");
+    assert!(
+        !files.iter().any(|f| f.starts_with("libkvscope")),
+        "{files:?}"
+    );
     // The address is a live row's.
     let live = rep["live"]["allocations"].as_array().unwrap();
     assert!(live.iter().any(|row| row[1] == stacks[0]["address"]));
@@ -138,7 +151,10 @@ fn stacks_are_kept_only_for_allocations_above_the_threshold() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("stacks of the largest live allocations"), "{text}");
+    assert!(
+        text.contains("stacks of the largest live allocations"),
+        "{text}"
+    );
     assert!(text.contains("who_lib_allocate (libwhoplug.so)"), "{text}");
 
     for (min, why) in [(None, "default 64 MiB"), (Some("0"), "off")] {

@@ -364,7 +364,11 @@ pub fn validate(r: &Report) -> Result<(), String> {
         v.device(|| format!("stacks[{i}].device"), s.device);
         v.bytes(|| format!("stacks[{i}].size"), s.size);
         for (j, f) in s.frames.iter().enumerate() {
-            v.caller(|| format!("stacks[{i}].frames[{j}]"), Some(*f), r.callers.len());
+            v.caller(
+                || format!("stacks[{i}].frames[{j}]"),
+                Some(*f),
+                r.callers.len(),
+            );
         }
     }
     for (i, e) in r.events.iter().enumerate() {

@@ -115,7 +115,10 @@ fn start_here() -> Option<&'static Shim> {
     let settings = track::Settings {
         device_query: config.device_query,
         events: config.events,
-        stack_min: config.stack_min,
+        stack_min: match config.stack_min {
+            0 => u64::MAX,
+            n => n,
+        },
     };
     if config.stack_min > 0 {
         track::stacks::Stacks::prepare();

@@ -28,6 +28,18 @@ macro_rules! real_or_return {
     };
 }
 
+/// A hook reached from inside another (the runtime's own driver calls)
+/// records nothing: it checks the thread's depth before anything else and
+/// jumps to the real function (a tail call: no frame, no `Call`).
+macro_rules! pass_through_if_nested {
+    ($real:ident, $($arg:ident),*) => {
+        if crate::shim::track::tls::nested() {
+            // SAFETY: the caller's arguments, passed through untouched.
+            return unsafe { $real($($arg),*) };
+        }
+    };
+}
+
 /// The exported hook of one row.
 macro_rules! hook {
     // An allocation whose address the real call writes through `out`.
@@ -39,6 +51,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
+            pass_through_if_nested!(real, $($arg),*);
             let call = call(Api::$variant, super::caller::return_address!());
             // SAFETY: the caller's arguments, passed through untouched.
             let rc = unsafe { real($($arg),*) };
@@ -61,6 +74,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
+            pass_through_if_nested!(real, $($arg),*);
             let call = call(Api::$variant, super::caller::return_address!());
             let address = $addr as u64;
             let removed = call.free_begin(address);

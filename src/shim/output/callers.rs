@@ -60,7 +60,11 @@ pub fn note(addresses: impl IntoIterator<Item = u64>) {
 /// The file of `address`, resolved through the cache.
 fn file_of(address: u64) -> String {
     match cache().lock() {
-        Ok(mut c) => c.entry(address).or_insert_with(|| resolve(address)).file.clone(),
+        Ok(mut c) => c
+            .entry(address)
+            .or_insert_with(|| resolve(address))
+            .file
+            .clone(),
         Err(_) => resolve(address).file,
     }
 }

@@ -49,7 +49,8 @@ pub struct Settings {
     pub device_query: bool,
     /// Flight-recorder events a post-mortem keeps.
     pub events: usize,
-    /// Allocations of at least this many bytes keep their native stack (0: none).
+    /// Allocations of at least this many bytes keep their native stack
+    /// (u64::MAX: none, so that the hot path makes one comparison).
     pub stack_min: u64,
 }
 

@@ -165,8 +165,7 @@ impl Call {
                     };
                     track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
                     shim.devices.mark_seen(device);
-                    let min = shim.settings.stack_min;
-                    if min != 0 && alloc.size >= min {
+                    if alloc.size >= shim.settings.stack_min {
                         // After the table insert: no shim lock is held.
                         shim.stacks.insert(a, stacks::capture(alloc.size, device));
                     }
@@ -188,8 +187,7 @@ impl Call {
         }
         protect(|| {
             let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
-            let min = shim.settings.stack_min;
-            if min != 0 && e.size() >= min {
+            if e.size() >= shim.settings.stack_min {
                 shim.stacks.remove(address);
             }
             Some(e)

@@ -54,6 +54,12 @@ impl Tls {
     }
 }
 
+/// Whether a recording hook is running on this thread (this call is nested).
+#[inline(always)]
+pub fn nested() -> bool {
+    TLS.with(|t| t.depth.get() != 0)
+}
+
 pub fn device() -> u32 {
     get().device.get()
 }
