@@ -130,7 +130,14 @@ fn frames_name_the_library_that_allocated() {
         return;
     }
     let dir = scratch("frames");
-    let r = run("who_app", &[], &[], true, &dir);
+    // The 10 MiB allocation keeps its stack (at least 8 MiB): its frames.
+    let r = run(
+        "who_app",
+        &[],
+        &[("KVSCOPE_STACK_MIN", "8388608")],
+        true,
+        &dir,
+    );
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let report = r
         .reports
@@ -140,8 +147,8 @@ fn frames_name_the_library_that_allocated() {
     let out = dir.join("who.pickle");
     export(report, &out);
     checked(&out, None);
-    // Each segment's frame is its caller's file.
-    let py = "import pickle,sys\nd=pickle.load(open(sys.argv[1],'rb'))\nfor s in d['segments']:\n    print(s['total_size'], s['frames'][0]['filename'].rsplit('/',1)[-1])";
+    // Each segment's first frame is its caller's file; a stack gives more.
+    let py = "import pickle,sys\nd=pickle.load(open(sys.argv[1],'rb'))\nfor s in d['segments']:\n    print(s['total_size'], s['frames'][0]['filename'].rsplit('/',1)[-1], len(s['frames']) > 1)";
     let o = Command::new("python3")
         .args(["-c", py])
         .arg(&out)

@@ -27,8 +27,16 @@ pub struct Written {
 }
 
 fn frames<W: Write>(p: &mut Pickle<W>, site: Option<&CallSite>) -> io::Result<()> {
+    stack_frames(p, site.into_iter())
+}
+
+/// Frames innermost first, as PyTorch lists them.
+fn stack_frames<'a, W: Write>(
+    p: &mut Pickle<W>,
+    sites: impl Iterator<Item = &'a CallSite>,
+) -> io::Result<()> {
     p.begin_list()?;
-    if let Some(c) = site {
+    for c in sites {
         p.begin_dict()?;
         p.key("name")?;
         match &c.symbol {
@@ -197,6 +205,14 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
         });
     }
 
+    // A big allocation's native stack, where the report has one, else its caller.
+    let stacks: HashMap<u64, &[u32]> = r
+        .stacks
+        .iter()
+        .filter(|s| !s.frames.is_empty())
+        .map(|s| (s.address, s.frames.as_slice()))
+        .collect();
+
     let mut w = Written::default();
     let mut p = Pickle::new(out)?;
     p.begin_dict()?;
@@ -226,8 +242,17 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
         p.pair(0, 0)?;
         p.key("is_expandable")?;
         p.bool(a.api == Api::CuMemCreate)?;
+        let stack = stacks.get(&a.address).map(|f| {
+            f.iter()
+                .filter_map(|&i| r.callers.get(i as usize))
+                .collect::<Vec<_>>()
+        });
+        let seg_frames = |p: &mut Pickle<W>| match &stack {
+            Some(st) => stack_frames(p, st.iter().copied()),
+            None => frames(p, site),
+        };
         p.key("frames")?;
-        frames(&mut p, site)?;
+        seg_frames(&mut p)?;
         p.key("blocks")?;
         p.begin_list()?;
         p.begin_dict()?;
@@ -240,7 +265,7 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
         p.key("state")?;
         p.str("active_allocated")?;
         p.key("frames")?;
-        frames(&mut p, site)?;
+        seg_frames(&mut p)?;
         p.end_dict()?;
         p.end_list()?;
         p.end_dict()?;

@@ -202,7 +202,8 @@ impl Call {
         let (Some(shim), Some(r)) = (self.shim, self.rec) else {
             return;
         };
-        if address == 0 {
+        // The common case, a tracked free that succeeded, has nothing left to do.
+        if address == 0 || (removed.is_some() && rc == 0) {
             return;
         }
         let api = self.api;

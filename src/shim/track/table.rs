@@ -174,6 +174,7 @@ impl Shard {
         self.slab_len - 1
     }
 
+    #[inline(always)]
     fn insert(&mut self, e: Entry, h: u64) -> Option<Entry> {
         if (self.len + 1) as usize * 4 > self.index.len() * 3 {
             self.grow();
@@ -190,6 +191,7 @@ impl Shard {
         None
     }
 
+    #[inline(always)]
     fn remove(&mut self, address: u64, h: u64) -> Option<Entry> {
         if self.len == 0 {
             return None;
