@@ -156,9 +156,9 @@ fn frames_name_the_library_that_allocated() {
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     for line in [
-        "10485760 libwhoplug.so",
-        "4194304 libwholib.so",
-        "2097152 who_app",
+        "10485760 libwhoplug.so True",
+        "4194304 libwholib.so False",
+        "2097152 who_app False",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
     }
