@@ -26,15 +26,28 @@ pub struct Written {
     pub trace_events: u64,
 }
 
-fn frames<W: Write>(p: &mut Pickle<W>, site: Option<&CallSite>) -> io::Result<()> {
-    stack_frames(p, site.into_iter())
+/// Which frames a list holds: one caller's, or a big allocation's stack.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+enum FramesOf {
+    Caller(Option<u32>),
+    Stack(u64),
 }
 
+/// Frame lists are written once each and recalled from the pickle's memo
+/// after: a million segments share a few call sites.
+#[derive(Default)]
+struct Memo(HashMap<FramesOf, u32>);
+
 /// Frames innermost first, as PyTorch lists them.
-fn stack_frames<'a, W: Write>(
+fn frames<'a, W: Write>(
     p: &mut Pickle<W>,
+    memo: &mut Memo,
+    of: FramesOf,
     sites: impl Iterator<Item = &'a CallSite>,
 ) -> io::Result<()> {
+    if let Some(&slot) = memo.0.get(&of) {
+        return p.recall(slot);
+    }
     p.begin_list()?;
     for c in sites {
         p.begin_dict()?;
@@ -49,21 +62,38 @@ fn stack_frames<'a, W: Write>(
         p.int(0)?;
         p.end_dict()?;
     }
-    p.end_list()
+    let slot = p.end_list_remembered()?;
+    memo.0.insert(of, slot);
+    Ok(())
+}
+
+/// A caller's frame list.
+fn caller_frames<W: Write>(
+    p: &mut Pickle<W>,
+    memo: &mut Memo,
+    r: &Report,
+    caller: Option<u32>,
+) -> io::Result<()> {
+    frames(
+        p,
+        memo,
+        FramesOf::Caller(caller),
+        r.caller(caller).into_iter(),
+    )
 }
 
 /// One trace event.
-struct Ev<'a> {
+struct Ev {
     action: &'static str,
     addr: u64,
     size: u64,
     stream: u64,
     time_us: i64,
-    site: Option<&'a CallSite>,
+    caller: Option<u32>,
     category: Option<&'static str>,
 }
 
-fn event<W: Write>(p: &mut Pickle<W>, e: &Ev) -> io::Result<()> {
+fn event<W: Write>(p: &mut Pickle<W>, memo: &mut Memo, r: &Report, e: &Ev) -> io::Result<()> {
     p.begin_dict()?;
     p.key("action")?;
     p.str(e.action)?;
@@ -76,7 +106,7 @@ fn event<W: Write>(p: &mut Pickle<W>, e: &Ev) -> io::Result<()> {
     p.key("time_us")?;
     p.int(e.time_us)?;
     p.key("frames")?;
-    frames(p, e.site)?;
+    caller_frames(p, memo, r, e.caller)?;
     if let Some(c) = e.category {
         p.key("category")?;
         p.str(c)?;
@@ -98,11 +128,7 @@ fn is_device(api: &str) -> bool {
 }
 
 /// The events of one device in the viewer's terms, oldest first.
-fn trace<'a>(
-    r: &'a Report,
-    device: u32,
-    live_category: &HashMap<u64, &'static str>,
-) -> Vec<Ev<'a>> {
+fn trace<'a>(r: &'a Report, device: u32, live_category: &HashMap<u64, &'static str>) -> Vec<Ev> {
     let base_us = r.process.start_unix_ms as f64 * 1000.0;
     // The allocation an address holds at the end is the last one made there.
     let mut last_alloc: HashMap<u64, usize> = HashMap::new();
@@ -118,14 +144,13 @@ fn trace<'a>(
             continue;
         }
         let time_us = (base_us + e.t_ms * 1000.0) as i64;
-        let site = r.caller(e.caller);
         let ev = |action, size, category| Ev {
             action,
             addr: e.address,
             size,
             stream: 0,
             time_us,
-            site,
+            caller: e.caller,
             category: Some(category),
         };
         match e.op.as_str() {
@@ -150,7 +175,7 @@ fn trace<'a>(
                 size: e.size,
                 stream: 0,
                 time_us,
-                site,
+                caller: e.caller,
                 category: None,
             }),
             _ => {}
@@ -200,7 +225,7 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
             size: 0,
             stream: 0,
             time_us,
-            site: None,
+            caller: None,
             category: Some("unknown"),
         });
     }
@@ -214,12 +239,12 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
         .collect();
 
     let mut w = Written::default();
+    let mut memo = Memo::default();
     let mut p = Pickle::new(out)?;
     p.begin_dict()?;
     p.key("segments")?;
     p.begin_list()?;
     for a in &rows {
-        let site = r.caller(a.caller);
         p.begin_dict()?;
         for (k, v) in [("device", a.device as u64), ("address", a.address)] {
             p.key(k)?;
@@ -242,14 +267,15 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
         p.pair(0, 0)?;
         p.key("is_expandable")?;
         p.bool(a.api == Api::CuMemCreate)?;
-        let stack = stacks.get(&a.address).map(|f| {
-            f.iter()
-                .filter_map(|&i| r.callers.get(i as usize))
-                .collect::<Vec<_>>()
-        });
-        let seg_frames = |p: &mut Pickle<W>| match &stack {
-            Some(st) => stack_frames(p, st.iter().copied()),
-            None => frames(p, site),
+        let stack = stacks.get(&a.address);
+        let mut seg_frames = |p: &mut Pickle<W>| match stack {
+            Some(f) => frames(
+                p,
+                &mut memo,
+                FramesOf::Stack(a.address),
+                f.iter().filter_map(|&i| r.callers.get(i as usize)),
+            ),
+            None => caller_frames(p, &mut memo, r, a.caller),
         };
         p.key("frames")?;
         seg_frames(&mut p)?;
@@ -277,7 +303,7 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
     for t in &traces {
         p.begin_list()?;
         for e in t {
-            event(&mut p, e)?;
+            event(&mut p, &mut memo, r, e)?;
             w.trace_events += 1;
         }
         p.end_list()?;

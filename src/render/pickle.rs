@@ -3,8 +3,10 @@
 //! page's own unpickler reads (dicts, lists, pairs, ints, strings,
 //! booleans) and batches list and dict items by 1000, as Python's
 //! pickler does: the page appends a batch with one call, whose argument count
-//! a browser limits.
+//! a browser limits. Keys, and whatever the caller asks (frame lists), are
+//! written once and fetched from the memo after.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 const PROTO: u8 = 0x80;
@@ -22,6 +24,8 @@ const BINUNICODE: u8 = b'X';
 const NEWTRUE: u8 = 0x88;
 const NEWFALSE: u8 = 0x89;
 const TUPLE2: u8 = 0x86;
+const LONG_BINPUT: u8 = b'r';
+const LONG_BINGET: u8 = b'j';
 
 const BATCH: usize = 1000;
 
@@ -34,6 +38,9 @@ struct Open {
 pub struct Pickle<W: Write> {
     out: W,
     open: Vec<Open>,
+    /// Memo slots of the keys written so far: each key is written once.
+    keys: HashMap<&'static str, u32>,
+    memo_next: u32,
 }
 
 impl<W: Write> Pickle<W> {
@@ -42,6 +49,8 @@ impl<W: Write> Pickle<W> {
         Ok(Pickle {
             out,
             open: Vec::new(),
+            keys: HashMap::new(),
+            memo_next: 0,
         })
     }
 
@@ -98,15 +107,60 @@ impl<W: Write> Pickle<W> {
         self.end()
     }
 
-    pub fn key(&mut self, k: &str) -> io::Result<()> {
-        self.str(k)
+    /// A dict key: written once, then fetched from the memo (as Python's
+    /// pickler does with repeated strings), which keeps a million segments small.
+    pub fn key(&mut self, k: &'static str) -> io::Result<()> {
+        if let Some(&slot) = self.keys.get(k) {
+            self.get(slot)?;
+            return self.done();
+        }
+        self.raw_str(k)?;
+        let slot = self.put()?;
+        self.keys.insert(k, slot);
+        self.done()
+    }
+
+    /// Stores the value on top in a new memo slot.
+    fn put(&mut self) -> io::Result<u32> {
+        let slot = self.memo_next;
+        self.memo_next += 1;
+        self.out.write_all(&[LONG_BINPUT])?;
+        self.out.write_all(&slot.to_le_bytes())?;
+        Ok(slot)
+    }
+
+    fn get(&mut self, slot: u32) -> io::Result<()> {
+        self.out.write_all(&[LONG_BINGET])?;
+        self.out.write_all(&slot.to_le_bytes())
+    }
+
+    /// A value stored earlier with `remember`.
+    pub fn recall(&mut self, slot: u32) -> io::Result<()> {
+        self.get(slot)?;
+        self.done()
+    }
+
+    /// Closes a list and keeps it in the memo for `recall`: the same list
+    /// again, in five bytes.
+    pub fn end_list_remembered(&mut self) -> io::Result<u32> {
+        if let Some(o) = self.open.pop() {
+            debug_assert!(!o.dict);
+            self.out.write_all(&[APPENDS])?;
+        }
+        let slot = self.put()?;
+        self.done()?;
+        Ok(slot)
     }
 
     pub fn str(&mut self, s: &str) -> io::Result<()> {
+        self.raw_str(s)?;
+        self.done()
+    }
+
+    fn raw_str(&mut self, s: &str) -> io::Result<()> {
         self.out.write_all(&[BINUNICODE])?;
         self.out.write_all(&(s.len() as u32).to_le_bytes())?;
-        self.out.write_all(s.as_bytes())?;
-        self.done()
+        self.out.write_all(s.as_bytes())
     }
 
     pub fn int(&mut self, v: i64) -> io::Result<()> {
@@ -193,6 +247,29 @@ mod tests {
         // u64::MAX needs a ninth byte for the sign.
         assert!(b.windows(2).any(|w| w == [LONG1, 9]));
         assert_eq!(b.last(), Some(&STOP));
+    }
+
+    #[test]
+    fn keys_and_remembered_lists_are_written_once() {
+        let mut p = Pickle::new(Vec::new()).unwrap();
+        p.begin_list().unwrap();
+        p.begin_dict().unwrap();
+        p.key("frames").unwrap();
+        p.begin_list().unwrap();
+        p.str("a frame").unwrap();
+        let slot = p.end_list_remembered().unwrap();
+        p.key("again").unwrap();
+        p.recall(slot).unwrap();
+        p.end_dict().unwrap();
+        p.begin_dict().unwrap();
+        p.key("frames").unwrap();
+        p.recall(slot).unwrap();
+        p.end_dict().unwrap();
+        p.end_list().unwrap();
+        let b = p.finish().unwrap();
+        let text = String::from_utf8_lossy(&b);
+        assert_eq!(text.matches("frames").count(), 1);
+        assert_eq!(text.matches("a frame").count(), 1);
     }
 
     #[test]
