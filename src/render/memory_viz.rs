@@ -128,7 +128,7 @@ fn is_device(api: &str) -> bool {
 }
 
 /// The events of one device in the viewer's terms, oldest first.
-fn trace<'a>(r: &'a Report, device: u32, live_category: &HashMap<u64, &'static str>) -> Vec<Ev> {
+fn trace(r: &Report, device: u32, live_category: &HashMap<u64, &'static str>) -> Vec<Ev> {
     let base_us = r.process.start_unix_ms as f64 * 1000.0;
     // The allocation an address holds at the end is the last one made there.
     let mut last_alloc: HashMap<u64, usize> = HashMap::new();

@@ -6,7 +6,6 @@
 //! a browser limits. Keys, and whatever the caller asks (frame lists), are
 //! written once and fetched from the memo after.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 const PROTO: u8 = 0x80;
@@ -38,8 +37,9 @@ struct Open {
 pub struct Pickle<W: Write> {
     out: W,
     open: Vec<Open>,
-    /// Memo slots of the keys written so far: each key is written once.
-    keys: HashMap<&'static str, u32>,
+    /// Memo slots of the keys written so far, by the address of their
+    /// static text (a short list, scanned: cheaper than hashing the text).
+    keys: Vec<(usize, u32)>,
     memo_next: u32,
 }
 
@@ -49,7 +49,7 @@ impl<W: Write> Pickle<W> {
         Ok(Pickle {
             out,
             open: Vec::new(),
-            keys: HashMap::new(),
+            keys: Vec::new(),
             memo_next: 0,
         })
     }
@@ -110,13 +110,14 @@ impl<W: Write> Pickle<W> {
     /// A dict key: written once, then fetched from the memo (as Python's
     /// pickler does with repeated strings), which keeps a million segments small.
     pub fn key(&mut self, k: &'static str) -> io::Result<()> {
-        if let Some(&slot) = self.keys.get(k) {
+        let at = k.as_ptr() as usize;
+        if let Some(&(_, slot)) = self.keys.iter().find(|(a, _)| *a == at) {
             self.get(slot)?;
             return self.done();
         }
         self.raw_str(k)?;
         let slot = self.put()?;
-        self.keys.insert(k, slot);
+        self.keys.push((at, slot));
         self.done()
     }
 
