@@ -1,8 +1,7 @@
 //! The live table: every live allocation, keyed by address.
 //!
 //! Under unified virtual addressing an address names one allocation in the
-//! whole process, whatever the device; the device is stored in the entry
-//! (a free, cudaFree(ptr), does not say which device it is for).
+//! process, whatever the device; the entry keeps the device (a free does not say).
 //!
 //! One shard per thread (per counter block): a thread inserts into its own
 //! shard and looks there first when it frees, so the common case, a thread
@@ -11,10 +10,9 @@
 //! core. A free of another thread's allocation searches the other shards.
 //! Each shard sits behind its own spin lock (taken uncontended in the common
 //! case: no global lock), keeps entries densely in a chunked slab (48 bytes
-//! an entry, freed slots reused) and finds them through an open-addressing
-//! index of u32 slab positions. Chunks never move, so growth copies only the
-//! index. A shard outlives its thread: the next thread that takes the
-//! thread's counter block inherits it, entries and all.
+//! an entry, freed slots reused), found through an open-addressing index of
+//! u32 slab positions. Chunks never move: growth copies only the index. A
+//! shard outlives its thread: the next owner of its counter block inherits it.
 
 use super::counters::MAX_BLOCKS;
 use super::spin::SpinLock;
