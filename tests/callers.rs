@@ -166,3 +166,37 @@ fn stacks_are_kept_only_for_allocations_above_the_threshold() {
         assert!(rep["stacks"].as_array().unwrap().is_empty(), "{why}");
     }
 }
+
+/// At an out-of-memory failure, the post-mortem and the check's finding
+/// say who made the largest live allocations (a 512 MiB one: its stack).
+#[test]
+fn the_post_mortem_names_who_made_the_largest_allocations() {
+    let dir = scratch("oom");
+    let r = run("errors", &["oom"], &[], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let pm = r.report("oom");
+    let stacks = pm["stacks"].as_array().unwrap();
+    assert_eq!(stacks.len(), 1, "{stacks:?}");
+    assert_eq!(u(&stacks[0]["size"]), 512 << 20);
+    let report = r
+        .reports
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-oom.json"))
+        .unwrap();
+    for (args, want) in [
+        (vec!["report"], "MiB cudaMalloc at 0x"),
+        (vec!["check"], "made by errors"),
+    ] {
+        let out = std::process::Command::new(kvscope_bin())
+            .args(&args)
+            .arg(report)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.contains(want));
+        assert!(
+            line.is_some_and(|l| l.contains("errors+0x")),
+            "{args:?}: no line with {want:?} naming the program:\n{text}"
+        );
+    }
+}

@@ -7,10 +7,7 @@ use std::fmt::Write;
 
 /// A frame as people read it: `symbol (file)`, or `file+0xoffset`.
 pub fn frame(site: &CallSite) -> String {
-    match &site.symbol {
-        Some(s) => format!("{s} ({})", site.file_name()),
-        None => format!("{}+{:#x}", site.file_name(), site.offset),
-    }
+    site.label()
 }
 
 fn frames(r: &Report, indexes: &[u32]) -> String {

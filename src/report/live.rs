@@ -190,6 +190,14 @@ impl CallSite {
     pub fn file_name(&self) -> &str {
         file_name(&self.file)
     }
+
+    /// `symbol (file)`, or `file+0xoffset` without a symbol.
+    pub fn label(&self) -> String {
+        match &self.symbol {
+            Some(s) => format!("{s} ({})", self.file_name()),
+            None => format!("{}+{:#x}", self.file_name(), self.offset),
+        }
+    }
 }
 
 /// A path's last component.
