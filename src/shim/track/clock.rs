@@ -26,13 +26,14 @@ pub fn ticks() -> u64 {
 static COARSE: AtomicU64 = AtomicU64::new(0);
 
 /// A coarse time for the free side, where an exact one is not worth a TSC
-/// read (~10 ns on a VM): the later of the thread's last clock read (`last`,
-/// its last allocation) and the background thread's last sample. Never
-/// later than the truth; as early as one sample period (or, without a
-/// background thread, the thread's last allocation).
+/// read (~10 ns on a VM): one tick after the later of the thread's last
+/// stamp (`last`: its last allocation or free) and the background thread's
+/// last sample. So a thread's stamps still increase (a free sorts after the
+/// allocation it frees); never later than the truth, as early as one sample
+/// period (or, without a background thread, the thread's last allocation).
 #[inline(always)]
 pub fn coarse(last: u64) -> u64 {
-    last.max(COARSE.load(Ordering::Relaxed))
+    last.max(COARSE.load(Ordering::Relaxed)) + 1
 }
 
 /// Advances the coarse clock (the background thread, every sample).

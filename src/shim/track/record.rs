@@ -115,7 +115,9 @@ impl Call {
                 t.ticks.set(now);
                 now
             } else {
-                clock::coarse(t.ticks.get())
+                let now = clock::coarse(t.ticks.get());
+                t.ticks.set(now);
+                now
             },
         }
     }

@@ -13,8 +13,8 @@ pub struct Tls {
     /// The current device as the thread set it (cudaSetDevice, cuCtxSetCurrent).
     pub device: Cell<u32>,
     pub block: Cell<*const ThreadBlock>,
-    /// When this thread last read the clock (its last allocation): the
-    /// coarse time of its frees.
+    /// This thread's last time stamp (an allocation's clock read, or a
+    /// free's coarse time): what the coarse time of its next free follows.
     pub ticks: Cell<u64>,
     tid: Cell<u32>,
 }
