@@ -195,6 +195,54 @@ fn main() {
         "libcaching.so",
     );
 
+    // Who allocated it: a program, a library it links, one it dlopen()s (the
+    // same source under two names), and a program with the runtime inside.
+    for lib in ["libwholib.so", "libwhoplug.so"] {
+        compile(
+            &[
+                "-shared".into(),
+                "-fPIC".into(),
+                "-fvisibility=hidden".into(),
+                clients.join("wholib.c").display().to_string(),
+                format!("-I{}", clients.display()),
+                "-o".into(),
+                native.join(lib).display().to_string(),
+                format!("-L{}", native.display()),
+                "-Wl,-rpath,$ORIGIN".into(),
+                "-lcudart".into(),
+            ],
+            lib,
+        );
+    }
+    compile(
+        &[
+            clients.join("who_app.c").display().to_string(),
+            format!("-I{}", clients.display()),
+            "-o".into(),
+            native.join("who_app").display().to_string(),
+            format!("-L{}", native.display()),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-lwholib".into(),
+            "-lcudart".into(),
+            "-lcuda".into(),
+            "-ldl".into(),
+        ],
+        "who_app",
+    );
+    compile(
+        &[
+            clients.join("who_static.c").display().to_string(),
+            cuda.join("libcudart.c").display().to_string(),
+            format!("-I{}", clients.display()),
+            "-fvisibility=hidden".into(),
+            "-o".into(),
+            native.join("who_static").display().to_string(),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-ldl".into(),
+        ],
+        "who_static",
+    );
+
     // C++ clients (uncaught exceptions): built when a C++ compiler is there;
     // the tests that need them say so when it is not.
     let cxx = cc::Build::new()
@@ -240,7 +288,35 @@ fn main() {
         }
     }
 
+    // Caller capture reads the hook's own frame: only sound when every
+    // function of the crate keeps a frame pointer (.cargo/config.toml).
+    println!("cargo:rustc-check-cfg=cfg(kvscope_frame_pointers)");
+    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
+    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    let fp = flags
+        .split('\x1f')
+        .any(|f| is_frame_pointers(f.trim_start_matches("-C")));
+    if fp {
+        println!("cargo:rustc-cfg=kvscope_frame_pointers");
+    } else {
+        println!(
+            "cargo:warning=built without -C force-frame-pointers=yes: allocations carry no caller"
+        );
+    }
+
     // The shim stays loaded once loaded: threads, atexit and atfork handlers point into it.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     println!("cargo:rustc-env=KVSCOPE_NATIVE_DIR={}", native.display());
+}
+
+/// `force-frame-pointers=yes` (or y, on, true, or bare).
+fn is_frame_pointers(flag: &str) -> bool {
+    matches!(
+        flag,
+        "force-frame-pointers"
+            | "force-frame-pointers=yes"
+            | "force-frame-pointers=y"
+            | "force-frame-pointers=on"
+            | "force-frame-pointers=true"
+    )
 }

@@ -96,15 +96,25 @@ fn client_with(args: &[&str], shim: Option<PathBuf>, env: &[(&str, &str)]) -> St
 
 /// Added cost of a cudaMalloc + cudaFree pair through LD_PRELOAD, one thread.
 /// With KVSCOPE_BENCH_BASELINE=/path/to/an/older/libkvscope.so, that build
-/// runs too, interleaved with this one, to compare two builds of the shim.
+/// runs too, interleaved with this one, to compare two builds of the shim:
+/// the cost of caller capture is this build against the same source built
+/// without frame pointers (`RUSTFLAGS="-C llvm-args=-enable-tlsdesc" cargo
+/// build --release --lib` into another target dir: build.rs then turns
+/// capture off).
 fn preload() {
     let pairs = "2000000";
     let args = ["pairs", pairs, "4096", "1"];
     let older = std::env::var_os("KVSCOPE_BENCH_BASELINE").map(PathBuf::from);
     let (mut base, mut shim, mut old) = (Vec::new(), Vec::new(), Vec::new());
+    let mut stacked = Vec::new();
     for _ in 0..RUNS {
         base.push(figure(&client(&args, false, &[]), "ns_per_pair"));
         shim.push(figure(&client(&args, true, &[]), "ns_per_pair"));
+        // Every allocation keeps a native stack: the worst case of KVSCOPE_STACK_MIN.
+        stacked.push(figure(
+            &client(&args, true, &[("KVSCOPE_STACK_MIN", "1")]),
+            "ns_per_pair",
+        ));
         if let Some(lib) = &older {
             old.push(figure(
                 &client_with(&args, Some(lib.clone()), &[]),
@@ -118,6 +128,11 @@ fn preload() {
         "preload   added per cudaMalloc+cudaFree pair, 1 thread: {added:.1} ns (with shim {s:.1} ns, without {b:.1} ns, x{:.2})  target <= 40 ns  {}",
         s / b,
         verdict(added <= 40.0, || format!("{:.1} ns over", added - 40.0))
+    );
+    let st = median(stacked);
+    println!(
+        "preload   with a stack for every allocation (KVSCOPE_STACK_MIN=1, the default keeps them for 64 MiB and up): {st:.1} ns per pair, {:+.1} ns against the default",
+        st - s
     );
     if let Some(lib) = older {
         let o = median(old);
@@ -173,6 +188,7 @@ fn record_loop(table: &Table, anomalies: &Anomalies, thread: u64, pairs: u64) {
     let r = Recorder {
         tls: tls::get(),
         block: counters::current(),
+        caller: 0x5555_0000_1234,
     };
     let base = 0x7f00_0000_0000u64 + (thread << 36);
     const WINDOW: u64 = 64;
@@ -198,7 +214,7 @@ fn mutex_loop(map: &Mutex<HashMap<u64, Entry>>, thread: u64, pairs: u64) {
     const WINDOW: u64 = 64;
     for i in 0..pairs {
         let a = base + (i % 4096) * 0x20_0000;
-        let e = Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1);
+        let e = Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1, 0);
         map.lock().unwrap().insert(a, e);
         if i >= WINDOW {
             let old = base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000;
@@ -215,7 +231,7 @@ fn private_loop(thread: u64, pairs: u64) {
     const WINDOW: u64 = 64;
     for i in 0..pairs {
         let a = base + (i % 4096) * 0x20_0000;
-        map.insert(a, Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1));
+        map.insert(a, Entry::new(a, 4096, Api::CudaMalloc, 0, 0, i, i, 1, 0));
         if i >= WINDOW {
             std::hint::black_box(map.remove(&(base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000)));
         }
@@ -340,6 +356,7 @@ fn memory() {
                 i,
                 i,
                 1,
+                0x5555_0000_1234,
             ),
             0,
         );
@@ -400,20 +417,39 @@ fn report() {
         .unwrap();
     let mb = file.metadata().map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
     println!("report    writing a report of 1,000,000 live allocations ({mb:.0} MB): {w:.3} s  target <= 1 s  {}", verdict(w <= 1.0, || format!("{:.3} s over", w - 1.0)));
+    let pickle = dir.join("memory-viz.pickle");
+    let pickle = pickle.to_str().unwrap_or_default();
+    let mut seconds = HashMap::new();
     for (name, args) in [
         ("report", vec!["report"]),
         ("check", vec!["check", "--model", "llama-3.1-8b"]),
+        ("export", vec!["export", "--memory-viz", pickle]),
     ] {
         let runs: Vec<(f64, i64)> = (0..3)
             .map(|_| timed(Command::new(kvscope_bin()).args(&args).arg(&file)))
             .collect();
         let t = median(runs.iter().map(|r| r.0).collect());
         let rss = runs.iter().map(|r| r.1).max().unwrap_or(0) as f64 / 1024.0;
+        seconds.insert(name, t);
+        if name == "export" {
+            // No target of its own: judged against `kvscope report` below.
+            println!("report    kvscope {name} of it: {t:.3} s, peak RSS {rss:.0} MiB");
+            continue;
+        }
         println!(
             "report    kvscope {name} of it: {t:.3} s, peak RSS {rss:.0} MiB  targets <= 1 s, <= 1024 MiB  {}",
             verdict(t <= 1.0 && rss <= 1024.0, || format!("{t:.3} s, {rss:.0} MiB"))
         );
     }
+    // The export reads the same report as `kvscope report` (the baseline of
+    // this run), then writes every live allocation as a segment.
+    let mb = std::fs::metadata(pickle).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    println!(
+        "report    kvscope export --memory-viz of it ({mb:.0} MB pickle): {:.3} s against kvscope report {:.3} s (x{:.2})",
+        seconds["export"],
+        seconds["report"],
+        seconds["export"] / seconds["report"]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

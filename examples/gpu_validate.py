@@ -24,7 +24,8 @@ and exit status 1 when any check failed (2: could not start). Sections
 
   preload-default     PyTorch's caching allocator: kvscope's cudaMalloc bytes ==
                       memory_reserved() exactly; every other live allocation
-                      (cuBLAS workspaces, runtime internals) listed as not PyTorch's
+                      (cuBLAS workspaces, runtime internals) listed as not PyTorch's,
+                      each attributed to its library (the cuBLAS workspace to libcublas*)
   preload-expandable  expandable_segments:True: VMM mapped bytes == memory_reserved()
   preload-async       backend:cudaMallocAsync: cudaMallocAsync live bytes ==
                       memory_allocated(); the default pool's reserved == memory_reserved()
@@ -47,6 +48,8 @@ and exit status 1 when any check failed (2: could not start). Sections
                       random weights) under `kvscope run`: healthy, all four steps
                       measured and no critical finding; with 64 MiB kept per request,
                       leak_per_request (critical, exit 1)
+  async-pair          what the shim adds to a cudaMallocAsync+cudaFreeAsync pair (info;
+                      the target is <= 10 %)
 """
 
 import argparse
@@ -167,9 +170,12 @@ def api_bytes(report, match, device=0, space="device"):
 
 
 def live_rows(report):
-    """`live.allocations` as dicts (device, address, size, api, ...)."""
+    """`live.allocations` as dicts (device, address, size, api, ..., caller), with `space`."""
     cols = report["live"]["columns"]
-    return [dict(zip(cols, row)) for row in report["live"]["allocations"]]
+    rows = [dict(zip(cols, row)) for row in report["live"]["allocations"]]
+    for r in rows:
+        r["space"] = "host" if "Host" in r["api"] else "device"
+    return rows
 
 
 def others(report, pytorch_apis):
@@ -181,6 +187,30 @@ def others(report, pytorch_apis):
 def other_total(report, pytorch_apis):
     """Bytes of every `live.by_kind` row (all spaces) outside `pytorch_apis`."""
     return sum(r["bytes"] for r in report["live"]["by_kind"] if r["api"] not in pytorch_apis)
+
+
+FRAMEWORK_FILES = ("libtorch", "libc10")
+
+
+def caller_file(report, row):
+    """The name of the file that called CUDA for a live row, or None (no caller)."""
+    i, callers = row.get("caller"), report.get("callers") or []
+    if i is None or not 0 <= i < len(callers):
+        return None
+    return callers[i]["file"].rsplit("/", 1)[-1]
+
+
+def judge_attribution(report, pytorch_apis):
+    """Every live allocation outside PyTorch's allocator path attributed to a named
+    file that is not PyTorch's (libtorch*, libc10*), one of them cuBLAS's."""
+    rows = sorted((r for r in live_rows(report) if r["api"] not in pytorch_apis and r["space"] != "host"),
+                  key=lambda r: -r["size"])
+    named = [(r, caller_file(report, r)) for r in rows]
+    outside = bool(rows) and all(f and not f.startswith(FRAMEWORK_FILES) for _, f in named)
+    cublas = [r for r, f in named if f and f.startswith("libcublas")]
+    detail = ", ".join(f"{human(r['size'])} {r['api']} <- {f or '?'}" for r, f in named[:8]) or "none"
+    return Check("cublas-attributed", outside and bool(cublas),
+                 f"{len(cublas)} of {len(rows)} allocations outside PyTorch's allocator from libcublas*: {detail}")
 
 
 def listing(rows, limit=12):
@@ -328,6 +358,7 @@ def judge_preload_default(result, report):
               f"difference {cm - reserved:,} B" + _stable(result)),
         Check("non-pytorch-listed", listed == rest_total and not report["live"].get("truncated"),
               f"{len(rest)} live allocations ({human(rest_total)}) are not PyTorch's: {listing(rest)}"),
+        judge_attribution(report, {"cudaMalloc"}),
         _marker_counters(result, report),
         f"device memory in use beyond tracked (context, untracked): "
         f"{human(result.get('device_used', 0) - report['live']['bytes'])}" if result.get("device_used") else
@@ -816,6 +847,47 @@ def child_bench(backend, pairs=200_000, size=MiB):
     _emit(dict(pid=os.getpid(), backend=backend, ns_per_pair=(time.perf_counter_ns() - t0) / pairs))
 
 
+def child_asyncpair(_, pairs=200_000, size=4096):
+    """cudaMallocAsync + cudaFreeAsync pairs (4 KiB, the legacy stream) through the
+    runtime PyTorch loaded, called with ctypes; ns per pair, and ctypes' own cost
+    (the same loop on libc's labs) to take out of it."""
+    import ctypes
+
+    import torch
+
+    torch.empty(1, device="cuda")
+    torch.cuda.synchronize()
+    path = next((line.split()[-1] for line in open("/proc/self/maps") if "libcudart.so" in line), None)
+    rt = ctypes.CDLL(path or "libcudart.so")
+    m, f = rt.cudaMallocAsync, rt.cudaFreeAsync
+    m.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_void_p]
+    f.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    p = ctypes.c_void_p()
+    ref = ctypes.byref(p)
+    labs = ctypes.CDLL(None).labs
+    labs.argtypes, labs.restype = [ctypes.c_long], ctypes.c_long
+
+    def timed(body):
+        body(1000)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter_ns()
+        body(pairs)
+        torch.cuda.synchronize()
+        return (time.perf_counter_ns() - t0) / pairs
+
+    def cuda(n):
+        for _ in range(n):
+            if m(ref, size, None) or f(p, None):
+                raise SystemExit("cudaMallocAsync/cudaFreeAsync failed")
+
+    def calls(n):
+        for _ in range(n):
+            labs(1)
+            labs(2)
+
+    _emit(dict(pid=os.getpid(), ns_per_pair=timed(cuda), ctypes_ns=timed(calls), runtime=path))
+
+
 def child_selftest(_):
     """--self-test only: one allocation through the stand-in libcudart, a marker, a dump."""
     import ctypes
@@ -848,6 +920,9 @@ def child_nvml(_):
 
 CHILDREN = dict(nvml=child_nvml, info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
                 serving=child_serving, oom=child_oom, bench=child_bench, selftest=child_selftest)
+CHILDREN = dict(info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
+                serving=child_serving, oom=child_oom, bench=child_bench, selftest=child_selftest,
+                asyncpair=child_asyncpair)
 
 
 # =================================================================== parent
@@ -1086,6 +1161,27 @@ def section_diagnose(run, name):
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
                     p.wait()
+def async_overhead(plain, shim):
+    """(added ns, added % of the pair without ctypes) from [(ns_per_pair, ctypes_ns)] runs."""
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    base, with_shim = med([r[0] for r in plain]), med([r[0] for r in shim])
+    calls = med([r[1] for r in plain + shim])
+    added = with_shim - base
+    return added, 100.0 * added / max(base - calls, 1.0), base, with_shim, calls
+
+
+def section_async_pair(run, name):
+    plain, shim = [], []
+    for i in range(3):
+        for mode, into in (("plain", plain), ("preload", shim)):
+            c = run_child(run, name, f"{mode}-{i}", ["asyncpair"], mode=mode)
+            if c is not None:
+                into.append((c.result["ns_per_pair"], c.result["ctypes_ns"]))
+    if plain and shim:
+        added, pct, base, with_shim, calls = async_overhead(plain, shim)
+        run.say(f"      cudaMallocAsync+cudaFreeAsync pair (4 KiB, ctypes): {base:.0f} ns without kvscope, "
+                f"{with_shim:.0f} ns with (ctypes' own {calls:.0f} ns): {added:+.0f} ns, "
+                f"{pct:+.1f} % of the pair itself  (target <= 10 %)")
 
 
 Section = namedtuple("Section", "name run seconds what checks")
@@ -1095,6 +1191,8 @@ SECTIONS = [
             "LD_PRELOAD, PyTorch's caching allocator: 300 mixed tensors (every other freed), cuBLAS, a Llama forward",
             [("reserved-exact", "live cudaMalloc bytes == memory_reserved() at the dump, to the byte"),
              ("non-pytorch-listed", "every other live allocation listed (api, size): cuBLAS workspaces, runtime"),
+             ("cublas-attributed", "each of them attributed to a named file that is not libtorch*/libc10*, "
+              "the cuBLAS workspace to libcublas*"),
              ("marker-counters", "the `measured` marker's timeline point holds PyTorch's allocated/reserved")]),
     Section("preload-expandable", preload_section("expandable", judge_preload_expandable,
                                                   {"PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True"}), 10,
@@ -1157,6 +1255,9 @@ SECTIONS = [
              ("device-healthy-verdict", "diagnose.level is device, exit 0, no critical finding, four steps measured"),
              ("device-leak-requests", "as above, with the leak"),
              ("device-leak-found", "diagnose.level is device, leak_per_request critical (device growth), exit 1")]),
+    Section("async-pair", section_async_pair, 20,
+            "cudaMallocAsync+cudaFreeAsync pairs through PyTorch's runtime, with and without LD_PRELOAD (info)",
+            []),
 ]
 BY_NAME = {s.name: s for s in SECTIONS}
 
@@ -1254,15 +1355,18 @@ def dry_run(sections, out):
 # =================================================================== self-test
 
 
-def _fake_report(by_kind, rows=(), markers=None, **extra):
-    """A report with the fields the judges read."""
-    cols = ["device", "address", "size", "api", "stream", "t_ms", "seq", "thread", "phase"]
+def _fake_report(by_kind, rows=(), markers=None, callers=None, **extra):
+    """A report with the fields the judges read; `callers`: a file per row."""
+    cols = ["device", "address", "size", "api", "stream", "t_ms", "seq", "thread", "phase", "caller"]
     timeline = [dict(t_ms=i, marker=label, devices=[dict(device=0, live_bytes=0, framework=fw)])
                 for i, (label, fw) in enumerate((markers or {}).items())]
     rep = dict(reason="dump", modes=["preload"], timeline=timeline,
                live=dict(bytes=sum(r[3] for r in by_kind), columns=cols, truncated=False,
-                         allocations=[[0, 4096 * i, size, api, 0, 1.0, i, 1, 0] for i, (api, size) in enumerate(rows)],
+                         allocations=[[0, 4096 * i, size, api, 0, 1.0, i, 1, 0, i if callers else None]
+                                      for i, (api, size) in enumerate(rows)],
                          by_kind=[dict(device=0, space=sp, api=api, count=n, bytes=b) for api, sp, n, b in by_kind]))
+    if callers:
+        rep["callers"] = [dict(address=i, file=f"/x/{f}", symbol=None, offset=i) for i, f in enumerate(callers)]
     rep.update(extra)
     return rep
 
@@ -1308,6 +1412,9 @@ def _test_pure():
     assert REPORT_NAME.match("kvscope-my-host-1-2-1795850000000-dump-3.json").groups() == ("2", "dump-3")
     assert [s.name for s in select("oom,bench", None)] == ["oom", "bench"]
     assert "bench" not in [s.name for s in select(None, "bench")]
+    added, pct, base, _, calls = async_overhead([(1000.0, 300.0), (1010.0, 310.0), (990.0, 290.0)],
+                                                [(1070.0, 300.0), (1060.0, 300.0), (1080.0, 300.0)])
+    assert (added, base, calls) == (70.0, 1000.0, 300.0) and abs(pct - 10.0) < 1e-9, (added, pct)
     try:
         select("nope", None)
         raise AssertionError("unknown section accepted")
@@ -1332,12 +1439,21 @@ def _test_judges():
                        rows=[("cudaMalloc", 200), ("cudaMalloc", 100), ("cuMemAlloc_v2", 64 * MiB),
                              ("cuMemAlloc_v2", 4), ("cuMemHostAlloc", 4)], markers={"measured": _fw(100, 300)})
     judged("preload-default", judge_preload_default(res, rep),
-           {"reserved-exact": True, "non-pytorch-listed": True, "marker-counters": True})
+           {"reserved-exact": True, "non-pytorch-listed": True, "cublas-attributed": False,
+            "marker-counters": True})
+    named = dict(rep, callers=_fake_report([], rows=[("x", 1)] * 5, callers=[
+        "libc10_cuda.so", "libc10_cuda.so", "libcublasLt.so.13", "libcudart.so.13", "x"])["callers"])
+    for a, r in zip(named["callers"], named["live"]["allocations"]):
+        r[9] = a["address"]
+    assert _checks([judge_attribution(named, {"cudaMalloc"})])["cublas-attributed"].ok
+    torchs = dict(named, callers=[dict(c, file="/x/libtorch_cuda.so") for c in named["callers"]])
+    assert not _checks([judge_attribution(torchs, {"cudaMalloc"})])["cublas-attributed"].ok
     assert "64.0 MiB cuMemAlloc_v2, 4 B cuMemAlloc_v2" in _checks(judge_preload_default(res, rep))[
         "non-pytorch-listed"].detail
     moved = dict(res, after=dict(at, reserved=302))
     judged("preload-default", judge_preload_default(moved, rep),
-           {"reserved-exact": False, "non-pytorch-listed": True, "marker-counters": True})
+           {"reserved-exact": False, "non-pytorch-listed": True, "cublas-attributed": False,
+            "marker-counters": True})
     vm = _fake_report([("cuMemCreate", "device", 1, 300)], markers={"measured": _fw(100, 300)},
                       vmm=dict(mapped_bytes=300, physical_bytes=300),
                       calls=dict(cuMemAddressReserve=1, cuMemCreate=1, cuMemMap=1))

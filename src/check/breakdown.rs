@@ -1,6 +1,7 @@
 //! Where one device's memory goes, by the rules written next to each part.
 
 use super::kv_detect::KvFound;
+use super::library::{self, LibraryPart};
 use super::markers::Phases;
 use crate::report::{Report, Space};
 use serde::Serialize;
@@ -41,6 +42,10 @@ pub struct Breakdown {
     /// Device memory in use that no tracked allocation (nor its rounding,
     /// nor a pool's free part) explains: the context and unhooked paths.
     pub untracked_bytes: Option<u64>,
+    /// Live device memory by the library that called CUDA (empty when the
+    /// report names no callers), by `library_rule`.
+    pub by_library: Vec<LibraryPart>,
+    pub library_rule: &'static str,
 }
 
 /// Device memory in use at the end of the report: the last sample that knew it.
@@ -153,6 +158,8 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
                 .and_then(|d| d.framework.as_ref())
                 .map(|f| f.reserved_bytes)
         }),
+        by_library: library::by_library(r, device),
+        library_rule: library::RULE,
     }
 }
 

@@ -283,6 +283,9 @@ pub struct LiveGroup {
     pub api: &'static str,
     pub phase: String,
     pub count: u64,
+    /// Who made the first of them: its stack (big allocations) or its
+    /// caller, innermost frame first; empty when the report names none.
+    pub made_by: Vec<String>,
 }
 
 /// The framework allocator's counters (PyTorch's memory_allocated and

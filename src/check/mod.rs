@@ -7,6 +7,7 @@
 //! `finding`s. Nothing here writes English for the user: `crate::render` does.
 
 pub mod breakdown;
+pub mod category;
 pub mod context;
 pub mod detect;
 pub mod engine_plan;
@@ -15,6 +16,7 @@ pub mod growth;
 pub mod job;
 pub mod kind;
 pub mod kv_detect;
+pub mod library;
 pub mod markers;
 pub mod plan;
 pub mod result;

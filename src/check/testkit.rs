@@ -89,6 +89,7 @@ impl ReportBuilder {
                 seq,
                 thread: 1,
                 phase,
+                caller: None,
             });
             self.r.live.count += 1;
             self.r.live.bytes += size;

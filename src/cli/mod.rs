@@ -11,6 +11,7 @@ mod diagnose;
 mod diff;
 mod engine_args;
 mod error;
+mod export;
 mod fit;
 mod locate;
 mod model_args;
@@ -71,6 +72,8 @@ enum Command {
     Exporter(monitor_cmd::ExporterArgs),
     /// A live terminal view of the processes under the shim.
     Watch(monitor_cmd::WatchArgs),
+    /// Export a report to another tool's format (PyTorch's memory_viz).
+    Export(export::ExportArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::Diagnose(a) => diagnose::run(&a),
         Command::Exporter(a) => monitor_cmd::exporter(a),
         Command::Watch(a) => monitor_cmd::watch(a),
+        Command::Export(a) => export::run(&a),
     };
     match result {
         Ok(code) => code,

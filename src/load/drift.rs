@@ -1,6 +1,7 @@
 //! The drift guard of the report schema: every field a report can hold is
 //! documented in docs/report-schema.md and is looked at by `validate` (or is
-//! on the short list below of fields nothing can be implausible about).
+//! on the short list in `drift/unchecked.rs` of fields nothing can be
+//! implausible about).
 //!
 //! The fields come from the Rust definition, not a list kept by hand: a
 //! report with every optional field present and every list non-empty is
@@ -11,121 +12,8 @@ use crate::report::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Fields no figure of which is implausible, each with why.
-const UNCHECKED: &[(&str, &str)] = &[
-    (
-        "reason_detail",
-        "free text: the label given to kvscope_dump",
-    ),
-    (
-        "modes[]",
-        "free text kept for people; nothing computes with it",
-    ),
-    ("process.cmdline[]", "free text: the program's arguments"),
-    ("process.exe", "free text: a path"),
-    (
-        "process.run_id",
-        "free text: an id that groups reports, compared for equality only",
-    ),
-    ("process.hostname", "free text: a host name"),
-    (
-        "process.launch.visible_devices",
-        "free text: CUDA_VISIBLE_DEVICES as set",
-    ),
-    (
-        "process.env",
-        "a map of KVSCOPE_* settings as the process saw them",
-    ),
-    ("shim.version", "free text"),
-    ("shim.out_dir", "free text: a path"),
-    ("shim.out_dir_note", "free text"),
-    (
-        "calls",
-        "a map: entry point -> count; the counts are checked",
-    ),
-    (
-        "failure_counts",
-        "a map: entry point -> code -> count; the counts are checked",
-    ),
-    (
-        "failures[].api",
-        "unknown names are tolerated: the check reads the failures of entry points it knows",
-    ),
-    (
-        "failures[].size",
-        "what the program asked, however absurd; nothing adds it up",
-    ),
-    (
-        "failures[].code",
-        "a CUDA error code, passed through as the driver returned it",
-    ),
-    ("failures[].code_name", "free text: the code's name"),
-    (
-        "anomalies.unrouted_entry_points[]",
-        "free text: symbol names",
-    ),
-    ("anomalies.notes[]", "free text"),
-    (
-        "live.allocations[].address",
-        "any 64-bit address is possible",
-    ),
-    (
-        "live.allocations[].stream",
-        "a stream handle: any 64-bit value",
-    ),
-    (
-        "live.by_kind[].api",
-        "free text kept for people (rows name their api, and are checked)",
-    ),
-    (
-        "live.by_stream[].stream",
-        "a stream handle: any 64-bit value",
-    ),
-    (
-        "vmm.reservations[].address",
-        "any 64-bit address is possible",
-    ),
-    ("vmm.handles[].handle", "a handle: any 64-bit value"),
-    ("pools[].handle", "a handle: any 64-bit value"),
-    (
-        "pools[].release_threshold",
-        "any value; u64::MAX means never",
-    ),
-    ("markers[].label", "free text: the program's label"),
-    ("markers[].source", "free text kept for people"),
-    ("timeline[].marker", "free text: a marker's label"),
-    (
-        "events[].op",
-        "free text kept for people; nothing computes with it",
-    ),
-    (
-        "events[].api",
-        "free text kept for people; nothing computes with it",
-    ),
-    (
-        "events[].size",
-        "a failed request's size is what the program asked, however absurd; nothing adds it up",
-    ),
-    (
-        "events[].address",
-        "any 64-bit address (or VMM handle) is possible",
-    ),
-    (
-        "events[].code",
-        "a CUDA error code, passed through as the driver returned it",
-    ),
-    ("oom.api", "free text; the check reads failures[], not this"),
-    (
-        "oom.size",
-        "what the program asked, however absurd; nothing adds it up",
-    ),
-    (
-        "oom.code",
-        "a CUDA error code, passed through as the driver returned it",
-    ),
-    ("oom.largest[].address", "any 64-bit address is possible"),
-    ("oom.largest[].stream", "a stream handle: any 64-bit value"),
-];
+mod unchecked;
+use unchecked::UNCHECKED;
 
 /// Maps whose keys are data (entry points, codes, variables), not fields.
 const MAPS: &[&str] = &["calls", "failure_counts", "process.env"];
@@ -141,6 +29,7 @@ fn row(size: u64) -> LiveAlloc {
         seq: 1,
         thread: 1234,
         phase: 1,
+        caller: Some(0),
     }
 }
 
@@ -188,6 +77,7 @@ fn full() -> Report {
             event_capacity: 256,
             live_limit: 10_000,
             failure_limit: 64,
+            stack_min: 64 << 20,
             out_dir: "/tmp".into(),
             out_dir_note: Some("fallback".into()),
         },
@@ -246,6 +136,12 @@ fn full() -> Report {
             by_size_class: vec![SizeClass {
                 min_bytes: 1 << 20,
                 max_bytes: (2 << 20) - 1,
+                count: 1,
+                bytes: 1 << 20,
+            }],
+            by_caller: vec![CallerTotal {
+                device: 0,
+                caller: "libcublas.so.12".into(),
                 count: 1,
                 bytes: 1 << 20,
             }],
@@ -310,6 +206,7 @@ fn full() -> Report {
             size: 1 << 30,
             code: 2,
             thread: 1234,
+            caller: Some(0),
         }],
         oom: Some(Oom {
             t_ms: 10.0,
@@ -330,6 +227,18 @@ fn full() -> Report {
             allocations_after: 1,
             recovered: true,
         }),
+        callers: vec![CallSite {
+            address: 0x7f00_1234_5678,
+            file: "/usr/lib/libcublas.so.12".into(),
+            symbol: Some("cublasCreate_v2".into()),
+            offset: 0x1234_5678,
+        }],
+        stacks: vec![StackRow {
+            device: 0,
+            address: 0x7000_0000_0000,
+            size: 1 << 20,
+            frames: vec![0],
+        }],
     }
 }
 

@@ -69,8 +69,17 @@ impl V {
             self.ms(|| format!("{at}.peak_t_ms"), t);
         }
     }
+    /// An index into `callers` (of which there are `n`).
+    fn caller(&mut self, what: impl FnOnce() -> String, c: Option<u32>, n: usize) {
+        if let Some(c) = c {
+            if c as usize >= n {
+                self.0
+                    .push(format!("{} is {c}: the report has {n} callers", what()));
+            }
+        }
+    }
     /// `markers`: how many the report holds; a row's phase counts them.
-    fn rows(&mut self, at: &str, rows: &[LiveAlloc], markers: usize) {
+    fn rows(&mut self, at: &str, rows: &[LiveAlloc], markers: usize, callers: usize) {
         let mut sum = 0u128;
         for (i, a) in rows.iter().enumerate() {
             self.bytes(|| format!("{at}[{i}].size"), a.size);
@@ -83,6 +92,7 @@ impl V {
                 a.phase as u64,
                 markers as u64,
             );
+            self.caller(|| format!("{at}[{i}].caller"), a.caller, callers);
             sum += a.size as u128;
         }
         self.bytes(
@@ -235,7 +245,13 @@ pub fn validate(r: &Report) -> Result<(), String> {
     }
     let l = &r.live;
     // Rows are read by position: columns other than these mean other rows.
-    if !l.columns.is_empty() && l.columns.iter().ne(LIVE_COLUMNS.iter()) && v.0.is_empty() {
+    // Reports from before the `caller` column hold the first nine.
+    let older = &LIVE_COLUMNS[..LIVE_COLUMNS.len() - 1];
+    if !l.columns.is_empty()
+        && l.columns.iter().ne(LIVE_COLUMNS.iter())
+        && l.columns.iter().ne(older.iter())
+        && v.0.is_empty()
+    {
         v.0.push(format!(
             "live.columns is {:?}, not the columns this reader reads ({})",
             l.columns,
@@ -244,11 +260,21 @@ pub fn validate(r: &Report) -> Result<(), String> {
     }
     v.count(|| "live.count".into(), l.count);
     v.bytes(|| "live.bytes".into(), l.bytes);
-    v.rows("live.allocations", &l.allocations, r.markers.len());
+    v.rows(
+        "live.allocations",
+        &l.allocations,
+        r.markers.len(),
+        r.callers.len(),
+    );
     for (i, k) in l.by_kind.iter().enumerate() {
         v.device(|| format!("live.by_kind[{i}].device"), k.device);
         v.bytes(|| format!("live.by_kind[{i}].bytes"), k.bytes);
         v.count(|| format!("live.by_kind[{i}].count"), k.count);
+    }
+    for (i, k) in l.by_caller.iter().enumerate() {
+        v.device(|| format!("live.by_caller[{i}].device"), k.device);
+        v.bytes(|| format!("live.by_caller[{i}].bytes"), k.bytes);
+        v.count(|| format!("live.by_caller[{i}].count"), k.count);
     }
     for (i, k) in l.by_stream.iter().enumerate() {
         v.device(|| format!("live.by_stream[{i}].device"), k.device);
@@ -334,10 +360,22 @@ pub fn validate(r: &Report) -> Result<(), String> {
             }
         }
     }
+    for (i, s) in r.stacks.iter().enumerate() {
+        v.device(|| format!("stacks[{i}].device"), s.device);
+        v.bytes(|| format!("stacks[{i}].size"), s.size);
+        for (j, f) in s.frames.iter().enumerate() {
+            v.caller(
+                || format!("stacks[{i}].frames[{j}]"),
+                Some(*f),
+                r.callers.len(),
+            );
+        }
+    }
     for (i, e) in r.events.iter().enumerate() {
         v.ms(|| format!("events[{i}].t_ms"), e.t_ms);
         v.device(|| format!("events[{i}].device"), e.device);
         v.thread(|| format!("events[{i}].thread"), e.thread);
+        v.caller(|| format!("events[{i}].caller"), e.caller, r.callers.len());
     }
     if let Some(o) = &r.oom {
         v.ms(|| "oom.t_ms".into(), o.t_ms);
@@ -353,7 +391,7 @@ pub fn validate(r: &Report) -> Result<(), String> {
         v.bytes(|| "oom.live_bytes".into(), o.live_bytes);
         v.count(|| "oom.live_count".into(), o.live_count);
         v.thread(|| "oom.thread".into(), o.thread);
-        v.rows("oom.largest", &o.largest, r.markers.len());
+        v.rows("oom.largest", &o.largest, r.markers.len(), r.callers.len());
     }
     if let Some(h) = &r.out_of_memory {
         v.count(|| "out_of_memory.failures".into(), h.failures);

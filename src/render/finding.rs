@@ -152,8 +152,13 @@ fn words(facts: &Facts) -> Words {
                 .number("live_bytes", tracked_live.0)
                 .evidence(format!("{tracked_live} tracked live on the device"));
             for g in largest {
+                let made_by = if g.made_by.is_empty() {
+                    String::new()
+                } else {
+                    format!(", made by {}", g.made_by.join(" <- "))
+                };
                 x = x.evidence(format!(
-                    "live: {} x {} by {} in `{}`",
+                    "live: {} x {} by {} in `{}`{made_by}",
                     count(g.count),
                     g.size,
                     g.api,

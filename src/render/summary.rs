@@ -124,6 +124,20 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
+    if !r.live.by_caller.is_empty() && !r.callers.is_empty() {
+        let _ = writeln!(out, "  live by caller (the file that called CUDA):");
+        for k in r.live.by_caller.iter().take(8) {
+            let _ = writeln!(
+                out,
+                "    {:>10} in {:>8} x {:<28} device {}",
+                bytes(k.bytes),
+                count(k.count),
+                k.caller,
+                k.device
+            );
+        }
+    }
+    super::stacks::largest(&mut out, r, 5);
     if r.live.by_stream.len() > 1 {
         let _ = writeln!(out, "  live by stream:");
         for k in r.live.by_stream.iter().take(8) {
@@ -206,6 +220,7 @@ pub fn render(r: &Report, top: usize) -> String {
             bytes(o.live_bytes),
             count(o.live_count)
         );
+        super::stacks::at_oom(&mut out, r);
     }
     if !r.markers.is_empty() {
         let shown: Vec<String> = r

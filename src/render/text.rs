@@ -5,7 +5,7 @@ use crate::check::finding::Finding;
 use crate::check::kind::Severity;
 use crate::check::result::{CheckResult, ProcessResult, RunResult, UnknownMarker};
 use crate::check::steps::Status;
-use crate::units::{bytes, duration_ms};
+use crate::units::{bytes, count, duration_ms};
 use std::fmt::Write;
 
 /// The sentence for a marker label the check did not understand.
@@ -53,6 +53,30 @@ fn process(o: &mut String, p: &ProcessResult) {
                 bytes(part.bytes),
                 part.rule
             );
+        }
+        if !b.by_library.is_empty() {
+            let _ = writeln!(o, "    by the library that called CUDA:");
+            for l in &b.by_library {
+                let files = l.files.join(", ");
+                let _ = writeln!(
+                    o,
+                    "      {:<24} {:>10} in {:>6} x{}{}",
+                    l.library,
+                    bytes(l.bytes),
+                    count(l.count),
+                    if l.framework {
+                        ""
+                    } else {
+                        "   outside the framework's allocator"
+                    },
+                    if files == l.library {
+                        String::new()
+                    } else {
+                        format!(" ({files})")
+                    }
+                );
+            }
+            let _ = writeln!(o, "      rule: {}", b.library_rule);
         }
         if let (Some(act), Some(t)) = (b.peak_activations_bytes, b.peak_t_ms) {
             let _ = writeln!(o, "    at the peak ({} at {}): activations & temporaries {} (peak - weights - preallocated KV)", bytes(b.peak_bytes), duration_ms(t), bytes(act));

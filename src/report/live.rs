@@ -24,11 +24,17 @@ pub struct Live {
     /// legacy default stream, or an entry point without one).
     pub by_stream: Vec<StreamTotal>,
     pub by_size_class: Vec<SizeClass>,
+    /// Per device and calling file (`Report::callers`' `file`; "?" when
+    /// unknown), largest first: who allocated the live memory.
+    pub by_caller: Vec<CallerTotal>,
 }
 
-pub const LIVE_COLUMNS: [&str; 9] = [
-    "device", "address", "size", "api", "stream", "t_ms", "seq", "thread", "phase",
+pub const LIVE_COLUMNS: [&str; 10] = [
+    "device", "address", "size", "api", "stream", "t_ms", "seq", "thread", "phase", "caller",
 ];
+
+/// Rows before the `caller` column (older reports) have this many columns.
+const OLD_COLUMNS: usize = 9;
 
 /// A live allocation; a JSON array in the order of `LIVE_COLUMNS`, to keep
 /// reports of a million allocations small and quick.
@@ -46,6 +52,9 @@ pub struct LiveAlloc {
     /// Index of the phase (marker interval) the allocation was made in: 0
     /// before the first marker, i after marker i-1.
     pub phase: u32,
+    /// Index in `Report::callers` of the code that called CUDA (the
+    /// outermost hooked call's return address); null when unknown.
+    pub caller: Option<u32>,
 }
 
 impl Serialize for LiveAlloc {
@@ -60,6 +69,7 @@ impl Serialize for LiveAlloc {
         t.serialize_element(&self.seq)?;
         t.serialize_element(&self.thread)?;
         t.serialize_element(&self.phase)?;
+        t.serialize_element(&self.caller)?;
         t.end()
     }
 }
@@ -97,6 +107,12 @@ impl<'de> Deserialize<'de> for LiveAlloc {
                 let seq_no = num(next(6)?, 6)?;
                 let thread = num(next(7)?, 7)? as u32;
                 let phase = num(next(8)?, 8)? as u32;
+                // Absent from older reports; null when unknown.
+                let caller = match seq.next_element::<serde_json::Value>()? {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(num(v, OLD_COLUMNS)? as u32),
+                };
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
                 Ok(LiveAlloc {
                     device,
                     address,
@@ -107,6 +123,7 @@ impl<'de> Deserialize<'de> for LiveAlloc {
                     seq: seq_no,
                     thread,
                     phase,
+                    caller,
                 })
             }
         }
@@ -141,4 +158,61 @@ pub struct SizeClass {
     pub max_bytes: u64,
     pub count: u64,
     pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallerTotal {
+    pub device: u32,
+    /// The calling file (a library or the executable), as in `CallSite::file`.
+    pub caller: String,
+    pub count: u64,
+    pub bytes: u64,
+}
+
+/// A place that called CUDA: the return address of the outermost hooked
+/// call, resolved (`dladdr`) by the shim soon after it was first seen.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CallSite {
+    pub address: u64,
+    /// The file the address lies in (a shared library or the executable), as
+    /// the dynamic loader names it; "?" when no loaded object holds it.
+    pub file: String,
+    /// The nearest exported symbol at or below the address, when there is one.
+    pub symbol: Option<String>,
+    /// `address` minus the file's load address (stable across runs).
+    pub offset: u64,
+}
+
+impl CallSite {
+    /// The file's name without its directories.
+    pub fn file_name(&self) -> &str {
+        file_name(&self.file)
+    }
+
+    /// `symbol (file)`, or `file+0xoffset` without a symbol.
+    pub fn label(&self) -> String {
+        match &self.symbol {
+            Some(s) => format!("{s} ({})", self.file_name()),
+            None => format!("{}+{:#x}", self.file_name(), self.offset),
+        }
+    }
+}
+
+/// A path's last component.
+pub fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The native stack of a big live allocation (at least the shim's
+/// `KVSCOPE_STACK_MIN` bytes), innermost frame first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StackRow {
+    pub device: u32,
+    pub address: u64,
+    pub size: u64,
+    /// Indexes in `Report::callers`: return addresses, the shim's own frames left out.
+    pub frames: Vec<u32>,
 }

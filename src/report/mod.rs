@@ -99,6 +99,12 @@ pub struct Report {
     /// Out-of-memory failures so far and whether the process allocated again
     /// after the first: in every report written after the first one.
     pub out_of_memory: Option<OomHistory>,
+    /// Every place that called CUDA for a live allocation or an event of
+    /// this report; `caller` of live rows and events indexes it.
+    pub callers: Vec<CallSite>,
+    /// Native stacks of the live allocations of at least `shim.stack_min`
+    /// bytes, largest first.
+    pub stacks: Vec<StackRow>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -153,6 +159,8 @@ pub struct ShimInfo {
     pub event_capacity: u64,
     pub live_limit: u64,
     pub failure_limit: u64,
+    /// Allocations of at least this many bytes keep a native stack (0: none).
+    pub stack_min: u64,
     /// Where reports go, and why, when the fallback was used.
     pub out_dir: String,
     pub out_dir_note: Option<String>,
@@ -328,6 +336,8 @@ pub struct Event {
     /// CUDA error code for failed calls, 0 otherwise.
     pub code: i32,
     pub thread: u32,
+    /// Index in `Report::callers` of the code that made the call; null when unknown.
+    pub caller: Option<u32>,
 }
 
 /// The post-mortem of the first out-of-memory failure.
@@ -368,6 +378,16 @@ impl Report {
         self.devices.iter().find(|d| d.device == device)
     }
 
+    /// The call site at `caller` (an index in `callers`).
+    pub fn caller(&self, caller: Option<u32>) -> Option<&CallSite> {
+        caller.and_then(|i| self.callers.get(i as usize))
+    }
+
+    /// The calling file's name of a live row or event ("?" when unknown).
+    pub fn caller_file(&self, caller: Option<u32>) -> &str {
+        self.caller(caller).map_or("?", |c| c.file_name())
+    }
+
     /// The label of phase `phase` (see `LiveAlloc::phase`): "(start)" before
     /// the first marker, the marker's label after it.
     pub fn phase_name(&self, phase: u32) -> String {
@@ -397,14 +417,21 @@ mod tests {
             seq: 42,
             thread: 99,
             phase: 2,
+            caller: Some(4),
         };
         let json = serde_json::to_string(&row).unwrap();
         assert_eq!(
             json,
-            "[1,17592186044416,3145728,\"cudaMallocAsync_ptsz\",7,12.5,42,99,2]"
+            "[1,17592186044416,3145728,\"cudaMallocAsync_ptsz\",7,12.5,42,99,2,4]"
         );
         let back: LiveAlloc = serde_json::from_str(&json).unwrap();
         assert_eq!(back, row);
+        // Rows of older reports end before the caller column.
+        let old: LiveAlloc = serde_json::from_str("[1,2,3,\"cudaMalloc\",0,0.5,0,0,0]").unwrap();
+        assert_eq!(old.caller, None);
+        let unknown: LiveAlloc =
+            serde_json::from_str("[1,2,3,\"cudaMalloc\",0,0.5,0,0,0,null]").unwrap();
+        assert_eq!(unknown.caller, None);
         assert!(serde_json::from_str::<LiveAlloc>("[1,2,3,\"nope\",0,0,0,0,0]").is_err());
         assert!(serde_json::from_str::<LiveAlloc>("[1,2]").is_err());
     }

@@ -37,6 +37,9 @@ pub struct Config {
     /// KVSCOPE_STOP_WAIT_MS: how long a terminating signal waits for the
     /// final report before the process dies as it would have (default 2000).
     pub stop_wait_ms: u64,
+    /// KVSCOPE_STACK_MIN: allocations of at least this many bytes keep a
+    /// native stack (default 64 MiB; 0: none).
+    pub stack_min: u64,
     /// KVSCOPE_CTL_DIR: where `kvscope mark/dump PID` leave requests.
     pub ctl_dir: PathBuf,
     /// KVSCOPE_STATE=0: publish no live state file (default on).
@@ -117,6 +120,7 @@ impl Config {
             device_query: e.flag("KVSCOPE_DEVICE_QUERY", true),
             log: e.flag("KVSCOPE_LOG", false),
             stop_wait_ms: e.number("KVSCOPE_STOP_WAIT_MS", 2000).min(60_000),
+            stack_min: e.number("KVSCOPE_STACK_MIN", 64 << 20),
             ctl_dir: control::base_dir(
                 std::env::var_os(control::CTL_DIR_VAR)
                     .map(PathBuf::from)

@@ -115,7 +115,14 @@ fn start_here() -> Option<&'static Shim> {
     let settings = track::Settings {
         device_query: config.device_query,
         events: config.events,
+        stack_min: match config.stack_min {
+            0 => u64::MAX,
+            n => n,
+        },
     };
+    if config.stack_min > 0 {
+        track::stacks::Stacks::prepare();
+    }
     let track: &'static Tracker = Box::leak(Box::new(Tracker::new(settings, oom_captured)));
     let timeline: &'static Timeline = Box::leak(Box::new(Timeline::new(config, track)));
     let writer: &'static Writer = Box::leak(Box::new(Writer::new(config, track, timeline)));

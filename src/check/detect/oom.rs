@@ -9,6 +9,7 @@ use crate::check::finding::{
 };
 use crate::check::kind::Severity;
 use crate::kv::cache;
+use crate::report::{LiveAlloc, Report};
 use crate::units::Bytes;
 
 pub fn out_of_memory(c: &DeviceCtx) -> Option<Finding> {
@@ -158,6 +159,20 @@ fn long_context(c: &DeviceCtx, failure: &OomFailure) -> Result<Option<Finding>, 
     )))
 }
 
+/// The frames of an allocation's stack, or its caller's.
+fn made_by(r: &Report, a: &LiveAlloc) -> Vec<String> {
+    let stack = r.stacks.iter().find(|s| s.address == a.address);
+    match stack {
+        Some(s) if !s.frames.is_empty() => s
+            .frames
+            .iter()
+            .filter_map(|&i| r.callers.get(i as usize))
+            .map(|c| c.label())
+            .collect(),
+        _ => r.caller(a.caller).map(|c| c.label()).into_iter().collect(),
+    }
+}
+
 /// The largest live allocations, grouped by size, entry point and phase.
 fn largest_live(c: &DeviceCtx, n: usize) -> Vec<LiveGroup> {
     let mut groups: Vec<LiveGroup> = Vec::new();
@@ -180,6 +195,7 @@ fn largest_live(c: &DeviceCtx, n: usize) -> Vec<LiveGroup> {
                 api: a.api.name(),
                 phase,
                 count: 1,
+                made_by: made_by(c.report, a),
             }),
             None => {}
         }

@@ -15,6 +15,7 @@
 //! that makes the real call with the caller's arguments (it cannot change
 //! them), and the arguments to look at.
 
+pub mod caller;
 pub mod driver;
 pub mod entry;
 pub mod real;
@@ -39,11 +40,12 @@ pub struct Hook {
 // SAFETY: addr is a function address, immutable.
 unsafe impl Sync for Hook {}
 
-/// A hooked call of `api`, recording when the shim is on (started here on
-/// first use) and this is the thread's outermost hook.
-#[inline]
-pub fn call(api: Api) -> Call {
-    Call::begin(api, lifecycle::tracker)
+/// A hooked call of `api` from `caller` (the hook's return address),
+/// recording when the shim is on (started here on first use) and this is the
+/// thread's outermost hook.
+#[inline(always)]
+pub fn call(api: Api, caller: u64) -> Call {
+    Call::begin(api, caller, lifecycle::tracker)
 }
 
 /// The device of a memory pool, when the shim saw it made; else the thread's current device.

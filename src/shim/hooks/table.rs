@@ -28,6 +28,18 @@ macro_rules! real_or_return {
     };
 }
 
+/// A hook reached from inside another (the runtime's own driver calls)
+/// records nothing: it checks the thread's depth before anything else and
+/// jumps to the real function (a tail call: no frame, no `Call`).
+macro_rules! pass_through_if_nested {
+    ($real:ident, $($arg:ident),*) => {
+        if crate::shim::track::tls::nested() {
+            // SAFETY: the caller's arguments, passed through untouched.
+            return unsafe { $real($($arg),*) };
+        }
+    };
+}
+
 /// The exported hook of one row.
 macro_rules! hook {
     // An allocation whose address the real call writes through `out`.
@@ -39,7 +51,8 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            pass_through_if_nested!(real, $($arg),*);
+            let call = call(Api::$variant, super::caller::return_address!());
             // SAFETY: the caller's arguments, passed through untouched.
             let rc = unsafe { real($($arg),*) };
             call.allocated(
@@ -61,7 +74,8 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            pass_through_if_nested!(real, $($arg),*);
+            let call = call(Api::$variant, super::caller::return_address!());
             let address = $addr as u64;
             let removed = call.free_begin(address);
             // SAFETY: the caller's arguments, passed through untouched.
@@ -75,7 +89,7 @@ macro_rules! hook {
         #[unsafe(no_mangle)]
         pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
             let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant);
+            let call = call(Api::$variant, super::caller::return_address!());
             // SAFETY: the caller's arguments, passed through untouched.
             let real = || unsafe { real($($arg),*) };
             // SAFETY: the handler reads the arguments as the real function would.

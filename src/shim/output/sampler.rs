@@ -4,9 +4,9 @@
 //! out-of-memory failure has been captured, it writes the post-mortem.
 //! Output pulls from the recorded state; nothing here is called from a hook.
 
-use super::control;
 use super::wake;
 use super::writer::Writer;
+use super::{callers, control};
 use crate::shim::signals::StopMask;
 use crate::shim::track::markers::Source;
 use crate::shim::track::{clock, counters};
@@ -57,10 +57,14 @@ fn run(w: &'static Writer) {
             break;
         }
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            clock::tick_coarse();
             let now = clock::ticks();
             let calls = total_calls();
             if calls != last_calls {
                 last_calls = calls;
+                // Callers resolved soon after first sight, while loaded.
+                let events = counters::recent_events(config.events);
+                callers::note(events.iter().map(|e| e.caller));
                 last_change = now;
                 idle_marked = false;
             } else if config.idle_ms > 0

@@ -1,6 +1,7 @@
 //! Turns the shim's recorded state into a `Report`. Runs off the hot path:
 //! when a report is written (by the background thread, a dump, the exit).
 
+use super::callers;
 use super::process::process;
 use super::timeline::Timeline;
 use crate::report::*;
@@ -93,7 +94,24 @@ fn by_stream(rows: &[LiveAlloc]) -> Vec<StreamTotal> {
     .collect()
 }
 
-fn event(e: &EventRec, scale: &clock::Scale) -> Event {
+/// Live memory per device and calling file, largest first.
+fn by_caller(rows: &[LiveAlloc], sites: &[CallSite]) -> Vec<CallerTotal> {
+    let file = |c: Option<u32>| {
+        c.and_then(|i| sites.get(i as usize))
+            .map_or("?", |s| s.file_name())
+    };
+    group(rows, |r| Some((r.device, file(r.caller))))
+        .into_iter()
+        .map(|((device, caller), count, bytes)| CallerTotal {
+            device,
+            caller: caller.into(),
+            count,
+            bytes,
+        })
+        .collect()
+}
+
+fn event(e: &EventRec, scale: &clock::Scale, ix: &mut callers::Index) -> Event {
     Event {
         t_ms: scale.ms(e.ticks),
         op: e.op.name().into(),
@@ -103,11 +121,17 @@ fn event(e: &EventRec, scale: &clock::Scale) -> Event {
         size: e.size,
         code: e.code,
         thread: e.thread,
+        caller: ix.of(e.caller),
     }
 }
 
 /// A live allocation as a report row.
-fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64]) -> LiveAlloc {
+fn row(
+    e: &Entry,
+    scale: &clock::Scale,
+    marker_ticks: &[u64],
+    ix: &mut callers::Index,
+) -> LiveAlloc {
     LiveAlloc {
         device: e.device(),
         address: e.address,
@@ -118,7 +142,26 @@ fn row(e: &Entry, scale: &clock::Scale, marker_ticks: &[u64]) -> LiveAlloc {
         seq: e.seq(),
         thread: e.thread(),
         phase: phase_of(marker_ticks, e.ticks),
+        caller: ix.of(e.caller),
     }
+}
+
+/// The stacks of big live allocations, largest first.
+fn stacks(track: &Tracker, ix: &mut callers::Index) -> Vec<StackRow> {
+    let mut kept = track.stacks.snapshot();
+    if kept.is_empty() {
+        return Vec::new();
+    }
+    kept.sort_by_key(|(a, s)| (std::cmp::Reverse(s.size), *a));
+    let own = callers::own_file();
+    kept.iter()
+        .map(|(address, s)| StackRow {
+            device: s.device,
+            address: *address,
+            size: s.size,
+            frames: callers::foreign_frames(ix, s.frames(), &own),
+        })
+        .collect()
 }
 
 /// What a report is built from.
@@ -129,7 +172,12 @@ pub struct Sources<'a> {
 }
 
 /// The post-mortem section, from what the failing thread captured.
-fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
+fn oom_section(
+    c: &Capture,
+    scale: &clock::Scale,
+    marker_ticks: &[u64],
+    ix: &mut callers::Index,
+) -> Oom {
     let f = &c.failure;
     Oom {
         t_ms: scale.ms(f.ticks),
@@ -145,7 +193,7 @@ fn oom_section(c: &Capture, scale: &clock::Scale, marker_ticks: &[u64]) -> Oom {
         largest: c
             .largest
             .iter()
-            .map(|e| row(e, scale, marker_ticks))
+            .map(|e| row(e, scale, marker_ticks, ix))
             .collect(),
     }
 }
@@ -168,11 +216,12 @@ pub fn build(
     marker_ticks.sort_unstable();
 
     let vmm = track.vmm.snapshot();
+    let mut ix = callers::Index::default();
     let mut rows: Vec<LiveAlloc> = track
         .table
         .snapshot()
         .iter()
-        .map(|e| row(e, &scale, &marker_ticks))
+        .map(|e| row(e, &scale, &marker_ticks, &mut ix))
         .collect();
     rows.extend(vmm.handles.iter().map(|(handle, h, va)| LiveAlloc {
         device: h.device,
@@ -184,6 +233,7 @@ pub fn build(
         seq: h.seq,
         thread: h.thread,
         phase: phase_of(&marker_ticks, h.ticks),
+        caller: ix.of(h.caller),
     }));
     rows.sort_unstable_by(|a, b| b.size.cmp(&a.size).then(a.t_ms.total_cmp(&b.t_ms)));
 
@@ -269,19 +319,21 @@ pub fn build(
     });
     // A post-mortem shows the events up to the failure, as captured then.
     let events: Vec<Event> = match oom {
-        Some(c) => c.events.iter().map(|e| event(e, &scale)).collect(),
+        Some(c) => c.events.iter().map(|e| event(e, &scale, &mut ix)).collect(),
         None => counters::recent_events(config.events)
             .iter()
-            .map(|e| event(e, &scale))
+            .map(|e| event(e, &scale, &mut ix))
             .collect(),
     };
-    let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks));
+    let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks, &mut ix));
+    let stacks = stacks(track, &mut ix);
 
     let live_count = rows.len() as u64;
     let live_bytes = rows.iter().map(|r| r.size).sum();
     let by_kind = by_kind(&rows);
     let by_stream = by_stream(&rows);
     let by_size_class = size_classes(&rows);
+    let by_caller = by_caller(&rows, &ix.sites);
     let truncated = rows.len() > config.live_limit;
     rows.truncate(config.live_limit);
 
@@ -302,6 +354,7 @@ pub fn build(
             event_capacity: config.events as u64,
             live_limit: config.live_limit as u64,
             failure_limit: failures::FAILURE_LIMIT as u64,
+            stack_min: config.stack_min,
             out_dir: out_dir.0,
             out_dir_note: out_dir.1,
         },
@@ -328,6 +381,7 @@ pub fn build(
             by_kind,
             by_stream,
             by_size_class,
+            by_caller,
         },
         vmm: Vmm {
             reserved_bytes: vmm.reserved_bytes,
@@ -368,5 +422,7 @@ pub fn build(
         events,
         oom,
         out_of_memory,
+        callers: ix.sites,
+        stacks,
     }
 }

@@ -338,6 +338,7 @@ mod tests {
         let track = crate::shim::track::Settings {
             device_query: false,
             events: 16,
+            stack_min: u64::MAX,
         };
         Timeline::new(
             Box::leak(Box::new(config)),

@@ -39,8 +39,9 @@ fn driver() -> Option<&'static Driver> {
     protect(driver::load).flatten()
 }
 
-fn call(api: Api) -> Call {
-    Call::begin(api, lifecycle::tracker)
+#[inline(always)]
+fn call(api: Api, caller: u64) -> Call {
+    Call::begin(api, caller, lifecycle::tracker)
 }
 
 fn device_index(device: c_int) -> Option<usize> {
@@ -55,7 +56,10 @@ fn device_index(device: c_int) -> Option<usize> {
 /// `stream` is a live stream of `device`, or a default-stream handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kvscope_malloc(size: usize, device: c_int, stream: Stream) -> *mut c_void {
-    let call = call(Api::KvscopeMalloc);
+    let call = call(
+        Api::KvscopeMalloc,
+        crate::shim::hooks::caller::return_address!(),
+    );
     let (Some(d), Some(dev)) = (driver(), device_index(device)) else {
         call.allocated(
             ERROR_NOT_INITIALIZED,
@@ -118,7 +122,10 @@ pub unsafe extern "C" fn kvscope_free(
     if ptr.is_null() {
         return;
     }
-    let call = call(Api::KvscopeFree);
+    let call = call(
+        Api::KvscopeFree,
+        crate::shim::hooks::caller::return_address!(),
+    );
     let address = ptr as u64;
     // Not recording (shim off, or a fork's child): the table cannot vouch
     // for the pointer, so it goes to the driver as it would without kvscope.

@@ -42,6 +42,8 @@ pub struct EventRec {
     pub size: u64,
     pub code: i32,
     pub thread: u32,
+    /// The return address of the outermost hook (0: unknown).
+    pub caller: u64,
 }
 
 #[derive(Default)]
@@ -50,6 +52,7 @@ struct Slot {
     ticks: AtomicU64,
     address: AtomicU64,
     size: AtomicU64,
+    caller: AtomicU64,
     /// op:8 | api:8 | device:8 | code:16 | thread:24
     meta: AtomicU64,
 }
@@ -91,6 +94,7 @@ impl EventRing {
         slot.ticks.store(e.ticks, Relaxed);
         slot.address.store(e.address, Relaxed);
         slot.size.store(e.size, Relaxed);
+        slot.caller.store(e.caller, Relaxed);
         let meta = e.op as u64
             | (e.api as u64) << 8
             | (e.device as u64 & 0xff) << 16
@@ -110,6 +114,7 @@ impl EventRing {
             let ticks = slot.ticks.load(Relaxed);
             let address = slot.address.load(Relaxed);
             let size = slot.size.load(Relaxed);
+            let caller = slot.caller.load(Relaxed);
             let meta = slot.meta.load(Relaxed);
             fence(Acquire);
             if slot.stamp.load(Relaxed) != a {
@@ -128,6 +133,7 @@ impl EventRing {
                 size,
                 code: (meta >> 24) as u16 as i16 as i32,
                 thread: (meta >> 40) as u32 & 0xff_ffff,
+                caller,
             });
         }
     }
@@ -150,6 +156,7 @@ mod tests {
                 size: i * 10,
                 code: 2,
                 thread: 77,
+                caller: 0x4000 + i,
             };
             ring.push(false, &e);
         }
@@ -163,6 +170,7 @@ mod tests {
         assert_eq!(out[0].device, 3);
         assert_eq!(out[0].code, 2);
         assert_eq!(out[0].thread, 77);
+        assert_eq!(out[0].caller, 0x4006);
         assert_eq!(out[1].op, Op::Free);
     }
 }

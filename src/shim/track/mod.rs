@@ -19,6 +19,7 @@ pub mod markers;
 pub mod oom;
 pub mod record;
 pub mod spin;
+pub mod stacks;
 pub mod table;
 pub mod tls;
 pub mod vmm;
@@ -48,6 +49,9 @@ pub struct Settings {
     pub device_query: bool,
     /// Flight-recorder events a post-mortem keeps.
     pub events: usize,
+    /// Allocations of at least this many bytes keep their native stack
+    /// (u64::MAX: none, so that the hot path makes one comparison).
+    pub stack_min: u64,
 }
 
 /// Everything the hooks record into, made once when the shim starts.
@@ -59,6 +63,7 @@ pub struct Tracker {
     pub anomalies: Anomalies,
     pub markers: markers::Markers,
     pub oom: oom::Oom,
+    pub stacks: stacks::Stacks,
     pub settings: Settings,
     unrouted: Mutex<Vec<String>>,
     modes: AtomicU8,
@@ -77,6 +82,7 @@ impl Tracker {
             anomalies: Anomalies::default(),
             markers: markers::Markers::default(),
             oom: oom::Oom::default(),
+            stacks: stacks::Stacks::default(),
             settings,
             unrouted: Mutex::new(Vec::new()),
             modes: AtomicU8::new(0),

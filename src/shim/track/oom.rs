@@ -140,6 +140,7 @@ pub fn capture(
                 h.ticks,
                 h.seq,
                 h.thread,
+                h.caller,
             );
             keep_largest(&mut largest, e);
         }
@@ -166,7 +167,7 @@ mod tests {
             let size = (i * 37) % 50 + 1;
             keep_largest(
                 &mut top,
-                Entry::new(0x1000 + i, size, Api::CudaMalloc, 0, 0, i, i, 1),
+                Entry::new(0x1000 + i, size, Api::CudaMalloc, 0, 0, i, i, 1, 0),
             );
         }
         assert_eq!(top.len(), LARGEST);

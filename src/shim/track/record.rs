@@ -10,7 +10,7 @@ use super::failures::Failure;
 use super::table::{Entry, Table};
 use super::tls::{self, Tls};
 use super::vmm::{Handle, Undo};
-use super::{clock, oom, Anomalies, Tracker};
+use super::{clock, oom, stacks, Anomalies, Tracker};
 use crate::report::{Api, Space};
 use crate::shim::cuda::{driver, ERROR_OUT_OF_MEMORY};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -27,6 +27,8 @@ pub fn protect<R>(f: impl FnOnce() -> R) -> Option<R> {
 pub struct Recorder {
     pub tls: &'static Tls,
     pub block: &'static ThreadBlock,
+    /// The return address of the outermost hook (0: unknown), raw.
+    pub caller: u64,
 }
 
 impl Recorder {
@@ -44,6 +46,7 @@ impl Recorder {
             size,
             code,
             thread,
+            caller: self.caller,
         };
         self.block.ring.push(self.block.is_shared(), &e);
     }
@@ -57,15 +60,22 @@ pub struct Call {
     rec: Option<Recorder>,
     api: Api,
     /// When the call began: read before the real call, so that the clock's
-    /// latency overlaps it. Allocations are stamped with the time they were asked for.
+    /// latency overlaps it. Allocations are stamped with the time they were
+    /// asked for; other calls (frees) with the coarse clock, no TSC read.
     ticks: u64,
 }
 
 impl Call {
-    /// Begins a call of `api`; `tracker` gives the shim's state, starting
-    /// the shim on first use (asked only for an outermost call).
+    /// Begins a call of `api` made from `caller` (the hook's return
+    /// address); `tracker` gives the shim's state, starting the shim on first
+    /// use (asked only for an outermost call). A nested call's caller is the
+    /// runtime's: the outermost one's is what is kept.
     #[inline]
-    pub fn begin(api: Api, tracker: impl FnOnce() -> Option<&'static Tracker>) -> Call {
+    pub fn begin(
+        api: Api,
+        caller: u64,
+        tracker: impl FnOnce() -> Option<&'static Tracker>,
+    ) -> Call {
         let t = tls::get();
         let idle = Call {
             shim: None,
@@ -94,9 +104,21 @@ impl Call {
         block.count_call(api);
         Call {
             shim: Some(shim),
-            rec: Some(Recorder { tls: t, block }),
+            rec: Some(Recorder {
+                tls: t,
+                block,
+                caller,
+            }),
             api,
-            ticks: clock::ticks(),
+            ticks: if api.allocates() {
+                let now = clock::ticks();
+                t.ticks.set(now);
+                now
+            } else {
+                let now = clock::coarse(t.ticks.get());
+                t.ticks.set(now);
+                now
+            },
         }
     }
 
@@ -145,6 +167,10 @@ impl Call {
                     };
                     track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
                     shim.devices.mark_seen(device);
+                    if alloc.size >= shim.settings.stack_min {
+                        // After the table insert: no shim lock is held.
+                        shim.stacks.insert(a, stacks::capture(alloc.size, device));
+                    }
                 }
             } else {
                 note_failure(shim, r, api, device, size(), rc, true);
@@ -161,7 +187,14 @@ impl Call {
         if address == 0 {
             return None;
         }
-        protect(|| track_free(&shim.table, r, self.ticks, self.api, address)).flatten()
+        protect(|| {
+            let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
+            if e.size() >= shim.settings.stack_min {
+                shim.stacks.remove(address);
+            }
+            Some(e)
+        })
+        .flatten()
     }
 
     /// After a free: put the allocation back if the call failed; count frees
@@ -171,7 +204,8 @@ impl Call {
         let (Some(shim), Some(r)) = (self.shim, self.rec) else {
             return;
         };
-        if address == 0 {
+        // The common case, a tracked free that succeeded, has nothing left to do.
+        if address == 0 || (removed.is_some() && rc == 0) {
             return;
         }
         let api = self.api;
@@ -250,6 +284,7 @@ pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64
         ticks,
         b.next_seq(),
         thread,
+        r.caller,
     );
     if let Some(old) = table.insert(e, b.index) {
         b.free(lane(old.api().space(), old.device()), old.size());
@@ -327,6 +362,7 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
         ticks: clock::ticks(),
         seq: b.next_seq(),
         thread: r.tls.tid(),
+        caller: r.caller,
     };
     if let Some(old) = shim.vmm.create(handle, h) {
         b.free(lane(Space::Device, old.device), old.size);

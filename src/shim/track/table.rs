@@ -1,8 +1,7 @@
 //! The live table: every live allocation, keyed by address.
 //!
 //! Under unified virtual addressing an address names one allocation in the
-//! whole process, whatever the device; the device is stored in the entry
-//! (a free, cudaFree(ptr), does not say which device it is for).
+//! process, whatever the device; the entry keeps the device (a free does not say).
 //!
 //! One shard per thread (per counter block): a thread inserts into its own
 //! shard and looks there first when it frees, so the common case, a thread
@@ -10,11 +9,10 @@
 //! with address-hashed shards every call would pull a line from the other
 //! core. A free of another thread's allocation searches the other shards.
 //! Each shard sits behind its own spin lock (taken uncontended in the common
-//! case: no global lock), keeps entries densely in a chunked slab (40 bytes
-//! an entry, freed slots reused) and finds them through an open-addressing
-//! index of u32 slab positions. Chunks never move, so growth copies only the
-//! index. A shard outlives its thread: the next thread that takes the
-//! thread's counter block inherits it, entries and all.
+//! case: no global lock), keeps entries densely in a chunked slab (48 bytes
+//! an entry, freed slots reused), found through an open-addressing index of
+//! u32 slab positions. Chunks never move: growth copies only the index. A
+//! shard outlives its thread: the next owner of its counter block inherits it.
 
 use super::counters::MAX_BLOCKS;
 use super::spin::SpinLock;
@@ -28,7 +26,7 @@ const EMPTY: u32 = 0;
 const NONE: u32 = u32::MAX;
 const RECENT: usize = 32;
 
-/// One live allocation: 40 bytes.
+/// One live allocation: 48 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Entry {
@@ -39,6 +37,8 @@ pub struct Entry {
     pub ticks: u64,
     /// seq:40 | thread:24
     seq_thread: u64,
+    /// The return address of the outermost hook that made it (0: unknown).
+    pub caller: u64,
 }
 
 pub const MAX_SIZE: u64 = (1 << 48) - 1;
@@ -58,6 +58,7 @@ impl Entry {
         ticks: u64,
         seq: u64,
         thread: u32,
+        caller: u64,
     ) -> Entry {
         Entry {
             address,
@@ -65,6 +66,7 @@ impl Entry {
             stream,
             ticks,
             seq_thread: (seq & ((1 << 40) - 1)) | (thread as u64 & 0xff_ffff) << 40,
+            caller,
         }
     }
     pub fn size(&self) -> u64 {
@@ -170,6 +172,7 @@ impl Shard {
         self.slab_len - 1
     }
 
+    #[inline(always)]
     fn insert(&mut self, e: Entry, h: u64) -> Option<Entry> {
         if (self.len + 1) as usize * 4 > self.index.len() * 3 {
             self.grow();
@@ -186,6 +189,7 @@ impl Shard {
         None
     }
 
+    #[inline(always)]
     fn remove(&mut self, address: u64, h: u64) -> Option<Entry> {
         if self.len == 0 {
             return None;
@@ -393,7 +397,17 @@ mod tests {
     use std::collections::HashMap;
 
     fn entry(address: u64, size: u64) -> Entry {
-        Entry::new(address, size, Api::CudaMallocAsync, 3, 9, 100, 7, 1234)
+        Entry::new(
+            address,
+            size,
+            Api::CudaMallocAsync,
+            3,
+            9,
+            100,
+            7,
+            1234,
+            0x5000,
+        )
     }
 
     #[test]
@@ -407,13 +421,15 @@ mod tests {
             99,
             (1 << 40) + 3,
             0x12_3456,
+            0x7f12_3456_789a,
         );
         assert_eq!(e.size(), 5 << 30);
         assert_eq!(e.api(), Api::CuMemCreate);
         assert_eq!(e.device(), 17);
         assert_eq!(e.seq(), 3);
         assert_eq!(e.thread(), 0x12_3456);
-        assert_eq!(std::mem::size_of::<Entry>(), 40);
+        assert_eq!(e.caller, 0x7f12_3456_789a);
+        assert_eq!(std::mem::size_of::<Entry>(), 48);
     }
 
     #[test]

@@ -13,12 +13,21 @@ pub struct Tls {
     /// The current device as the thread set it (cudaSetDevice, cuCtxSetCurrent).
     pub device: Cell<u32>,
     pub block: Cell<*const ThreadBlock>,
+    /// This thread's last time stamp (an allocation's clock read, or a
+    /// free's coarse time): what the coarse time of its next free follows.
+    pub ticks: Cell<u64>,
     tid: Cell<u32>,
 }
 
 thread_local! {
     static TLS: Tls = const {
-        Tls { depth: Cell::new(0), device: Cell::new(0), block: Cell::new(ptr::null()), tid: Cell::new(0) }
+        Tls {
+            depth: Cell::new(0),
+            device: Cell::new(0),
+            block: Cell::new(ptr::null()),
+            ticks: Cell::new(0),
+            tid: Cell::new(0),
+        }
     };
 }
 
@@ -43,6 +52,12 @@ impl Tls {
         self.tid.set(v);
         v
     }
+}
+
+/// Whether a recording hook is running on this thread (this call is nested).
+#[inline(always)]
+pub fn nested() -> bool {
+    TLS.with(|t| t.depth.get() != 0)
 }
 
 pub fn device() -> u32 {

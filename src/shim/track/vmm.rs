@@ -19,6 +19,8 @@ pub struct Handle {
     pub ticks: u64,
     pub seq: u64,
     pub thread: u32,
+    /// The return address of the outermost hook that made it (0: unknown).
+    pub caller: u64,
 }
 
 #[derive(Default)]
@@ -206,6 +208,7 @@ mod tests {
             ticks: 0,
             seq: 0,
             thread: 0,
+            caller: 0,
         }
     }
 
