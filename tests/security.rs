@@ -78,6 +78,8 @@ fn the_control_channel_takes_requests_from_this_user_only() {
     let target = dir.join("target.txt");
     std::fs::write(&target, "via symlink").unwrap();
     std::os::unix::fs::symlink(&target, mine.join("1-link.mark")).unwrap();
+    // A request still being written (hidden until renamed into place).
+    std::fs::write(mine.join(".2-half.mark"), "half written").unwrap();
     let kv = |args: &[&str]| {
         Command::new(kvscope_bin())
             .args(args)
@@ -115,8 +117,10 @@ fn the_control_channel_takes_requests_from_this_user_only() {
     assert!(labels.contains(&"legit"), "{labels:?}");
     assert!(!labels.contains(&"via symlink"), "{labels:?}");
     assert!(!labels.contains(&"planted"), "{labels:?}");
+    assert!(!labels.contains(&"half written"), "{labels:?}");
     // Ignored requests stay where they were put; the shim never acts on them.
     assert!(mine.join("1-link.mark").symlink_metadata().is_ok());
+    assert!(mine.join(".2-half.mark").exists());
     if root {
         assert!(mine.join("0-planted.mark").exists());
     }

@@ -86,7 +86,9 @@ pub fn post(pid: u32, kind: &str, text: &str) -> Result<PathBuf> {
     static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let name = format!("{stamp:020}-{seq:06}-{}.{kind}", std::process::id());
-    let tmp = dir.join(format!(".{name}"));
+    // Hidden and without a request's extension until whole (older shims
+    // took any `*.mark` file, even one being written).
+    let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(&name);
     std::fs::write(&tmp, text)
         .and_then(|_| std::fs::rename(&tmp, &dst))

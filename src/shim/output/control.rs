@@ -23,9 +23,13 @@ pub fn poll_requests(w: &Writer) {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
-    // Plain files of this user only: never a symlink, never another user's.
+    // Plain files of this user only: never a symlink, never another user's;
+    // never a hidden one (a request being written, renamed into place when
+    // whole: taken half-written, it lost its label and its poster's rename
+    // failed).
     let mut files: Vec<PathBuf> = entries
         .flatten()
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
         .filter(|e| {
             e.path()
                 .symlink_metadata()
