@@ -8,6 +8,7 @@ mod demo;
 mod diff;
 mod error;
 mod fit;
+mod installed;
 mod locate;
 mod model_args;
 mod preload;
