@@ -70,10 +70,8 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "kvscope-installed-{name}-{}",
-            std::process::id()
-        ));
+        let d =
+            std::env::temp_dir().join(format!("kvscope-installed-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(d.join("bin")).unwrap();
         d
@@ -89,7 +87,10 @@ mod tests {
     #[test]
     fn a_venv_and_a_target_install_are_found() {
         let venv = scratch("venv");
-        let b = package(&venv.join("lib/python3.11/site-packages"), env!("CARGO_PKG_VERSION"));
+        let b = package(
+            &venv.join("lib/python3.11/site-packages"),
+            env!("CARGO_PKG_VERSION"),
+        );
         assert_eq!(bundled_dirs(&venv.join("bin")), vec![b]);
         let target = scratch("target");
         let b = package(&target, env!("CARGO_PKG_VERSION"));
@@ -105,7 +106,10 @@ mod tests {
     fn the_own_version_wins_then_the_newest_python() {
         let prefix = scratch("prefix");
         let old = package(&prefix.join("lib/python3.12/dist-packages"), "0.0.1");
-        let own = package(&prefix.join("lib/python3.9/site-packages"), env!("CARGO_PKG_VERSION"));
+        let own = package(
+            &prefix.join("lib/python3.9/site-packages"),
+            env!("CARGO_PKG_VERSION"),
+        );
         let other = package(&prefix.join("lib64/python3.10/site-packages"), "0.0.2");
         assert_eq!(bundled_dirs(&prefix.join("bin")), vec![own, old, other]);
         let _ = std::fs::remove_dir_all(prefix);
