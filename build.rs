@@ -21,6 +21,7 @@ const CLIENTS: &[&str] = &[
     "signals",
     "caching_sim",
     "caching_selftest",
+    "hold",
 ];
 
 /// Clients built from more than their own file: (client, other sources in native/clients).
@@ -85,6 +86,7 @@ fn main() {
             "sim_pool.c",
             "sim_vmm.c",
             "sim_procaddr.c",
+            "sim_usage.c",
         ],
     ));
     compile(&args, "libcuda.so.1");
@@ -103,6 +105,20 @@ fn main() {
     args.extend(files(&cuda, &["libcudart.c"]));
     args.push("-ldl".into());
     compile(&args, "libcudart.so.12");
+
+    // The stand-in NVML: what the reader's device-level probe dlopens.
+    compile(
+        &[
+            "-shared".into(),
+            "-fPIC".into(),
+            "-fvisibility=hidden".into(),
+            "-Wl,-soname,libnvidia-ml.so.1".into(),
+            "-o".into(),
+            native.join("libnvidia-ml.so.1").display().to_string(),
+            src.join("nvml").join("libnvml.c").display().to_string(),
+        ],
+        "libnvidia-ml.so.1",
+    );
 
     // Link names as a real program sees them: -lcudart -lcuda.
     for (link, real) in [
@@ -159,6 +175,24 @@ fn main() {
             "-ldl".into(),
         ],
         "libkvplugin.so",
+    );
+
+    // The caching-allocator model as a library, for the stand-in
+    // OpenAI-compatible server of the diagnose tests (Python, through ctypes).
+    compile(
+        &[
+            "-shared".into(),
+            "-fPIC".into(),
+            clients.join("caching.c").display().to_string(),
+            format!("-I{}", clients.display()),
+            "-o".into(),
+            native.join("libcaching.so").display().to_string(),
+            format!("-L{}", native.display()),
+            "-Wl,-rpath,$ORIGIN".into(),
+            "-lcudart".into(),
+            "-ldl".into(),
+        ],
+        "libcaching.so",
     );
 
     // C++ clients (uncaught exceptions): built when a C++ compiler is there;

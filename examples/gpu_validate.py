@@ -40,6 +40,13 @@ and exit status 1 when any check failed (2: could not start). Sections
   oom                 8 GiB tensors until OOM, then recovery: the post-mortem,
                       out_of_memory.recovered, and kvscope check's finding
   bench               torch.empty/del timings: native, cudaMallocAsync, kvscope (info)
+  nvml                no shim: `kvscope devices --json` (NVML, device level) lists the child's
+                      PID; its bytes grow with memory_reserved(); the context is counted;
+                      kvscope itself never shows on the GPU (it makes no CUDA context)
+  diagnose            kvscope diagnose against examples/openai_server.py (transformers,
+                      random weights) under `kvscope run`: healthy, all four steps
+                      measured and no critical finding; with 64 MiB kept per request,
+                      leak_per_request (critical, exit 1)
 """
 
 import argparse
@@ -91,6 +98,8 @@ SERVE_BATCH, SERVE_NEW = 4, 64
 KEEP = 64 * MiB  # what serving-warmup keeps once and serving-leak per request
 LEAK_TOL = 0.10
 OOM_TENSOR = 8 * GiB
+# diagnose: tokens of steps 2-3 and of the long request; the planted leak.
+DIAG_CONTEXT, DIAG_LONG, DIAG_LEAK = 256, 2048, 64 * MiB
 ASYNC_APIS = re.compile(r"^(cudaMallocAsync|cudaMallocFromPoolAsync|cuMemAllocAsync|cuMemAllocFromPoolAsync)(_ptsz)?$")
 OOM_FINDINGS = re.compile(r"oom|out_of_memory|fragmentation")
 FRAMEWORK_WORDS = re.compile(r"tensor[-_ ]level|pytorch|memory_allocated|framework", re.I)
@@ -460,6 +469,33 @@ def judge_serving(variant, rc, check, exit_report, truth):
     return out
 
 
+def judge_diagnose(variant, rc, check):
+    """`kvscope diagnose --json` on the example server: every request answered;
+    healthy: all four steps measured, no critical finding, exit 0; leak:
+    leak_per_request critical, exit 1."""
+    out = []
+    diag = check.get("diagnose") or {}
+    reqs = diag.get("requests", [])
+    answered = [r for r in reqs if r.get("latency_ms") is not None]
+    out.append(Check(f"{variant}-requests", bool(reqs) and len(answered) == len(reqs) and not diag.get("stopped"),
+                     f"{len(answered)} of {len(reqs)} requests answered"
+                     + (f"; stopped: {diag['stopped']}" if diag.get("stopped") else "")))
+    findings = check.get("findings", [])
+    if variant == "healthy":
+        steps = [s for p in check.get("processes", []) for d in p.get("devices", []) for s in d.get("steps", [])]
+        measured = [s for s in steps if s.get("status") != "skipped"]
+        crit = [f for f in findings if f.get("severity") == "critical"]
+        out.append(Check("healthy-verdict", rc == 0 and not crit and len(steps) == 4 and len(measured) == 4,
+                         f"exit {rc}; {len(measured)} of {len(steps)} steps measured; {findings_line(check)}"))
+        for st in steps:
+            out.append(f"step {st.get('number')} {st.get('status')}: {st.get('detail')}")
+    else:
+        leak = [f for f in findings if f.get("name") == "leak_per_request"]
+        out.append(Check("leak-found", bool(leak) and leak[0].get("severity") == "critical" and rc == 1,
+                         f"exit {rc}; {findings_line(check)}"))
+    return out
+
+
 def judge_oom(result, oom_report, exit_report, rc, check):
     out = []
     o = (oom_report or {}).get("oom") or {}
@@ -479,6 +515,49 @@ def judge_oom(result, oom_report, exit_report, rc, check):
     out.append(Check("check-finding", bool(names), f"kvscope check exit {rc}; {findings_line(check)}"))
     out.append(f"PyTorch's message: {result.get('message', '')[:200]} (free per PyTorch: "
                f"{pytorch_free(result.get('message'))})")
+    return out
+
+
+NVML_STEPS = (GiB, 512 * MiB)  # tensors the nvml child adds, one per read
+
+
+def judge_nvml(result):
+    """`kvscope devices` read twice by a child without the shim: [(reserved, read)]."""
+    out = []
+    pid, reads = result.get("pid"), result.get("reads") or []
+
+    def mine(read):
+        procs = [p for g in (read or {}).get("gpus", []) for p in g.get("processes", [])]
+        rows = [p for p in procs if p.get("host_pid") == pid or p.get("pid") == pid]
+        # In a container NVML's host PIDs cannot be matched: the only process is taken (noted below).
+        if not rows and read and not read.get("pids_mapped") and len(procs) == 1:
+            rows = procs
+        return sum(p.get("used_bytes") or 0 for p in rows) if rows else None
+
+    held = [(r.get("reserved"), mine(r.get("devices"))) for r in reads]
+    ok = len(held) == 2 and all(b is not None for _, b in held)
+    out.append(Check("pid-listed", ok, f"pid {pid}: NVML bytes {[human(b) for _, b in held]} "
+                     f"at memory_reserved() {[human(r) for r, _ in held]}; "
+                     f"pids mapped: {[(r.get('devices') or {}).get('pids_mapped') for r in reads]}"))
+    if ok:
+        grew, reserved_grew = held[1][1] - held[0][1], held[1][0] - held[0][0]
+        out.append(Check("growth", abs(grew - reserved_grew) <= 4 * MiB,
+                         f"NVML growth {human(grew)} between the reads; memory_reserved() grew {human(reserved_grew)}"))
+        ctx = held[0][1] - held[0][0]
+        out.append(Check("context-counted", ctx >= 100 * MiB,
+                         f"NVML - memory_reserved() = {human(ctx)} (the CUDA context and libraries, device level)"))
+    else:
+        out.append(Check("growth", False, "not listed in both reads"))
+        out.append(Check("context-counted", False, "not listed"))
+    own = result.get("kvscope_pids") or []
+    seen = [p for r in reads for g in (r.get("devices") or {}).get("gpus", []) for p in g.get("processes", [])
+            if p.get("host_pid") in own or p.get("pid") in own]
+    out.append(Check("no-context", bool(reads) and not seen,
+                     f"kvscope devices' own PIDs {own} on no GPU" if not seen else f"kvscope on the GPU: {seen}"))
+    if result.get("error"):
+        out.append(f"kvscope devices said: {result['error'][:300]}")
+    for note in {n for r in reads for n in (r.get("devices") or {}).get("notes", [])}:
+        out.append(f"kvscope devices noted: {note}")
     return out
 
 
@@ -741,7 +820,26 @@ def child_selftest(_):
     _emit(dict(pid=os.getpid(), rc=rc, dumped=kv.dump("selftest"), live=kv.live_bytes(0)))
 
 
-CHILDREN = dict(info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
+def child_nvml(_):
+    """No shim: tensors of NVML_STEPS, `kvscope devices --json --pid` after each."""
+    import torch
+
+    held, reads, own, error = [], [], [], None
+    for size in NVML_STEPS:
+        held.append(torch.empty(size, dtype=torch.uint8, device="cuda"))
+        torch.cuda.synchronize()
+        p = subprocess.Popen([BIN, "devices", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        own.append(p.pid)
+        so, se = p.communicate(timeout=60)
+        try:
+            devices = json.loads(so)
+        except ValueError:
+            devices, error = None, se.strip()
+        reads.append(dict(reserved=torch.cuda.memory_reserved(), devices=devices))
+    _emit(dict(pid=os.getpid(), reads=reads, kvscope_pids=own, error=error))
+
+
+CHILDREN = dict(nvml=child_nvml, info=child_info, alloc=child_alloc, decode=child_decode, mempool=child_mempool,
                 serving=child_serving, oom=child_oom, bench=child_bench, selftest=child_selftest)
 
 
@@ -908,6 +1006,12 @@ def section_oom(run, name):
     run.emit(name, judge_oom(c.result, _report(c, "oom"), _report(c, "exit"), rc, check))
 
 
+def section_nvml(run, name):
+    c = run_child(run, name, "nvml", ["nvml"])
+    if c is not None:
+        run.emit(name, judge_nvml(c.result))
+
+
 def section_bench(run, name):
     times = {}
     for backend, extra in (("native", {}), ("cudaMallocAsync", {"PYTORCH_CUDA_ALLOC_CONF": "backend:cudaMallocAsync"}),
@@ -920,6 +1024,58 @@ def section_bench(run, name):
         for b, ns in times.items():
             run.say(f"      {b:<16} {ns:8.0f} ns  (x{ns / times['native']:.2f} native, "
                     f"x{ns / times['cudaMallocAsync']:.2f} cudaMallocAsync)")
+
+
+def _first_line(pipe, timeout):
+    """The first line of a child's stdout, or None after `timeout` seconds."""
+    import threading
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(pipe.readline()), daemon=True)
+    t.start()
+    t.join(timeout)
+    return got[0] if got else None
+
+
+def section_diagnose(run, name):
+    for variant in ("healthy", "leak"):
+        folder = os.path.join(run.out, name, variant)
+        server = [sys.executable, os.path.join(ROOT, "examples", "openai_server.py"), "--model-dir", run.model_dir]
+        server += ["--leak", str(DIAG_LEAK)] if variant == "leak" else []
+        cmd = [BIN, "run", "--out", folder, "--"] + server
+        diag = [BIN, "diagnose", "--json", "--context", str(DIAG_CONTEXT), "--long-context", str(DIAG_LONG),
+                "--quiet-ms", "2000", "--timeout", "150", "--url"]
+        if run.dry_run:
+            run.say(f"      server {variant}: {' '.join(cmd)}")
+            run.say(f"      then: {' '.join(diag)} http://127.0.0.1:<its port>")
+            continue
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "server.log"), "w") as log:
+            p = subprocess.Popen(cmd, env=child_env(folder, "plain", {}), stdout=subprocess.PIPE, stderr=log,
+                                 cwd=folder, start_new_session=True, text=True)
+            try:
+                line = _first_line(p.stdout, 180) or ""
+                if not line.startswith("port="):
+                    run.check(name, f"{variant}-requests", False, f"the server did not start; see {log.name}")
+                    continue
+                d = subprocess.run(diag + [f"http://127.0.0.1:{line.strip()[5:]}"], capture_output=True,
+                                   text=True, timeout=240)
+                for ext, text in ((".json", d.stdout), (".stderr.log", d.stderr)):
+                    with open(os.path.join(run.out, name, variant + ext), "w") as f:
+                        f.write(text)
+                try:
+                    check = json.loads(d.stdout)
+                except ValueError:
+                    check = {}
+                    run.say(f"      kvscope diagnose printed no JSON (exit {d.returncode}): {d.stderr.strip()[:300]}")
+                run.emit(name, judge_diagnose(variant, d.returncode, check))
+            finally:
+                os.killpg(p.pid, signal.SIGTERM)  # kvscope run and the server, in their own session
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
 
 
 Section = namedtuple("Section", "name run seconds what checks")
@@ -971,8 +1127,21 @@ SECTIONS = [
             [("post-mortem", "-oom.json: cudaMalloc of 8 GiB, free memory below it"),
              ("recovered", "the exit report's out_of_memory.recovered is true"),
              ("check-finding", "kvscope check reports an out-of-memory finding")]),
+    Section("nvml", section_nvml, 10,
+            "no shim: 1 GiB then 512 MiB of tensors, `kvscope devices --json` (NVML) after each",
+            [("pid-listed", "the child's PID is listed with its bytes in both reads"),
+             ("growth", "NVML's growth between the reads == memory_reserved()'s, within 4 MiB"),
+             ("context-counted", "NVML's bytes exceed memory_reserved() by >= 100 MiB (the context: device level)"),
+             ("no-context", "kvscope devices itself is on no GPU: it made no CUDA context")]),
     Section("bench", section_bench, 25, "torch.empty(1 MiB)/del: native, cudaMallocAsync, kvscope pluggable (info)",
             []),
+    Section("diagnose", section_diagnose, 60,
+            f"kvscope diagnose against examples/openai_server.py under kvscope run: healthy, then "
+            f"{DIAG_LEAK // MiB} MiB kept per request; --context {DIAG_CONTEXT} --long-context {DIAG_LONG}",
+            [("healthy-requests", "every request answered, the run not stopped early"),
+             ("healthy-verdict", "exit 0, no critical finding, all four steps measured (none skipped)"),
+             ("leak-requests", "as above, with the leak"),
+             ("leak-found", "leak_per_request, critical; kvscope diagnose exits 1")]),
 ]
 BY_NAME = {s.name: s for s in SECTIONS}
 
@@ -1214,6 +1383,28 @@ def _test_judges():
                             oomchk), {"post-mortem": True, "recovered": True, "check-finding": True})
     judged("oom", judge_oom(dict(held=64, oom=False), None, dict(out_of_memory=None), 0, {}),
            {"post-mortem": False, "recovered": False, "check-finding": False})
+    dev = lambda pid, used, mapped=True: dict(pids_mapped=mapped, gpus=[dict(processes=[  # noqa: E731
+        dict(host_pid=pid, pid=pid if mapped else None, used_bytes=used)])])
+    nv = dict(pid=7, kvscope_pids=[8, 9], reads=[dict(reserved=GiB, devices=dev(7, GiB + 500 * MiB)),
+                                                 dict(reserved=3 * GiB // 2, devices=dev(7, 3 * GiB // 2 + 500 * MiB))])
+    ok = {"pid-listed": True, "growth": True, "context-counted": True, "no-context": True}
+    judged("nvml", judge_nvml(nv), ok)
+    judged("nvml", judge_nvml(dict(nv, reads=[dict(r, devices=dev(7, r["reserved"] + 500 * MiB, False))
+                                             for r in nv["reads"]])), ok)
+    kv_on_gpu = dict(nv, kvscope_pids=[7])
+    judged("nvml", judge_nvml(kv_on_gpu), dict(ok, **{"no-context": False}))
+    judged("nvml", judge_nvml(dict(pid=7, reads=[], error="no NVML")),
+           {"pid-listed": False, "growth": False, "context-counted": False, "no-context": False})
+    dsteps = [dict(number=n, status="ok", detail="d") for n in (1, 2, 3, 4)]
+    dcheck = dict(processes=[dict(devices=[dict(steps=dsteps)])], findings=[],
+                  diagnose=dict(requests=[dict(latency_ms=5.0)] * 8, stopped=None))
+    judged("diagnose", judge_diagnose("healthy", 0, dcheck), {"healthy-requests": True, "healthy-verdict": True})
+    skipped = dict(dcheck, processes=[dict(devices=[dict(steps=dsteps[:3] + [dict(dsteps[3], status="skipped")])])])
+    judged("diagnose", judge_diagnose("healthy", 0, skipped), {"healthy-requests": True, "healthy-verdict": False})
+    dleak = dict(dcheck, findings=leak["findings"])
+    judged("diagnose", judge_diagnose("leak", 1, dleak), {"leak-requests": True, "leak-found": True})
+    cut = dict(dleak, diagnose=dict(requests=[dict(latency_ms=None)], stopped="request d0: refused"))
+    judged("diagnose", judge_diagnose("leak", 0, cut), {"leak-requests": False, "leak-found": False})
     assert seen == declared, (declared - seen, seen - declared)
 
 

@@ -6,6 +6,8 @@
 
 mod check;
 mod cli;
+mod device;
+mod engine;
 mod kv;
 mod load;
 mod render;

@@ -344,3 +344,52 @@ fn the_timeline_labels_every_marker_and_request_without_overlap() {
         "the 32 KV cache tensors on one row: {rows:?}"
     );
 }
+
+/// `report --html --engine-log`: the engine's plan as a table on the page,
+/// "not logged" for what the log does not say, drawn without script errors.
+#[test]
+fn the_html_report_shows_the_engine_plan_table() {
+    let dir = scratch("html-engine");
+    let r = run("serve_sim", &["--max-model-len", "4096"], &[], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let exit = r
+        .reports
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap()
+        .clone();
+    let tokens: u64 = figures(&r.stdout())["kv_capacity_tokens"].parse().unwrap();
+    // TGI's router line (router/src/server.rs, TGI 2.x), half the run's tokens.
+    let log = dir.join("tgi.log");
+    std::fs::write(
+        &log,
+        format!("INFO text_generation_router::server: router/src/server.rs:1651: Setting max batch total tokens to {}\n", tokens / 2),
+    )
+    .unwrap();
+    let page = dir.join("page.html");
+    let out = kvscope(&[
+        "report",
+        exit.to_str().unwrap(),
+        "--html",
+        page.to_str().unwrap(),
+        "--model",
+        "llama-3.1-8b",
+        "--engine-log",
+        log.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("engine_plan_mismatch") && html.contains("\"engine_plan\""));
+    let Some(browser) = chromium("the_html_report_shows_the_engine_plan_table") else {
+        return;
+    };
+    let (dom, log) = render_dom(&browser, &page, &dir.join("profile"));
+    assert!(dom.contains("data-status=\"rendered\""), "{log}");
+    assert!(dom.contains("data-errors=\"0\""), "{log}");
+    assert!(dom.contains("TGI's plan vs the trace"), "{dom}");
+    assert!(dom.contains("not logged") && dom.contains(">OFF<"), "{dom}");
+}

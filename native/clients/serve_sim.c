@@ -28,11 +28,12 @@ static struct {
     int requests, concurrency, prompt, gen, max_model_len;
     double gpu_util;
     unsigned long long activation;
+    unsigned long long graph_pool; /* kept after a `warmup` marker, as CUDA graphs' pools are */
     /* faults */
     unsigned long long leak, unbounded;
     int double_weights, long_context, oom_at, fragment, vmm, direct_driver;
     int step_ms, idle_ms, hf_chunk;
-} o = {VLLM, 32, 8, 128, 2, 16, 16ull << 30, 0, 8, 4, 512, 128, 0, 0.9, 64ull << 20,
+} o = {VLLM, 32, 8, 128, 2, 16, 16ull << 30, 0, 8, 4, 512, 128, 0, 0.9, 64ull << 20, 0,
        0, 0, 0, 0, -1, 0, 0, 0, 0, 0, 64};
 
 static unsigned long long weights_total, kv_bytes, kv_capacity_tokens, leaked, unbounded_total;
@@ -43,7 +44,7 @@ static void usage(void) {
             "usage: serve_sim [--pattern vllm|hf|sglang] [--layers N] [--kv-heads N] [--head-dim N]\n"
             "  [--dtype-bytes N] [--block-size N] [--weights SIZE] [--weight-tensors N]\n"
             "  [--requests N] [--concurrency N] [--prompt N] [--gen N] [--max-model-len N]\n"
-            "  [--gpu-util F] [--activation SIZE] [--step-ms N] [--idle-ms N]\n"
+            "  [--gpu-util F] [--activation SIZE] [--step-ms N] [--idle-ms N] [--graph-pool SIZE]\n"
             "  faults: [--leak SIZE] [--unbounded SIZE-PER-TOKEN] [--double-weights]\n"
             "  [--long-context N] [--oom-at REQUEST] [--fragment] [--vmm] [--direct-driver]\n");
     exit(2);
@@ -73,6 +74,7 @@ static void parse(int argc, char **argv) {
         else if (OPT("--max-model-len")) o.max_model_len = atoi(v);
         else if (OPT("--gpu-util")) o.gpu_util = atof(v);
         else if (OPT("--activation")) o.activation = parse_size("serve_sim", v);
+        else if (OPT("--graph-pool")) o.graph_pool = parse_size("serve_sim", v);
         else if (OPT("--step-ms")) o.step_ms = atoi(v);
         else if (OPT("--idle-ms")) o.idle_ms = atoi(v);
         else if (OPT("--hf-chunk")) o.hf_chunk = atoi(v);
@@ -359,6 +361,7 @@ int main(int argc, char **argv) {
     unsigned long long page = (unsigned long long)o.block_size * kv_per_token() / (unsigned long long)o.layers;
     if (o.pattern != HF) {
         mark("profile");
+        printf("profile_peak_bytes=%llu\n", profile_peak());
         step(profile_peak());
         unsigned long long budget = kv_budget();
         mark("kv_cache");
@@ -392,6 +395,11 @@ int main(int argc, char **argv) {
         }
     }
 
+    if (o.graph_pool > 0) {
+        mark("warmup");
+        dalloc(o.graph_pool, "graph_pool");
+        printf("graph_pool_bytes=%llu\n", o.graph_pool);
+    }
     mark("serve");
     int lens[256];
     int id = 0;

@@ -60,6 +60,8 @@ int sim_valid_device(int dev);
 /* Charge `bytes` of device memory; CUDA_ERROR_OUT_OF_MEMORY when it does not fit. */
 CUresult sim_charge(int dev, uint64_t bytes);
 void sim_uncharge(int dev, uint64_t bytes);
+/* Per-process usage for the stand-in NVML (sim_usage.c); sim_lock held. */
+void sim_publish_usage(void);
 /* A device address range of `size` bytes (a multiple of the granularity). */
 uint64_t sim_va_take(int dev, uint64_t size);
 void sim_va_give(int dev, uint64_t addr, uint64_t size);

@@ -121,12 +121,14 @@ CUresult sim_charge(int dev, uint64_t bytes) {
     sim_device *d = &sim_devices[dev];
     if (bytes > d->capacity - d->used) return CUDA_ERROR_OUT_OF_MEMORY;
     d->used += bytes;
+    sim_publish_usage();
     return CUDA_SUCCESS;
 }
 
 void sim_uncharge(int dev, uint64_t bytes) {
     sim_device *d = &sim_devices[dev];
     d->used = bytes > d->used ? 0 : d->used - bytes;
+    sim_publish_usage();
 }
 
 /* Device address space: first fit over the freed ranges (lowest address

@@ -31,6 +31,16 @@ pub struct Breakdown {
     pub serving_leftover_bytes: u64,
     pub serving_leftover_count: u64,
     pub pool_held_bytes: u64,
+    /// Live memory made after the `warmup` marker and before serving, not
+    /// KV cache: CUDA graphs' pools and what the warm-up kept (None without
+    /// both markers). Part of `weights_bytes` by its rule.
+    pub graph_pool_bytes: Option<u64>,
+    /// What the framework's allocator held from CUDA at its last sample
+    /// (PyTorch's memory_reserved), when the program reported it.
+    pub framework_reserved_bytes: Option<u64>,
+    /// Device memory in use that no tracked allocation (nor its rounding,
+    /// nor a pool's free part) explains: the context and unhooked paths.
+    pub untracked_bytes: Option<u64>,
 }
 
 /// Device memory in use at the end of the report: the last sample that knew it.
@@ -93,6 +103,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
             leftover_n += 1;
         }
     }
+    let graph_pool = graph_pool(r, device, kv, serving);
     let kv_bytes = kv.bytes();
     let held = pool_held(r, device);
     let overhead = held + waste;
@@ -104,10 +115,11 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         Part { category: "activations & temporaries", bytes: leftovers, rule: "allocations made while serving that are not KV cache and were still live (at exit, anything here outlived its step)" },
         Part { category: "allocator overhead", bytes: overhead, rule: "memory pools hold free (reserved - used) + the driver's 2 MiB rounding of plain allocations" },
     ];
-    if let Some(u) = used {
+    let untracked = used.map(|u| u.saturating_sub(tracked + overhead));
+    if let Some(u) = untracked {
         parts.push(Part {
             category: "CUDA context & untracked",
-            bytes: u.saturating_sub(tracked + overhead),
+            bytes: u,
             rule: "device memory in use (cuMemGetInfo) beyond what was tracked: the context, other processes, unhooked paths",
         });
     }
@@ -132,5 +144,35 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         serving_leftover_bytes: leftovers,
         serving_leftover_count: leftover_n,
         pool_held_bytes: held,
+        graph_pool_bytes: graph_pool,
+        untracked_bytes: untracked,
+        framework_reserved_bytes: r.timeline.iter().rev().find_map(|s| {
+            s.devices
+                .iter()
+                .find(|d| d.device == device)
+                .and_then(|d| d.framework.as_ref())
+                .map(|f| f.reserved_bytes)
+        }),
     }
+}
+
+/// Live, not KV cache, made between the `warmup` marker and serving: vLLM
+/// captures its CUDA graphs there, after the KV cache.
+fn graph_pool(r: &Report, device: u32, kv: &KvFound, serving: Option<u32>) -> Option<u64> {
+    let serving = serving?;
+    let warmup = r
+        .markers
+        .iter()
+        .position(|m| m.label.trim().eq_ignore_ascii_case("warmup"))? as u32;
+    // Phase p: made after marker p - 1 and before marker p.
+    Some(
+        r.live
+            .allocations
+            .iter()
+            .filter(|a| a.device == device && a.api.space() == Space::Device)
+            .filter(|a| a.phase > warmup && a.phase < serving)
+            .filter(|a| !kv.addresses.contains(&a.address))
+            .map(|a| a.size)
+            .sum(),
+    )
 }

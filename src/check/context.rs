@@ -293,19 +293,6 @@ impl<'a> DeviceCtx<'a> {
         self.levels.iter().rev().find_map(|l| l.framework.as_ref())
     }
 
-    /// Samples taken while requests were in flight: (sample, KV the
-    /// requests in flight can hold at most: their tokens x KV per token).
-    pub fn in_flight_levels(&self, per_token: u64) -> Vec<(&Level, u64, usize)> {
-        self.levels
-            .iter()
-            .filter_map(|l| {
-                let q = self.phases.in_flight(l.t_ms);
-                let tokens: u64 = q.iter().filter_map(|r| r.tokens).sum();
-                (!q.is_empty() && tokens > 0).then_some((l, tokens * per_token, q.len()))
-            })
-            .collect()
-    }
-
     /// Allocations made while completed requests were served and still live,
     /// not KV cache: (bytes, count, groups by size as (size, count)).
     pub fn leftovers_of_requests(&self) -> (u64, u64, Vec<(u64, u64)>) {

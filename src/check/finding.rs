@@ -6,6 +6,7 @@
 pub use super::growth::classify::{Unclear, View};
 use super::kind::{FindingKind, Severity};
 use super::kv_detect::Layout;
+pub use super::plan::{Figure, Value};
 use crate::units::Bytes;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -178,6 +179,16 @@ pub enum Facts {
         capacity_spread: f64,
         ranks: Vec<RankLoad>,
     },
+    /// A figure of the engine's start-up plan against the trace.
+    EnginePlanMismatch {
+        engine: &'static str,
+        figure: Figure,
+        planned: Value,
+        measured: Value,
+        /// (measured - planned) / planned.
+        off: f64,
+        tolerance: f64,
+    },
 }
 
 impl Facts {
@@ -204,6 +215,7 @@ impl Facts {
             Facts::Utilization { .. } => FindingKind::Utilization,
             Facts::ContextSpike { .. } => FindingKind::ContextSpike,
             Facts::RankImbalance { .. } => FindingKind::RankImbalance,
+            Facts::EnginePlanMismatch { .. } => FindingKind::EnginePlanMismatch,
         }
     }
 }

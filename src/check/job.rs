@@ -44,6 +44,7 @@ pub fn check(
         notes: Vec::new(),
         unknown_markers: Vec::new(),
         exit_status: 0,
+        engine_plan: Vec::new(),
     };
     if model.is_none() {
         out.notes.push("no --model: the KV cache is recognised by shape only (equal tensors per layer made before serving) and weights are not compared; steps 3 and 4 are skipped".into());

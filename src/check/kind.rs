@@ -68,6 +68,9 @@ pub enum FindingKind {
     Utilization,
     ContextSpike,
     RankImbalance,
+    /// A figure of the engine's logged memory plan (`--engine-log`) off
+    /// from what the trace measured by more than the tolerance.
+    EnginePlanMismatch,
 }
 
 impl FindingKind {
@@ -90,6 +93,7 @@ impl FindingKind {
             FindingKind::Utilization => "utilization",
             FindingKind::ContextSpike => "context_spike",
             FindingKind::RankImbalance => "rank_imbalance",
+            FindingKind::EnginePlanMismatch => "engine_plan_mismatch",
         }
     }
 

@@ -9,12 +9,14 @@
 pub mod breakdown;
 pub mod context;
 pub mod detect;
+pub mod engine_plan;
 pub mod finding;
 pub mod growth;
 pub mod job;
 pub mod kind;
 pub mod kv_detect;
 pub mod markers;
+pub mod plan;
 pub mod result;
 pub mod runs;
 pub mod steps;

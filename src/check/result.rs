@@ -3,6 +3,7 @@
 
 use super::breakdown::Breakdown;
 use super::finding::Finding;
+use super::plan::PlanTable;
 use super::steps::Step;
 use serde::Serialize;
 
@@ -82,4 +83,7 @@ pub struct CheckResult {
     /// Marker labels not understood, once per label and process.
     pub unknown_markers: Vec<UnknownMarker>,
     pub exit_status: i32,
+    /// The engine's logged plan against each device (`--engine-log`;
+    /// `check::engine_plan::apply`), empty without one.
+    pub engine_plan: Vec<PlanTable>,
 }

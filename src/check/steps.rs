@@ -150,7 +150,20 @@ fn one_request(c: &DeviceCtx, f: &[Finding]) -> Step {
 
 fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     let n = c.phases.max_in_flight() as u64;
-    let Some(mean) = c.phases.mean_tokens() else {
+    // The sizes of the requests that were in flight together at the busiest
+    // moment (a long request served alone elsewhere is not one of them);
+    // without sizes there, the mean of all.
+    let busiest = c
+        .phases
+        .requests
+        .iter()
+        .map(|q| c.phases.in_flight(q.start_ms))
+        .filter(|v| v.len() as u64 == n)
+        .find_map(|v| {
+            let t: Vec<u64> = v.iter().filter_map(|q| q.tokens).collect();
+            (!t.is_empty()).then(|| t.iter().sum::<u64>() as f64 / t.len() as f64)
+        });
+    let Some(mean) = busiest.or(c.phases.mean_tokens()) else {
         return step(
             3,
             "N concurrent requests",
@@ -189,14 +202,14 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
     }
     // A cache that grows: growth sampled while requests were in flight, against
     // what their tokens can hold at most.
-    let Some(base) = c.baseline else {
+    if c.baseline.is_none() {
         return step(3, "N concurrent requests", Status::Skipped, "no baseline");
-    };
-    let worst = c
-        .in_flight_levels(per_token)
+    }
+    let tensors = framework_base(c).is_some();
+    let worst = growth_in_flight(c, per_token)
         .into_iter()
-        .filter(|(_, _, n)| *n >= 2)
-        .map(|(l, exp, n)| (l.max_live.saturating_sub(base), exp, n))
+        .filter(|(_, _, _, n)| *n >= 2)
+        .map(|(_, grew, exp, n)| (grew, exp, n))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     let Some((grew, exp, k)) = worst else {
         return step(3, "N concurrent requests", Status::Skipped, format!("no sample while several requests were in flight (expected at most {} of KV for {n} x {} tokens)", bytes(expect), count(mean.round() as u64)));
@@ -206,8 +219,65 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
         3,
         "N concurrent requests",
         if ratio > 1.5 { Status::Problem } else { Status::Ok },
-        format!("sampled growth {} with {k} requests in flight, whose tokens hold at most {} of KV ({ratio:.2}x)", bytes(grew), bytes(exp)),
+        format!("sampled growth {} with {k} requests in flight, whose tokens hold at most {} of KV ({ratio:.2}x){}", bytes(grew), bytes(exp), view_words(tensors)),
     )
+}
+
+/// PyTorch's allocated bytes at the baseline, when the report carries its
+/// counters there: growth is then judged on tensors, not on segments that
+/// the caching allocator rounds up and keeps (a 512 KiB tensor takes a
+/// 2 MiB segment, one of 1-10 MiB a 20 MiB one).
+fn framework_base(c: &DeviceCtx) -> Option<u64> {
+    let serve = c.phases.serve_ms?;
+    let window = (2 * c.report.shim.sample_ms).max(1000) as f64;
+    c.framework_near(serve, window).map(|f| f.allocated_bytes)
+}
+
+/// Growth at each sample with requests in flight, over the last point
+/// before it with none in flight (the baseline for the first): memory kept
+/// by earlier requests (a leak, found on its own) is not counted again as
+/// growth of the requests in flight. In tensors when the report has
+/// PyTorch's counters, else the peak of CUDA allocations since the last
+/// sample. (level index, growth, KV their tokens hold at most, requests).
+fn growth_in_flight(c: &DeviceCtx, per_token: u64) -> Vec<(usize, u64, u64, usize)> {
+    let Some(serve) = c.phases.serve_ms else {
+        return Vec::new();
+    };
+    let mut quiet = (c.baseline, framework_base(c));
+    let mut out = Vec::new();
+    for (i, l) in c.levels.iter().enumerate() {
+        let q = c.phases.in_flight(l.t_ms);
+        if q.is_empty() {
+            if l.t_ms >= serve {
+                quiet = (
+                    Some(l.live),
+                    l.framework.as_ref().map(|f| f.allocated_bytes).or(quiet.1),
+                );
+            }
+            continue;
+        }
+        let tokens: u64 = q.iter().filter_map(|r| r.tokens).sum();
+        if tokens == 0 {
+            continue;
+        }
+        let grew = match (quiet.1, &l.framework) {
+            (Some(b), Some(f)) => f.allocated_bytes.saturating_sub(b),
+            _ => match quiet.0 {
+                Some(b) => l.max_live.saturating_sub(b),
+                None => continue,
+            },
+        };
+        out.push((i, grew, tokens * per_token, q.len()));
+    }
+    out
+}
+
+fn view_words(tensors: bool) -> &'static str {
+    if tensors {
+        ", tensor-level (PyTorch's counters)"
+    } else {
+        ", segment-level (CUDA calls)"
+    }
 }
 
 fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
@@ -258,16 +328,18 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
     if c.kv.groups.iter().any(|g| g.layout != Layout::PerRequest) {
         return step(4, "one long request", Status::Ok, format!("the longest request, {} tokens ({} of KV), fits the preallocated cache; memory does not grow with tokens", count(tokens), bytes(expect)));
     }
-    let worst = c
-        .in_flight_levels(m.geometry.per_token)
+    let worst = growth_in_flight(c, m.geometry.per_token)
         .into_iter()
-        .filter(|(l, _, _)| l.t_ms >= long.start_ms && long.done_ms.is_none_or(|d| l.t_ms <= d))
-        .filter_map(|(l, exp, _)| Some((l.max_live.checked_sub(c.baseline?)?, exp)))
+        .filter(|&(i, ..)| {
+            let t = c.levels[i].t_ms;
+            t >= long.start_ms && long.done_ms.is_none_or(|d| t <= d)
+        })
+        .map(|(_, grew, exp, _)| (grew, exp))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     match worst {
         Some((grew, exp)) => {
             let ratio = grew as f64 / exp.max(1) as f64;
-            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x)", count(tokens), bytes(grew), bytes(exp)))
+            step(4, "one long request", if ratio > 1.5 { Status::Problem } else { Status::Ok }, format!("{} tokens: sampled growth {} against at most {} for the tokens in flight ({ratio:.2}x){}", count(tokens), bytes(grew), bytes(exp), view_words(framework_base(c).is_some())))
         }
         None => step(
             4,
@@ -279,5 +351,50 @@ fn long_request(c: &DeviceCtx, f: &[Finding]) -> Step {
                 bytes(expect)
             ),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::context::Thresholds;
+    use crate::check::testkit::*;
+
+    #[test]
+    fn growth_in_flight_is_over_the_last_quiet_point_not_the_baseline() {
+        // Request a keeps 100 MiB (a leak); request b then grows 120 MiB.
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .start("a", 1000)
+            .alloc(100 * MIB)
+            .done("a")
+            .start("b", 1000)
+            .alloc(120 * MIB)
+            .marker("decode")
+            .done("b")
+            .build();
+        let m = llama(80 * GIB, 0, 1);
+        let found = with_ctx(&r, Some(&m), Thresholds::default(), |c| {
+            growth_in_flight(c, 131_072)
+        });
+        let grew: Vec<u64> = found.iter().map(|g| g.1).collect();
+        // At a's start (nothing yet), b's start (the leak is not b's), b's decode.
+        assert_eq!(grew, [0, 0, 120 * MIB], "{found:?}");
+        assert!(found.iter().all(|g| g.2 == 1000 * 131_072 && g.3 == 1));
+        // With PyTorch's counters, the growth is read in tensors.
+        let r = ReportBuilder::new()
+            .counters(GIB, 2 * GIB)
+            .alloc(2 * GIB)
+            .marker("serve")
+            .start("a", 1000)
+            .counters(GIB + 10 * MIB, 2 * GIB)
+            .marker("decode")
+            .done("a")
+            .build();
+        let found = with_ctx(&r, Some(&m), Thresholds::default(), |c| {
+            growth_in_flight(c, 131_072)
+        });
+        assert_eq!(found.last().map(|g| g.1), Some(10 * MIB), "{found:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! `kvscope check REPORT... --model M`.
 
+use super::engine_args::EngineArgs;
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::context::Thresholds;
@@ -51,6 +52,8 @@ pub struct CheckArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// `--fail-on`: the severities by their JSON names. clap lists and checks
@@ -99,6 +102,7 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
             "--context and --concurrency must be at least 1",
         ));
     }
+    let plan = a.engine.plan()?;
     let mut reports = Vec::new();
     for p in &a.reports {
         reports.push((p.display().to_string(), load(p)?));
@@ -108,6 +112,7 @@ pub fn run(a: &CheckArgs) -> Result<i32> {
     let ctx = model_ctx(&a.model, 1, a.context, a.concurrency, &mut notes)?;
     let mut result = check(reports, ctx.as_ref(), thresholds, a.fail_on);
     result.notes.extend(notes);
+    a.engine.apply(plan.as_ref(), &mut result, a.fail_on);
     if a.json {
         println!("{}", json::render(&result)?);
     } else {

@@ -2,10 +2,14 @@
 //! command, and the exit status. Commands never import each other; what two
 //! share lives beside them (`model_args`, `preload`, `locate`, `error`).
 
+mod channel;
 mod check_cmd;
 mod control;
 mod demo;
+mod devices;
+mod diagnose;
 mod diff;
+mod engine_args;
 mod error;
 mod fit;
 mod installed;
@@ -59,6 +63,10 @@ enum Command {
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
     Diff { a: PathBuf, b: PathBuf },
+    /// Device memory per process and GPU, read through NVML (no shim needed).
+    Devices(devices::DevicesArgs),
+    /// Run the four diagnostic steps against a live OpenAI-compatible server under the shim, then check its reports.
+    Diagnose(diagnose::DiagnoseArgs),
 }
 
 /// clap's message on one line: what is wrong, without usage and tips.
@@ -100,6 +108,8 @@ pub fn main() -> i32 {
         Command::Mark { pid, label } => control::mark(pid, &label),
         Command::Fit(a) => fit::run(&a),
         Command::Check(a) => check_cmd::run(&a),
+        Command::Devices(a) => devices::run(&a),
+        Command::Diagnose(a) => diagnose::run(&a),
     };
     match result {
         Ok(code) => code,

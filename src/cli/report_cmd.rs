@@ -1,5 +1,6 @@
 //! `kvscope report FILE [--json | --html OUT]`.
 
+use super::engine_args::EngineArgs;
 use super::error::{CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::{context::Thresholds, job::check, kind::Severity};
@@ -24,6 +25,9 @@ pub struct ReportArgs {
     /// For --html: the model to check against (optional).
     #[command(flatten)]
     pub model: ModelArgs,
+    /// For --html: the engine's logged plan against the trace (a table on the page).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Whether two paths name one file (a link or another spelling included).
@@ -46,14 +50,17 @@ pub fn run(a: &ReportArgs) -> Result<i32> {
     // an error, never silently ignored.
     let mut notes = Vec::new();
     let ctx = model_ctx(&a.model, 1, None, None, &mut notes)?;
+    let plan = a.engine.plan()?;
     let r = load(&a.file)?;
     if let Some(out) = &a.html {
-        let result = check(
+        let mut result = check(
             vec![(a.file.display().to_string(), r.clone())],
             ctx.as_ref(),
             Thresholds::default(),
             Severity::Critical,
         );
+        a.engine
+            .apply(plan.as_ref(), &mut result, Severity::Critical);
         let page = html::render(&r, &result).map_err(CliError::input)?;
         std::fs::write(out, page)
             .map_err(|e| CliError::input(format!("{}: {e}", out.display())))?;

@@ -2,7 +2,9 @@
 //! style), or a mixture of experts, placed on the layers the config says
 //! (Mixtral: all; DeepSeek: first_k_dense_replace and moe_layer_freq;
 //! Qwen-MoE: decoder_sparse_step and mlp_only_layers; Jamba:
-//! expert_layer_period and expert_layer_offset).
+//! expert_layer_period and expert_layer_offset; Llama 4: moe_layers or
+//! interleave_moe_layer_step, with a shared expert; GPT-OSS: biased experts
+//! and router).
 
 use super::arch::LayerParams;
 use super::json::Obj;
@@ -44,30 +46,65 @@ struct Moe {
     offset: P,
     dense_layers: Vec<P>,
     one_based_step: bool,
+    /// The MoE layers, listed (Llama 4's moe_layers): the placement keys above do not apply.
+    listed: Option<Vec<P>>,
+    /// Biases on every expert's projections (GPT-OSS: gate_up 2 x inter, down hidden).
+    expert_bias: bool,
+    /// A bias on the router (GPT-OSS).
+    router_bias: bool,
+}
+
+fn is_llama4(model_type: &str) -> bool {
+    matches!(model_type, "llama4" | "llama4_text")
 }
 
 impl Mlp {
     pub fn from_config(c: &Obj, model_type: &str, h: P) -> Result<Mlp, String> {
-        let dense_inter = c
+        let expert_inter = c
             .opt_u64(&["intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"])?
             .map(P::from)
             .unwrap_or(4 * h);
+        // Llama 4: intermediate_size is an expert's, the dense layers' is intermediate_size_mlp.
+        let dense_inter = match is_llama4(model_type) {
+            true => c
+                .opt_u64(&["intermediate_size_mlp"])?
+                .map(P::from)
+                .unwrap_or(expert_inter),
+            false => expert_inter,
+        };
         let gated = !PLAIN_MLP.contains(&model_type);
         let bias = c
             .bool("mlp_bias")
             .unwrap_or(!gated && model_type != "falcon");
         let moe = if let Some(e) = c.opt_u64(&["num_local_experts"])?.map(P::from) {
-            // Mixtral: every layer, experts as large as the dense MLP.
+            // Mixtral, GPT-OSS: every layer, experts as large as intermediate_size.
+            // Llama 4: every interleave_moe_layer_step-th layer (or those
+            // listed in moe_layers), plus one shared expert of that size.
+            let llama4 = is_llama4(model_type);
+            let gpt_oss = model_type == "gpt_oss";
             Some(Moe {
                 experts: e,
-                inter: dense_inter,
-                shared_inter: 0,
+                inter: expert_inter,
+                shared_inter: if llama4 { expert_inter } else { 0 },
                 shared_gate: false,
                 first_dense: 0,
-                every: 1,
+                every: match llama4 {
+                    true => c
+                        .opt_u64(&["interleave_moe_layer_step"])?
+                        .map(P::from)
+                        .unwrap_or(1)
+                        .max(1),
+                    false => 1,
+                },
                 offset: 0,
                 dense_layers: vec![],
-                one_based_step: false,
+                one_based_step: true,
+                listed: c
+                    .array("moe_layers")
+                    .filter(|_| llama4)
+                    .map(|a| a.iter().filter_map(|v| v.as_u64().map(P::from)).collect()),
+                expert_bias: gpt_oss,
+                router_bias: gpt_oss,
             })
         } else if let Some(e) = c.opt_u64(&["n_routed_experts"])?.map(P::from) {
             // DeepSeek: dense first layers, then MoE every moe_layer_freq, plus shared experts.
@@ -90,6 +127,9 @@ impl Mlp {
                 offset: 0,
                 dense_layers: vec![],
                 one_based_step: false,
+                listed: None,
+                expert_bias: false,
+                router_bias: false,
             })
         } else if let Some(e) = c.opt_u64(&["num_experts"])?.map(P::from).filter(|&e| e > 0) {
             // Qwen2-MoE / Qwen3-MoE / OLMoE: MoE every decoder_sparse_step, but mlp_only_layers.
@@ -128,6 +168,9 @@ impl Mlp {
                     .map(|a| a.iter().filter_map(|v| v.as_u64().map(P::from)).collect())
                     .unwrap_or_default(),
                 one_based_step: jamba.is_none(),
+                listed: None,
+                expert_bias: false,
+                router_bias: false,
             })
         } else {
             None
@@ -168,6 +211,9 @@ impl Mlp {
             }
         };
         let moe = self.moe.as_ref().filter(|m| {
+            if let Some(listed) = &m.listed {
+                return listed.contains(&i);
+            }
             let step = if m.one_based_step {
                 (i + 1).is_multiple_of(m.every)
             } else {
@@ -178,7 +224,14 @@ impl Mlp {
         match moe {
             Some(m) => LayerParams {
                 linear: m.experts * self.ffn(m.inter) + self.ffn(m.shared_inter),
-                other: self.hidden * m.experts + if m.shared_gate { self.hidden } else { 0 },
+                other: self.hidden * m.experts
+                    + if m.shared_gate { self.hidden } else { 0 }
+                    + if m.router_bias { m.experts } else { 0 }
+                    + if m.expert_bias {
+                        m.experts * (2 * m.inter + self.hidden)
+                    } else {
+                        0
+                    },
             },
             None => LayerParams {
                 linear: self.ffn(self.dense_inter),

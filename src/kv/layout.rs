@@ -13,27 +13,46 @@ fn implicit_pattern(model_type: &str) -> Option<u64> {
         "gemma2" => Some(2),
         // Gemma 3: five sliding layers, then a global one.
         "gemma3" | "gemma3_text" => Some(6),
-        // Command R7B: three sliding, then a global one.
-        "cohere2" => Some(4),
+        // Command R7B and OLMo 3: three sliding, then a global one.
+        "cohere2" | "olmo3" => Some(4),
+        // GPT-OSS: alternating, sliding first.
+        "gpt_oss" => Some(2),
         _ => None,
     }
 }
 
-fn kind_of(name: &str, window: Option<u64>, c: &Obj, i: usize) -> Result<LayerKind, String> {
+/// One entry of `key` (layer_types, or layers_block_type as Jamba-style and
+/// Granite hybrids name it).
+fn kind_of(
+    key: &str,
+    name: &str,
+    window: Option<u64>,
+    c: &Obj,
+    i: usize,
+) -> Result<LayerKind, String> {
     Ok(match name {
+        // Llama 4's chunked attention: a token attends within its chunk of
+        // attention_chunk_size tokens, so a layer keeps at most a chunk of
+        // KV: a window, for the arithmetic.
+        "chunked_attention" => LayerKind::Sliding(chunk(c)?.ok_or_else(|| {
+            c.bad(
+                "attention_chunk_size",
+                &format!("is needed by {key}[{i}] = {name}"),
+            )
+        })?),
         "full_attention" | "attention" | "global" | "global_attention" => LayerKind::Full,
         "sliding_attention" | "sliding" | "local" | "local_attention" => {
             LayerKind::Sliding(window.ok_or_else(|| {
                 c.bad(
                     "sliding_window",
-                    &format!("is needed by layer_types[{i}] = {name}"),
+                    &format!("is needed by {key}[{i}] = {name}"),
                 )
             })?)
         }
         "linear_attention" | "mamba" | "mamba2" | "ssm" | "recurrent" => LayerKind::State,
         other => {
             return Err(c.bad(
-                &format!("layer_types[{i}]"),
+                &format!("{key}[{i}]"),
                 &format!("has an unknown layer type '{other}'"),
             ))
         }
@@ -49,21 +68,40 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
             .filter(|&w| w > 0)
     };
 
-    if let Some(types) = c.array("layer_types") {
+    for key in ["layer_types", "layers_block_type"] {
+        let Some(types) = c.array(key) else { continue };
         if types.len() != n {
-            return Err(c.bad(
-                "layer_types",
-                &format!("has {} entries for {n} layers", types.len()),
-            ));
+            return Err(c.bad(key, &format!("has {} entries for {n} layers", types.len())));
         }
         return types
             .iter()
             .enumerate()
             .map(|(i, t)| match t.as_str() {
-                Some(s) => kind_of(s, window, c, i),
-                None => Err(c.bad(&format!("layer_types[{i}]"), "must be a string")),
+                Some(s) => kind_of(key, s, window, c, i),
+                None => Err(c.bad(&format!("{key}[{i}]"), "must be a string")),
             })
             .collect();
+    }
+
+    // Bamba and kin: the attention layers listed, Mamba elsewhere.
+    if let Some(listed) = c.array("attn_layer_indices") {
+        let mut kinds = vec![LayerKind::State; n];
+        for v in listed {
+            match v.as_u64().filter(|&i| (i as usize) < n) {
+                Some(i) => kinds[i as usize] = LayerKind::Full,
+                None => {
+                    return Err(c.bad(
+                        "attn_layer_indices",
+                        &format!("has {v}, not a layer index below {n}"),
+                    ))
+                }
+            }
+        }
+        return Ok(kinds);
+    }
+
+    if let Some(kinds) = llama4_chunks(c, model_type, n)? {
+        return Ok(kinds);
     }
 
     let mut kinds = vec![LayerKind::Full; n];
@@ -117,6 +155,52 @@ pub fn layer_kinds(c: &Obj, model_type: &str, n: usize) -> Result<Vec<LayerKind>
         }
     }
     Ok(kinds)
+}
+
+fn chunk(c: &Obj) -> Result<Option<u64>, String> {
+    Ok(c.opt_u64(&["attention_chunk_size"])?.filter(|&w| w > 0))
+}
+
+/// Llama 4 without layer_types: the RoPE layers attend in chunks, the NoPE
+/// ones (no_rope_layers[i] == 0, by default every no_rope_layer_interval-th
+/// layer) over everything; Llama4TextConfig derives layer_types so.
+fn llama4_chunks(c: &Obj, model_type: &str, n: usize) -> Result<Option<Vec<LayerKind>>, String> {
+    if !matches!(model_type, "llama4" | "llama4_text") {
+        return Ok(None);
+    }
+    let Some(w) = chunk(c)? else { return Ok(None) };
+    let rope: Vec<bool> = match c.array("no_rope_layers").filter(|a| !a.is_empty()) {
+        Some(a) => {
+            if a.len() < n {
+                return Err(c.bad(
+                    "no_rope_layers",
+                    &format!("has {} entries for {n} layers", a.len()),
+                ));
+            }
+            a.iter().take(n).map(|v| v.as_u64() != Some(0)).collect()
+        }
+        None => {
+            let every = match c.opt_u64(&["no_rope_layer_interval"])? {
+                Some(0) => return Err(c.bad("no_rope_layer_interval", "must be positive")),
+                Some(e) => e,
+                None => 4,
+            };
+            (0..n as u64)
+                .map(|i| !(i + 1).is_multiple_of(every))
+                .collect()
+        }
+    };
+    Ok(Some(
+        rope.into_iter()
+            .map(|r| {
+                if r {
+                    LayerKind::Sliding(w)
+                } else {
+                    LayerKind::Full
+                }
+            })
+            .collect(),
+    ))
 }
 
 /// Mamba's d_inner / hidden (default 2).

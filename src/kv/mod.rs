@@ -4,6 +4,7 @@
 
 pub mod arch;
 pub mod cache;
+mod classes;
 mod defaults;
 pub mod dtype;
 mod ffn;

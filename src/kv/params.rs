@@ -59,6 +59,8 @@ const TIED_BY_DEFAULT: &[&str] = &[
     "opt",
     "bloom",
     "qwen3",
+    "cohere",
+    "cohere2",
 ];
 
 impl ParamSpec {
@@ -145,12 +147,12 @@ impl ParamSpec {
         let layer_norm = LAYER_NORM.contains(&model_type);
         let norm = if layer_norm { 2 * hidden } else { hidden };
         let layer_norms = norms_per_layer(c, model_type) as P * norm;
-        let qk_norm = qk_norm(model_type, head_dim);
+        let qk_norm = qk_norm(c, model_type, heads, kv_heads, head_dim);
         let attn = attention(c, model_type, hidden, heads, kv_heads, head_dim, mla)?;
         let mlp = Mlp::from_config(c, model_type, hidden)?;
         let mut layers = Vec::with_capacity(kinds.len());
         let state = if kinds.contains(&LayerKind::State) {
-            state_mixer(c, hidden, notes)?
+            state_mixer(c, model_type, hidden, notes)?
         } else {
             LayerParams::default()
         };
@@ -187,7 +189,8 @@ impl ParamSpec {
 fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
     match model_type {
         "gemma2" | "gemma3" | "gemma3_text" => 4,
-        "gptj" | "phi" => 1,
+        // Command R: attention and MLP in parallel off one (bias-free) LayerNorm.
+        "gptj" | "phi" | "cohere" | "cohere2" => 1,
         "falcon" => {
             let parallel = c.bool("parallel_attn").unwrap_or(true);
             let new_arch = c.bool("new_decoder_architecture").unwrap_or(false);
@@ -201,11 +204,15 @@ fn norms_per_layer(c: &Obj, model_type: &str) -> u64 {
     }
 }
 
-/// Per-head RMSNorms on the queries and keys (Qwen3, Gemma 3): one
-/// head_dim-wide weight each.
-fn qk_norm(model_type: &str, hd: P) -> P {
+/// RMSNorms on the queries and keys: per head (Qwen3, Qwen3-Next, Gemma 3),
+/// one head_dim-wide weight each; over all heads (OLMo 2 and 3), one
+/// weight per query and per key element; Command R+ (use_qk_norm) per head
+/// with weights of its own. Llama 4's qk norm has no weight.
+fn qk_norm(c: &Obj, model_type: &str, heads: P, kv: P, hd: P) -> P {
     match model_type {
-        "qwen3" | "qwen3_moe" | "gemma3" | "gemma3_text" => 2 * hd,
+        "qwen3" | "qwen3_moe" | "qwen3_next" | "gemma3" | "gemma3_text" => 2 * hd,
+        "olmo2" | "olmo3" => (heads + kv) * hd,
+        "cohere" if c.bool("use_qk_norm") == Some(true) => (heads + kv) * hd,
         _ => 0,
     }
 }
@@ -241,9 +248,13 @@ fn attention(
     }
     let q = heads * hd;
     let k = kv * hd;
-    let linear = h * q + 2 * h * k + q * h;
+    // Qwen3-Next gates the attention output: q_proj gives a gate as wide as the queries.
+    let q_out = if model_type == "qwen3_next" { 2 * q } else { q };
+    let linear = h * q_out + 2 * h * k + q * h;
+    // GPT-OSS: a learned attention sink per head.
+    let sinks = if model_type == "gpt_oss" { heads } else { 0 };
     // Biases: attention_bias (q, k, v, o) where stated; Qwen2's q, k, v biases; Falcon's `bias`.
-    let other = match c
+    let bias = match c
         .bool("attention_bias")
         .or_else(|| (model_type == "falcon").then(|| c.bool("bias").unwrap_or(false)))
     {
@@ -252,11 +263,19 @@ fn attention(
         None if model_type.starts_with("qwen2") => q + 2 * k,
         None => 0,
     };
-    Ok(LayerParams { linear, other })
+    Ok(LayerParams {
+        linear,
+        other: bias + sinks,
+    })
 }
 
 /// Mamba, Mamba2 or Gated DeltaNet mixer parameters (see layout::state_elems for the keys).
-fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, String> {
+fn state_mixer(
+    c: &Obj,
+    model_type: &str,
+    h: P,
+    notes: &mut Vec<String>,
+) -> Result<LayerParams, String> {
     if let Some(kernel) = c.opt_u64(&["linear_conv_kernel_dim"])?.map(P::from) {
         let nk = P::from(c.req_u64(&["linear_num_key_heads"])?);
         let nv = P::from(c.req_u64(&["linear_num_value_heads"])?);
@@ -266,7 +285,9 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
         let linear = h * (2 * nk * dk + 2 * nv * dv) + h * 2 * nv + nv * dv * h;
         return Ok(LayerParams {
             linear,
-            other: conv_ch * kernel + 3 * nv + dv,
+            // conv1d (no bias), dt_bias and A_log per value head, the gated
+            // RMSNorm over a value head.
+            other: conv_ch * kernel + 2 * nv + dv,
         });
     }
     let d_state = c
@@ -314,9 +335,22 @@ fn state_mixer(c: &Obj, h: P, notes: &mut Vec<String>) -> Result<LayerParams, St
                     + d_inner * (dt_rank + 2 * d_state)
                     + dt_rank * d_inner
                     + d_inner * h;
+                // Jamba's mixer norms dt, B and C (transformers' JambaMambaMixer always).
+                let inner_norms = if c
+                    .bool("mamba_inner_layernorms")
+                    .unwrap_or(model_type == "jamba")
+                {
+                    dt_rank + 2 * d_state
+                } else {
+                    0
+                };
                 LayerParams {
                     linear,
-                    other: d_inner * (d_conv + 1) + d_inner + d_inner * d_state + d_inner,
+                    other: d_inner * (d_conv + 1)
+                        + d_inner
+                        + d_inner * d_state
+                        + d_inner
+                        + inner_norms,
                 }
             }
         },

@@ -358,6 +358,14 @@ fn words(facts: &Facts) -> Words {
             }
             x.next("tensor-parallel ranks should hold the same: look for work (a sampler, a cache, a second model) that only one rank does; the engine sizes the KV cache by the smallest")
         }
+        Facts::EnginePlanMismatch {
+            engine,
+            figure,
+            planned,
+            measured,
+            off,
+            tolerance,
+        } => super::plan::words(engine, *figure, *planned, *measured, *off, *tolerance),
     }
 }
 

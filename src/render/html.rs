@@ -46,6 +46,8 @@ struct Page<'a> {
     /// Live allocations the report lists, and all of them.
     listed: usize,
     live_count: u64,
+    /// The engine's logged plan against the trace (`--engine-log`).
+    engine_plan: Vec<super::plan::TableJson<'a>>,
 }
 
 pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
@@ -113,6 +115,7 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
         largest,
         listed: r.live.allocations.len(),
         live_count: r.live.count,
+        engine_plan: super::plan::json(&check.engine_plan),
     };
     // Inside <script>, "</" could end the element: JSON allows "<\/".
     let json = serde_json::to_string(&page)

@@ -21,9 +21,21 @@ struct CheckJson<'a> {
     /// The runs the reports came from (one for a single run), each checked
     /// on its own; processes and findings name theirs by index (`run`).
     runs: &'a [RunResult],
+    /// The engine's logged plan against each device (`--engine-log`), with
+    /// `null` for a figure not logged or not measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    engine_plan: Vec<super::plan::TableJson<'a>>,
+    /// `kvscope diagnose`: what it sent and measured (absent from `check`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnose: Option<serde_json::Value>,
 }
 
 pub fn render(r: &CheckResult) -> Result<String, String> {
+    render_with(r, None)
+}
+
+/// The same object with a `diagnose` section after the check's own fields.
+pub fn render_with(r: &CheckResult, diagnose: Option<serde_json::Value>) -> Result<String, String> {
     let json = CheckJson {
         schema: r.schema,
         model: &r.model,
@@ -40,6 +52,8 @@ pub fn render(r: &CheckResult) -> Result<String, String> {
             .collect(),
         exit_status: r.exit_status,
         runs: &r.runs,
+        engine_plan: super::plan::json(&r.engine_plan),
+        diagnose,
     };
     serde_json::to_string_pretty(&json).map_err(|e| e.to_string())
 }

@@ -6,6 +6,7 @@ pub mod finding;
 mod growth;
 pub mod html;
 pub mod json;
+pub mod plan;
 pub mod summary;
 pub mod text;
 mod words;

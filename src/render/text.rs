@@ -171,6 +171,7 @@ pub fn render_with(r: &CheckResult, colour: bool) -> String {
         }
         findings(&mut o, r.findings.iter(), colour);
     }
+    super::plan::text(&mut o, &r.engine_plan);
     for n in &r.notes {
         let _ = writeln!(o, "note: {n}");
     }

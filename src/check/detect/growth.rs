@@ -180,19 +180,27 @@ fn leak(c: &DeviceCtx, g: &Read, recurring: &[usize], repeats: usize, confident:
 }
 
 /// Growth per token steadier than growth per request, over requests of
-/// different sizes.
+/// different sizes. A stretch may hold several requests (concurrent ones
+/// end in one stretch): per request is its growth over their number, so
+/// that four requests keeping four times one's growth are not taken for
+/// growth with their tokens.
 fn scales_with_tokens(r: &Reading, recurring: &[usize]) -> bool {
-    let pts: Vec<(f64, f64)> = recurring
+    let pts: Vec<(f64, f64, f64)> = recurring
         .iter()
         .filter_map(|&i| {
             let s = &r.steps[i].input;
             let t: u64 = s.tokens.iter().flatten().sum();
-            (t > 0 && s.tokens.iter().all(|t| t.is_some())).then_some((t as f64, s.delta() as f64))
+            (t > 0 && s.tokens.iter().all(|t| t.is_some())).then_some((
+                t as f64,
+                s.delta() as f64,
+                s.tokens.len() as f64,
+            ))
         })
         .collect();
     let (tmin, tmax) = pts
         .iter()
-        .fold((f64::MAX, 0f64), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+        .map(|p| p.0 / p.2)
+        .fold((f64::MAX, 0f64), |(lo, hi), t| (lo.min(t), hi.max(t)));
     if pts.len() < 2 || tmax < 1.5 * tmin {
         return false;
     }
@@ -202,7 +210,7 @@ fn scales_with_tokens(r: &Reading, recurring: &[usize]) -> bool {
             .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         (hi - lo) / hi.abs().max(1.0)
     };
-    let per_req: Vec<f64> = pts.iter().map(|p| p.1).collect();
+    let per_req: Vec<f64> = pts.iter().map(|p| p.1 / p.2).collect();
     let per_tok: Vec<f64> = pts.iter().map(|p| p.1 / p.0).collect();
     spread(&per_tok) < 0.5 * spread(&per_req)
 }
@@ -471,3 +479,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "growth_concurrent_tests.rs"]
+mod concurrent_tests;

@@ -52,7 +52,17 @@ pub fn out_of_memory(c: &DeviceCtx) -> Option<Finding> {
     // The framework's counters near the failure: memory it held reserved but
     // unallocated, in pieces of its cache too small for what it asked.
     if let Some(cache) = framework_at(c, f.t_ms) {
-        if cache.unallocated().0 >= f.size {
+        // The counters may predate the failure (they are sampled), and an
+        // allocator that retries after freeing its cache (PyTorch does) has
+        // given the cache back by then: what CUDA still held at the failure,
+        // beyond the allocated bytes, bounds what the cache can have held.
+        let held_then = c
+            .report
+            .oom
+            .as_ref()
+            .filter(|o| o.device == c.device)
+            .map_or(u64::MAX, |o| o.live_bytes.saturating_sub(cache.allocated.0));
+        if cache.unallocated().0.min(held_then) >= f.size {
             return Some(Finding::new(
                 Severity::Critical,
                 Facts::OomInFrameworkCache {
@@ -77,13 +87,24 @@ pub fn out_of_memory(c: &DeviceCtx) -> Option<Finding> {
     ))
 }
 
-/// The framework's counters within a second (or two sampling periods) of `t_ms`.
+/// The framework's counters within a second (or two sampling periods) of
+/// `t_ms`: the last taken at or before it, else the nearest after. Counters
+/// taken after the failure count the failed request's tensors, freed into
+/// the cache by then, as cache: never the better reading.
 fn framework_at(c: &DeviceCtx, t_ms: f64) -> Option<FrameworkCache> {
     let window = (2 * c.report.shim.sample_ms).max(1000) as f64;
-    c.framework_near(t_ms, window).map(|f| FrameworkCache {
-        allocated: Bytes(f.allocated_bytes),
-        reserved: Bytes(f.reserved_bytes),
-    })
+    let before = c
+        .levels
+        .iter()
+        .filter_map(|l| l.framework.as_ref())
+        .filter(|f| f.sampled_t_ms <= t_ms && t_ms - f.sampled_t_ms <= window)
+        .max_by(|a, b| a.sampled_t_ms.total_cmp(&b.sampled_t_ms));
+    before
+        .or_else(|| c.framework_near(t_ms, window))
+        .map(|f| FrameworkCache {
+            allocated: Bytes(f.allocated_bytes),
+            reserved: Bytes(f.reserved_bytes),
+        })
 }
 
 /// The model had no answer for this GPU's budget.
@@ -267,5 +288,41 @@ mod tests {
         });
         assert!(none);
         assert!(kinds(&r, true).iter().all(|k| !k.explains_oom()));
+    }
+
+    #[test]
+    fn the_cache_at_an_oom_is_read_from_counters_taken_before_it() {
+        // Before the failure PyTorch holds no cache; after it, the failed
+        // request's tensors are freed into the cache: not the state it failed in.
+        let r = ReportBuilder::new()
+            .counters(GIB, GIB)
+            .alloc(GIB)
+            .marker("serve")
+            .oom(GIB)
+            .counters(0, 3 * GIB)
+            .marker("after")
+            .build();
+        let found = detect(&r, None);
+        assert!(
+            !found
+                .iter()
+                .any(|f| matches!(f.facts, Facts::OomInFrameworkCache { .. })),
+            "{found:?}"
+        );
+        // Counters taken only after it are still read (the nearest there is).
+        let r = ReportBuilder::new()
+            .alloc(GIB)
+            .marker("serve")
+            .oom(GIB)
+            .counters(0, 3 * GIB)
+            .marker("after")
+            .build();
+        let found = detect(&r, None);
+        assert!(
+            found
+                .iter()
+                .any(|f| matches!(f.facts, Facts::OomInFrameworkCache { .. })),
+            "{found:?}"
+        );
     }
 }

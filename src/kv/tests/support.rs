@@ -37,3 +37,36 @@ pub fn base(extra: serde_json::Value) -> serde_json::Value {
         .extend(extra.as_object().unwrap().clone());
     v
 }
+
+/// A public config from `configs/`, read as kvscope reads it.
+pub fn load(name: &str, text: &str) -> Model {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
+    from_config(name, &v, None).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// A corpus entry: KV bytes per token by hand, and the published parameter
+/// count with the tolerance its rounding allows (a fraction of it).
+pub struct Case {
+    pub file: &'static str,
+    pub text: &'static str,
+    pub kv: u64,
+    pub published: u64,
+    pub tolerance: f64,
+}
+
+/// Checks every case: KV exactly, parameters within the tolerance.
+pub fn check(cases: &[Case]) {
+    for c in cases {
+        let m = load(c.file, c.text);
+        assert_eq!(token_bytes(&m, 1).0, c.kv, "{}: KV bytes per token", c.file);
+        let got = m.params.total();
+        let err = (got as f64 - c.published as f64).abs() / c.published as f64;
+        assert!(
+            err <= c.tolerance,
+            "{}: {got} parameters vs published {} ({:.3}%)",
+            c.file,
+            c.published,
+            err * 100.0
+        );
+    }
+}

@@ -9,16 +9,21 @@ use serde_json::json;
 
 #[test]
 fn weights_match_published_parameter_counts() {
-    // Published totals (Hugging Face model cards / safetensors metadata).
+    // Totals to 1%. Sources: keras-hub (keras-team/keras-hub at 71453d08, the
+    // presets' `params`: llama2_7b_en, llama3.1_8b, mistral_7b_en,
+    // mixtral_8_7b_en); the model cards' rounded figures (Llama 3.1 70B "70B",
+    // Qwen2.5-7B "7.61B", DeepSeek-V2-Lite "15.7B"); Llama 2 70B by hand (no
+    // exact public count found): 2 x 32,000 x 8,192 + 80 x (2 x 8,192^2 +
+    // 2 x 8,192 x 1,024 + 3 x 8,192 x 28,672 + 2 x 8,192) + 8,192.
     let cases = [
         ("llama-2-7b", 6_738_415_616u64),
         ("llama-2-70b", 68_976_648_192),
         ("llama-3.1-8b", 8_030_261_248),
-        ("llama-3.1-70b", 70_553_706_496),
+        ("llama-3.1-70b", 70_000_000_000),
         ("mistral-7b-v0.1", 7_241_732_096),
         ("mixtral-8x7b-v0.1", 46_702_792_704),
-        ("qwen2.5-7b-instruct", 7_615_616_512),
-        ("deepseek-v2-lite", 15_706_484_224),
+        ("qwen2.5-7b-instruct", 7_610_000_000),
+        ("deepseek-v2-lite", 15_700_000_000),
     ];
     for (name, published) in cases {
         let got = preset(name).params.total();
