@@ -21,12 +21,19 @@ process they do nothing and return False/0, so the calls can stay in
 production code.
 
 The library is found, in order: the KVSCOPE_LIB environment variable; a
-libkvscope.so this process already loaded (LD_PRELOAD); target/release of
-the kvscope checkout this file sits in.
+libkvscope.so this process already loaded (LD_PRELOAD); the copy bundled in
+this package (`pip install kvscope`); target/release of the kvscope checkout
+this file sits in.
+
+`python -m kvscope ARGS` is the `kvscope` command installed with this package.
 """
 
 import ctypes
 import os
+
+# The crate's version (Cargo.toml), the wheel's and the shim's (`shim.version`
+# in a report): tests/version.rs keeps them one.
+__version__ = "0.1.0"
 
 try:
     # Under `kvscope run` the site hook's sampler is this module: share it.
@@ -80,6 +87,11 @@ def library_path():
     if loaded:
         return loaded
     here = os.path.dirname(os.path.abspath(__file__))
+    # In the wheel: _bundled/ holds the shim and, in stand-in/, the demo's
+    # stand-in CUDA (a private folder, never on a library path).
+    bundled = os.path.join(here, "_bundled", "libkvscope.so")
+    if os.path.exists(bundled):
+        return bundled
     built = os.path.join(here, "..", "..", "target", "release", "libkvscope.so")
     return os.path.normpath(built) if os.path.exists(built) else None
 
@@ -110,7 +122,7 @@ def _one_copy(path):
     that the process never holds two shims (two tables, two reports)."""
     if path is None:
         raise FileNotFoundError(
-            "libkvscope.so not found: set KVSCOPE_LIB or build it with cargo build --release"
+            "libkvscope.so not found: set KVSCOPE_LIB, reinstall kvscope (pip install kvscope) or build it with cargo build --release"
         )
     loaded = _loaded_copy()
     if loaded and os.path.realpath(loaded) != os.path.realpath(path):

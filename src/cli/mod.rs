@@ -13,6 +13,7 @@ mod engine_args;
 mod error;
 mod export;
 mod fit;
+mod installed;
 mod locate;
 mod model_args;
 mod monitor_cmd;
