@@ -9,6 +9,7 @@
 mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
+use common::python;
 use kit::*;
 use serde_json::Value;
 

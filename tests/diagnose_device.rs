@@ -11,6 +11,7 @@ mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
 use common::native;
+use common::python;
 use kit::*;
 use serde_json::Value;
 use std::path::Path;

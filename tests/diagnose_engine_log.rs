@@ -8,6 +8,7 @@
 mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
+use common::python;
 use kit::*;
 use serde_json::Value;
 use std::collections::BTreeMap;

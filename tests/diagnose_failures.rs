@@ -6,6 +6,7 @@
 mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
+use common::python;
 use common::shim_lib;
 use kit::*;
 use std::process::Command;

@@ -295,17 +295,6 @@ fn without_markers_the_phases_are_inferred_and_never_critical() {
     }
 }
 
-fn python() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var("KVSCOPE_REQUIRE_PYTHON").is_ok() {
-        panic!("python3 is required (KVSCOPE_REQUIRE_PYTHON is set)");
-    }
-    found
-}
-
 #[test]
 fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() {
     if !python() {

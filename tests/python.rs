@@ -8,14 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn python() -> Option<&'static str> {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var("KVSCOPE_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
-        panic!("python3 is required (KVSCOPE_REQUIRE_PYTHON=1)");
-    }
-    found.then_some("python3")
+    common::python().then_some("python3")
 }
 
 /// python3 running `script` (in tests/python) with the helper and the

@@ -1,5 +1,6 @@
 //! Where one device's memory goes, by the rules written next to each part.
 
+use super::category::{Category, Rule};
 use super::kv_detect::KvFound;
 use super::library::{self, LibraryPart};
 use super::markers::Phases;
@@ -76,14 +77,8 @@ pub fn pool_held(r: &Report, device: u32) -> u64 {
 pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Breakdown {
     let stats = r.device(device).cloned().unwrap_or_default();
     let tracked = stats.memory.live_bytes;
-    let serving = phases.serving_phase(r);
-    let first_kv_t = r
-        .live
-        .allocations
-        .iter()
-        .filter(|a| kv.addresses.contains(&a.address))
-        .map(|a| a.t_ms)
-        .fold(f64::INFINITY, f64::min);
+    let rule = Rule::new(r, kv, phases);
+    let serving = rule.serving();
     let (mut weights, mut leftovers, mut leftover_n, mut waste) = (0u64, 0u64, 0u64, 0u64);
     for a in r
         .live
@@ -94,18 +89,13 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         if a.api.plain() {
             waste += a.size.div_ceil(GRANULARITY) * GRANULARITY - a.size;
         }
-        if kv.addresses.contains(&a.address) {
-            continue;
-        }
-        let before_serving = match serving {
-            Some(s) => a.phase < s,
-            None => a.t_ms < first_kv_t,
-        };
-        if before_serving {
-            weights += a.size;
-        } else if serving.is_some() {
-            leftovers += a.size;
-            leftover_n += 1;
+        match rule.of(kv, a) {
+            Category::Weights => weights += a.size,
+            Category::Activations => {
+                leftovers += a.size;
+                leftover_n += 1;
+            }
+            Category::KvCache | Category::Other => {}
         }
     }
     let graph_pool = graph_pool(r, device, kv, serving);

@@ -25,21 +25,17 @@ impl Category {
     }
 }
 
-/// The rules of one device: KV cache by shape (or the model's layout),
-/// weights before serving began, activations and temporaries while serving.
-pub struct Categorizer {
-    kv: KvFound,
+/// The time rule of one device, apart from the KV cache it is given: made
+/// before serving began (the `serve` marker's phase, or before the first KV
+/// tensor without one) is weights; after it, activations and temporaries
+/// with a serving marker, other without. The breakdown sums by it.
+pub struct Rule {
     serving: Option<u32>,
     first_kv_t: f64,
 }
 
-impl Categorizer {
-    pub fn new(r: &Report, device: u32) -> Categorizer {
-        let phases = Phases::of(r);
-        Categorizer::with(r, kv_detect::by_shape(r, device, &phases), &phases)
-    }
-
-    pub fn with(r: &Report, kv: KvFound, phases: &Phases) -> Categorizer {
+impl Rule {
+    pub fn new(r: &Report, kv: &KvFound, phases: &Phases) -> Rule {
         let first_kv_t = r
             .live
             .allocations
@@ -47,15 +43,18 @@ impl Categorizer {
             .filter(|a| kv.addresses.contains(&a.address))
             .map(|a| a.t_ms)
             .fold(f64::INFINITY, f64::min);
-        Categorizer {
+        Rule {
             serving: phases.serving_phase(r),
-            kv,
             first_kv_t,
         }
     }
 
-    pub fn of(&self, a: &LiveAlloc) -> Category {
-        if self.kv.addresses.contains(&a.address) {
+    pub fn serving(&self) -> Option<u32> {
+        self.serving
+    }
+
+    pub fn of(&self, kv: &KvFound, a: &LiveAlloc) -> Category {
+        if kv.addresses.contains(&a.address) {
             return Category::KvCache;
         }
         let before_serving = match self.serving {
@@ -69,5 +68,27 @@ impl Categorizer {
         } else {
             Category::Other
         }
+    }
+}
+
+/// The rules of one device with its KV cache found by shape (or the
+/// model's layout): what memory_viz colours each allocation by.
+pub struct Categorizer {
+    kv: KvFound,
+    rule: Rule,
+}
+
+impl Categorizer {
+    pub fn new(r: &Report, device: u32) -> Categorizer {
+        let phases = Phases::of(r);
+        let kv = kv_detect::by_shape(r, device, &phases);
+        Categorizer {
+            rule: Rule::new(r, &kv, &phases),
+            kv,
+        }
+    }
+
+    pub fn of(&self, a: &LiveAlloc) -> Category {
+        self.rule.of(&self.kv, a)
     }
 }

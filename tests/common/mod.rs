@@ -193,3 +193,19 @@ pub fn device(r: &Value, d: u64) -> &Value {
 pub fn kvscope(args: &[&str]) -> Output {
     Command::new(kvscope_bin()).args(args).output().unwrap()
 }
+
+/// Whether python3 is there; without it the test that asks is skipped (one
+/// SKIPPED line), unless KVSCOPE_REQUIRE_PYTHON=1 (CI) makes it a failure.
+pub fn python() -> bool {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found && std::env::var("KVSCOPE_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+        panic!("python3 is required (KVSCOPE_REQUIRE_PYTHON=1)");
+    }
+    if !found {
+        eprintln!("SKIPPED: no python3");
+    }
+    found
+}

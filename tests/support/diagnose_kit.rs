@@ -11,20 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub fn python() -> bool {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found && std::env::var("KVSCOPE_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
-        panic!("python3 is required (KVSCOPE_REQUIRE_PYTHON=1)");
-    }
-    if !found {
-        eprintln!("SKIPPED: no python3");
-    }
-    found
-}
-
 /// A small llama: 16 KiB of KV per token, 102 MiB of weights.
 pub const CONFIG: &str = r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 1000, "max_position_embeddings": 16384, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5, "tie_word_embeddings": false}"#;
 
