@@ -169,3 +169,23 @@ fn a_bad_report_is_one_line_and_status_2() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!dir.join("x.pickle").exists());
 }
+
+/// The pickle may not be written over the report it is made from (it was,
+/// with exit status 0, and the report was gone).
+#[test]
+fn the_report_being_read_is_never_the_output() {
+    let dir = scratch("same");
+    let report = dir.join("r.json");
+    std::fs::copy(fixture("healthy/kvscope-exit.json"), &report).unwrap();
+    let before = std::fs::read(&report).unwrap();
+    let o = Command::new(kvscope_bin())
+        .args(["export", "--memory-viz"])
+        .arg(dir.join(".").join("r.json"))
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("the report being read"), "{err}");
+    assert_eq!(std::fs::read(&report).unwrap(), before);
+}

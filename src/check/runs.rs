@@ -37,10 +37,13 @@ pub struct Run {
 
 /// Reports of one process (an exit report and its OOM post-mortem, say) become one.
 fn merge(mut group: Vec<(String, Report)>) -> Proc {
+    // A final report (exit, signal) holds everything; otherwise the newest
+    // snapshot, checkpoint or dump alike: a start-up checkpoint must not win
+    // over the dumps `kvscope dump` or `diagnose` asked for later (it had,
+    // and the check then judged a server on its state before any request).
     let rank = |r: &Report| match r.reason {
-        Some(Reason::Exit) | Some(Reason::Signal) => 3,
-        Some(Reason::Checkpoint) => 2,
-        Some(Reason::Dump) => 1,
+        Some(Reason::Exit) | Some(Reason::Signal) => 2,
+        Some(Reason::Checkpoint) | Some(Reason::Dump) => 1,
         _ => 0,
     };
     group.sort_by(|a, b| {
@@ -212,6 +215,37 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn the_newest_snapshot_speaks_for_a_process_the_final_one_first() {
+        let at = |reason, t| {
+            let mut r = proc_(7, 1, 1_000, None, None);
+            r.reason = Some(reason);
+            r.t_ms = t;
+            r
+        };
+        let pick = |reports: Vec<(&str, Report)>| {
+            let named = reports
+                .into_iter()
+                .map(|(n, r)| (n.to_string(), r))
+                .collect();
+            let runs = group(named);
+            runs[0].processes[0].1.t_ms
+        };
+        // A start-up checkpoint, then two dumps: the later dump.
+        let snapshots = vec![
+            ("ck", at(Reason::Checkpoint, 2_200.0)),
+            ("d1", at(Reason::Dump, 4_601.0)),
+            ("d2", at(Reason::Dump, 3_000.0)),
+        ];
+        assert_eq!(pick(snapshots), 4_601.0);
+        // The exit report wins over a later-stamped dump.
+        let with_exit = vec![
+            ("d1", at(Reason::Dump, 9_000.0)),
+            ("ex", at(Reason::Exit, 8_000.0)),
+        ];
+        assert_eq!(pick(with_exit), 8_000.0);
     }
 
     #[test]

@@ -26,3 +26,25 @@ impl From<String> for CliError {
 }
 
 pub type Result<T> = std::result::Result<T, CliError>;
+
+/// Refuses an output path that names the input file (a link or another
+/// spelling included): writing there would destroy the report being read.
+pub fn refuse_overwrite(
+    flag: &str,
+    out: &std::path::Path,
+    input: &std::path::Path,
+    example: &str,
+) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let same = match (std::fs::metadata(out), std::fs::metadata(input)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    };
+    if same {
+        return Err(CliError::input(format!(
+            "{flag} {}: that is the report being read; give another file (e.g. {example})",
+            out.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! `kvscope export --memory-viz OUT.pickle REPORT`: a report as PyTorch's
 //! memory snapshot, for pytorch.org/memory_viz.
 
-use super::error::{CliError, Result};
+use super::error::{refuse_overwrite, CliError, Result};
 use crate::load::load;
 use crate::render::memory_viz;
 use std::fs::File;
@@ -19,6 +19,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(a: &ExportArgs) -> Result<i32> {
+    refuse_overwrite("--memory-viz", &a.memory_viz, &a.report, "snapshot.pickle")?;
     let r = load(&a.report)?;
     let w = write(&r, &a.memory_viz)
         .map_err(|e| CliError::input(format!("{}: {e}", a.memory_viz.display())))?;

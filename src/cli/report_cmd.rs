@@ -1,13 +1,13 @@
 //! `kvscope report FILE [--json | --html OUT]`.
 
 use super::engine_args::EngineArgs;
-use super::error::{CliError, Result};
+use super::error::{refuse_overwrite, CliError, Result};
 use super::model_args::{model_ctx, ModelArgs};
 use crate::check::{context::Thresholds, job::check, kind::Severity};
 use crate::load::load;
 use crate::render::{html, summary};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -30,21 +30,9 @@ pub struct ReportArgs {
     pub engine: EngineArgs,
 }
 
-/// Whether two paths name one file (a link or another spelling included).
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 pub fn run(a: &ReportArgs) -> Result<i32> {
-    if let Some(out) = a.html.as_deref().filter(|o| same_file(o, &a.file)) {
-        return Err(CliError::input(format!(
-            "--html {}: that is the report being read; give another file (e.g. report.html)",
-            out.display()
-        )));
+    if let Some(out) = a.html.as_deref() {
+        refuse_overwrite("--html", out, &a.file, "report.html")?;
     }
     // A model given is checked even where only --html uses it: a typo is
     // an error, never silently ignored.
