@@ -48,6 +48,20 @@ fn a_server_that_never_answers_is_bounded_by_the_timeout() {
         "{}",
         d.stderr
     );
+    // The summary says the status the command exits with, and the steps
+    // the run never reached are not reported as measured.
+    assert!(d.stdout.contains("-> exit status 1"), "{}", d.stdout);
+    for step in ["step 3", "step 4"] {
+        let line = d
+            .stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(step) && l.contains("not run"));
+        assert!(
+            line.is_some(),
+            "{step} not marked as not run:\n{}",
+            d.stdout
+        );
+    }
 }
 
 #[test]

@@ -71,15 +71,22 @@ pub fn sparkline(values: &[u64], width: usize) -> String {
         .collect()
 }
 
-/// Weights, KV cache and the rest, when the program's markers name them.
+/// Weights, KV cache and the rest by the program's markers, as `check`
+/// splits them: before the `serve` marker, a phase named for the KV cache is
+/// KV and the others are weights (loading is usually marked `load`); from
+/// `serve` on, the rest. Without a `serve` marker, only phases named for
+/// weights or the KV cache are told apart.
 fn categories(d: &DeviceState) -> Option<String> {
+    let served = d.phases.iter().any(|p| is_serve(&p.phase));
     let (mut weights, mut kv, mut other) = (0u64, 0u64, 0u64);
+    let mut serving = false;
     for p in &d.phases {
         let l = p.phase.to_ascii_lowercase();
-        if l.contains("weight") {
-            weights += p.bytes;
-        } else if l.contains("kv") {
+        serving |= is_serve(&l);
+        if l.contains("kv") && !serving {
             kv += p.bytes;
+        } else if (served && !serving) || l.contains("weight") {
+            weights += p.bytes;
         } else {
             other += p.bytes;
         }
@@ -92,6 +99,10 @@ fn categories(d: &DeviceState) -> Option<String> {
             bytes(other)
         )
     })
+}
+
+fn is_serve(label: &str) -> bool {
+    label.trim().eq_ignore_ascii_case("serve")
 }
 
 /// What the device's allocators hold free: pools' reserve beyond use, the
@@ -144,6 +155,35 @@ pub fn lines(states: &[State], history: &History) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn phases_before_serve_are_weights_as_check_counts_them() {
+        let phase = |p: &str, b: u64| crate::report::state::PhaseBytes {
+            phase: p.into(),
+            bytes: b,
+            count: 1,
+        };
+        let mut d = DeviceState {
+            phases: vec![
+                phase("start", 1),
+                phase("load", 16),
+                phase("kv_cache", 55),
+                phase("serve", 2),
+                phase("request 3 start", 4),
+            ],
+            ..DeviceState::default()
+        };
+        assert_eq!(
+            categories(&d).as_deref(),
+            Some("weights 17 B kv 55 B other 6 B")
+        );
+        // Without a serve marker: only named phases are told apart.
+        d.phases.truncate(3);
+        assert_eq!(
+            categories(&d).as_deref(),
+            Some("weights 0 B kv 55 B other 17 B")
+        );
+    }
 
     #[test]
     fn sparklines_scale_to_their_maximum() {

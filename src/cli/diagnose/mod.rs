@@ -353,7 +353,14 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         Level::Shim => a.engine.apply(engine_plan.as_ref(), &mut result, a.fail_on),
         Level::Device => device_level::restrict(&mut result, a.fail_on),
     }
-    let stopped_status = if stop::requested() { 130 } else { 1 };
+    // A run cut short exits at least 1 (130 after Ctrl-C or SIGTERM); the
+    // status is set before printing so that the summary line and the JSON's
+    // exit_status say the status the command exits with.
+    if rec.stopped.is_some() {
+        let stopped_status = if stop::requested() { 130 } else { 1 };
+        result.exit_status = result.exit_status.max(stopped_status);
+        not_run(&mut result, &rec);
+    }
     if a.json {
         let section = serde_json::to_value(&rec).map_err(|e| CliError::input(e.to_string()))?;
         println!("{}", json::render_with(&result, Some(section))?);
@@ -361,11 +368,22 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         print!("{}", rec.text());
         print!("{}", text::render_with(&result, colour()));
     }
-    Ok(if rec.stopped.is_some() {
-        result.exit_status.max(stopped_status)
-    } else {
-        result.exit_status
-    })
+    Ok(result.exit_status)
+}
+
+/// A run cut short: the steps it never began are skipped, whatever the
+/// check made of the requests of the earlier ones (it read step 2's single
+/// request as "1 concurrent" for a step 3 that never ran).
+fn not_run(result: &mut crate::check::result::CheckResult, rec: &record::Record) {
+    let begun = rec.steps.iter().map(|w| w.number).max().unwrap_or(0);
+    for p in &mut result.processes {
+        for d in &mut p.devices {
+            for s in d.steps.iter_mut().filter(|s| s.number > begun) {
+                s.status = crate::check::steps::Status::Skipped;
+                s.detail = "not run: the run stopped before this step".into();
+            }
+        }
+    }
 }
 
 fn colour() -> bool {

@@ -134,7 +134,7 @@ impl Record {
             s += "\n";
         }
         if let Some(why) = &self.stopped {
-            s += &format!("  stopped early: {why} (exit status 1, or 130 after Ctrl-C, whatever the findings below: they are of what was measured)\n");
+            s += &format!("  stopped early: {why} (exit status at least 1, 130 after Ctrl-C or SIGTERM: the findings below are of what was measured)\n");
         }
         for n in &self.notes {
             s += &format!("  note: {n}\n");

@@ -57,7 +57,7 @@ impl<'a> Steps<'a> {
 
     fn check_time(&self) -> Result<(), Cut> {
         if stop::requested() {
-            return Err(Cut("stopped (Ctrl-C)".into()));
+            return Err(Cut(format!("stopped ({})", stop::by())));
         }
         if Instant::now() >= self.deadline {
             return Err(Cut("the time limit (--timeout) was reached".into()));

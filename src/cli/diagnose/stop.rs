@@ -2,12 +2,13 @@
 //! closes its markers and asks for the reports (a second Ctrl-C ends it at
 //! once, by the default action).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that asked for the stop (0: none yet).
+static STOP: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
+    STOP.store(sig, Ordering::SeqCst);
     // SAFETY: signal() is async-signal-safe; the next one takes the default.
     unsafe {
         libc::signal(sig, libc::SIG_DFL);
@@ -28,5 +29,13 @@ pub fn install() {
 }
 
 pub fn requested() -> bool {
-    STOP.load(Ordering::SeqCst)
+    STOP.load(Ordering::SeqCst) != 0
+}
+
+/// What stopped the run, in words.
+pub fn by() -> &'static str {
+    match STOP.load(Ordering::SeqCst) {
+        libc::SIGTERM => "SIGTERM",
+        _ => "Ctrl-C",
+    }
 }
