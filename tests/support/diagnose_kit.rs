@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A small llama: 16 KiB of KV per token, 102 MiB of weights.
-pub const CONFIG: &str = r#"{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 1000, "max_position_embeddings": 16384, "torch_dtype": "bfloat16", "rms_norm_eps": 1e-5, "tie_word_embeddings": false}"#;
+/// The stand-in server's model (also the README's example).
+pub const CONFIG: &str = include_str!("stub-model/config.json");
 
 pub struct Stub {
     pub child: Child,
