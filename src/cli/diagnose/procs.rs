@@ -64,11 +64,23 @@ pub fn cmdline(pid: u32) -> String {
         .map(|b| {
             b.split(|&c| c == 0)
                 .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .map(|a| shell_word(&String::from_utf8_lossy(a)))
                 .collect::<Vec<_>>()
                 .join(" ")
         })
         .unwrap_or_default()
+}
+
+/// An argument as a POSIX shell reads it back: as it is when it holds only
+/// characters the shell leaves alone, else in single quotes (the command a
+/// refusal suggests is pasted into a shell).
+fn shell_word(a: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c);
+    if a.chars().all(plain) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
 }
 
 /// The parent of `pid`, from /proc/PID/stat (after the command's closing
@@ -140,6 +152,14 @@ fn local_addresses() -> Vec<std::net::IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arguments_are_quoted_for_a_shell() {
+        assert_eq!(shell_word("serve.py"), "serve.py");
+        assert_eq!(shell_word("--port=8000"), "--port=8000");
+        assert_eq!(shell_word("import a; b()"), "'import a; b()'");
+        assert_eq!(shell_word("it's"), "'it'\\''s'");
+    }
 
     #[test]
     fn a_listening_row_gives_its_inode() {
