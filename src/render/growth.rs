@@ -204,10 +204,13 @@ fn with_growth(x: Words, g: &Growth) -> Words {
     } else if !g.sized {
         format!("kept after {} requests of unknown size", g.recurring.len())
     } else {
+        // Counted in stretches between quiet points (one request, or a
+        // batch served together), which is what the list below shows.
+        let n = g.recurring.len();
         format!(
-            "kept after {} of {} requests no larger than one already served",
-            g.recurring.len(),
-            g.repeats
+            "kept in {n} of {} {} of requests no larger than ones already served",
+            g.repeats,
+            if g.repeats == 1 { "stretch" } else { "stretches" }
         )
     };
     x = steps(x, &label, &g.recurring);
