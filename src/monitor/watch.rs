@@ -60,7 +60,22 @@ fn frame(o: &Options, scan: &Scan, history: &History, now: u64) -> Vec<String> {
         out.push(if o.pids.is_empty() {
             "  (no process under the shim publishes a state here yet)".to_string()
         } else {
-            format!("  (waiting for pid {:?})", o.pids)
+            let pids: Vec<String> = o.pids.iter().map(|p| p.to_string()).collect();
+            let gone: Vec<&String> = pids
+                .iter()
+                .filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                .collect();
+            if gone.len() == pids.len() {
+                format!(
+                    "  (no process {} on this host: nothing to wait for)",
+                    pids.join(", ")
+                )
+            } else {
+                format!(
+                    "  (waiting for pid {} to publish its state)",
+                    pids.join(", ")
+                )
+            }
         });
     }
     out.extend(lines);

@@ -210,7 +210,11 @@ fn with_growth(x: Words, g: &Growth) -> Words {
         format!(
             "kept in {n} of {} {} of requests no larger than ones already served",
             g.repeats,
-            if g.repeats == 1 { "stretch" } else { "stretches" }
+            if g.repeats == 1 {
+                "stretch"
+            } else {
+                "stretches"
+            }
         )
     };
     x = steps(x, &label, &g.recurring);
