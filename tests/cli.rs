@@ -846,7 +846,10 @@ fn gpu_memory_needs_a_unit() {
 fn fit_exits_1_when_it_does_not_fit() {
     let out = kvscope(&["fit", "--model", "llama-3.1-70b", "--gpu-mem", "24GiB"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("does NOT fit"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("does NOT fit"));
+    // The weights alone are over the budget: the way out is said.
+    assert!(text.contains("nothing is left for the KV cache"), "{text}");
     let help = kvscope(&["fit", "--help"]);
     assert!(String::from_utf8_lossy(&help.stdout).contains("1 when it does not"));
 }

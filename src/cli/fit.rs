@@ -146,6 +146,12 @@ pub fn render(f: &Fit) -> String {
         bytes(b.non_torch_bytes),
         signed(b.engine_available_bytes_per_gpu)
     );
+    if b.engine_available_bytes_per_gpu < 0 {
+        let _ = writeln!(
+            o,
+            "                     nothing is left for the KV cache: split the model over more GPUs (--tp, --pp) or quantize it"
+        );
+    }
     let _ = writeln!(
         o,
         "  simple audit       {gpu} - weights {} - context {} - overhead {} = {} per GPU",
@@ -161,8 +167,13 @@ pub fn render(f: &Fit) -> String {
     };
     let _ = writeln!(
         o,
-        "  needed             {} requests{share} x {} = {} per GPU{}",
+        "  needed             {} request{}{share} x {} = {} per GPU{}",
         f.concurrency.div_ceil(f.replicas),
+        if f.concurrency.div_ceil(f.replicas) == 1 {
+            ""
+        } else {
+            "s"
+        },
         bytes(f.kv_bytes_per_request_per_gpu + f.state_bytes_per_sequence_per_gpu),
         bytes(f.kv_needed_bytes_per_gpu),
         if f.pp > 1 {

@@ -14,7 +14,7 @@ pub struct ReportArgs {
     /// A report file (kvscope-*.json).
     pub file: PathBuf,
     /// Print the report as JSON (normalised) instead of a summary.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "html")]
     pub json: bool,
     /// Write a self-contained HTML page: timeline, breakdown, findings.
     #[arg(long, value_name = "OUT.html")]
