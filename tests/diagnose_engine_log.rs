@@ -8,7 +8,7 @@
 mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
-use common::python;
+use common::{python, thousands};
 use kit::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -33,18 +33,6 @@ fn vllm_log(weights: u64, k: f64) -> String {
         thousands(tokens),
         tokens as f64 / 2048.0
     )
-}
-
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Figure name -> its row in the JSON's plan table.

@@ -48,19 +48,6 @@ fn sim(name: &str, args: &[&str]) -> Sim {
     }
 }
 
-/// `34,952`: Python's `f"{n:,}"`.
-fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn gib(bytes: f64) -> f64 {
     bytes / GIB
 }

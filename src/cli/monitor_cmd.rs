@@ -10,16 +10,7 @@ use std::time::Duration;
 
 /// Where the shim publishes (the same rule as the shim's: docs/state.md).
 fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| {
-        state::base_dir(
-            std::env::var_os(state::STATE_DIR_VAR)
-                .map(PathBuf::from)
-                .as_deref(),
-            std::env::var_os("XDG_RUNTIME_DIR")
-                .map(PathBuf::from)
-                .as_deref(),
-        )
-    })
+    given.unwrap_or_else(state::base_dir_from_env)
 }
 
 fn seconds(s: f64, what: &str) -> Result<Duration> {

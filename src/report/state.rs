@@ -135,6 +135,17 @@ pub fn base_dir(configured: Option<&Path>, xdg_runtime: Option<&Path>) -> PathBu
     }
 }
 
+/// `base_dir` from this process's environment: the one reading of
+/// `KVSCOPE_STATE_DIR` and `XDG_RUNTIME_DIR` that the shim (at start, in
+/// its config) and the reader share.
+pub fn base_dir_from_env() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
+    base_dir(
+        var(STATE_DIR_VAR).as_deref(),
+        var("XDG_RUNTIME_DIR").as_deref(),
+    )
+}
+
 /// The file of one process: its pid and start time (a container's
 /// processes are often PID 1 every time).
 pub fn file_name(pid: u32, start_unix_ms: u64) -> String {

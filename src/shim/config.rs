@@ -127,14 +127,7 @@ impl Config {
                     .as_deref(),
             ),
             state: e.flag("KVSCOPE_STATE", true),
-            state_dir: state::base_dir(
-                std::env::var_os(state::STATE_DIR_VAR)
-                    .map(PathBuf::from)
-                    .as_deref(),
-                std::env::var_os("XDG_RUNTIME_DIR")
-                    .map(PathBuf::from)
-                    .as_deref(),
-            ),
+            state_dir: state::base_dir_from_env(),
             model_name: var("KVSCOPE_MODEL_NAME").map(|v| state::clip(&v)),
             tmp_dir: std::env::var_os("TMPDIR")
                 .map(PathBuf::from)

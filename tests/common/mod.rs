@@ -209,3 +209,16 @@ pub fn python() -> bool {
     }
     found
 }
+
+/// `34,952`: Python's `f"{n:,}"`, as engines print counts in their logs.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
