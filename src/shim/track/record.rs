@@ -110,12 +110,12 @@ impl Call {
                 caller,
             }),
             api,
-            ticks: if api.allocates() {
-                let now = clock::ticks();
-                t.ticks.set(now);
-                now
-            } else {
-                let now = clock::coarse(t.ticks.get());
+            ticks: {
+                let now = if api.allocates() {
+                    clock::ticks()
+                } else {
+                    clock::coarse(t.ticks.get())
+                };
                 t.ticks.set(now);
                 now
             },
