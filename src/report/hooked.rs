@@ -43,7 +43,7 @@ macro_rules! hooked_functions {
             CudaMallocManaged: cudaMallocManaged(p: *mut *mut c_void, size: usize, flags: c_uint)
                 Runtime Managed [ALLOCATES] => alloc(out = p, size = size, device = |d| d, stream = 0);
             CudaMallocPitch: cudaMallocPitch(p: *mut *mut c_void, pitch: *mut usize, width: usize, height: usize)
-                Runtime Device [ALLOCATES] => alloc(out = p, size = out(pitch) * height, device = |d| d, stream = 0);
+                Runtime Device [ALLOCATES] => alloc(out = p, size = out(pitch).wrapping_mul(height), device = |d| d, stream = 0);
             CudaMallocHost: cudaMallocHost(p: *mut *mut c_void, size: usize)
                 Runtime Host [ALLOCATES] => alloc(out = p, size = size, device = |d| d, stream = 0);
             CudaHostAlloc: cudaHostAlloc(p: *mut *mut c_void, size: usize, flags: c_uint)
@@ -55,7 +55,7 @@ macro_rules! hooked_functions {
             CuMemAllocManaged: cuMemAllocManaged(p: *mut u64, size: usize, flags: c_uint)
                 Driver Managed [ALLOCATES] => alloc(out = p, size = size, device = |d| d, stream = 0);
             CuMemAllocPitch: cuMemAllocPitch_v2(p: *mut u64, pitch: *mut usize, width: usize, height: usize, elem: c_uint)
-                Driver Device [ALLOCATES] => alloc(out = p, size = out(pitch) * height, device = |d| d, stream = 0);
+                Driver Device [ALLOCATES] => alloc(out = p, size = out(pitch).wrapping_mul(height), device = |d| d, stream = 0);
             CuMemAllocHost: cuMemAllocHost_v2(p: *mut *mut c_void, size: usize)
                 Driver Host [ALLOCATES] => alloc(out = p, size = size, device = |d| d, stream = 0);
             CuMemHostAlloc: cuMemHostAlloc(p: *mut *mut c_void, size: usize, flags: c_uint)
@@ -81,7 +81,7 @@ macro_rules! hooked_functions {
                 Driver Device [] => custom(vmm);
             CuMemUnmap: cuMemUnmap(va: u64, size: usize) Driver Device [] => custom(vmm);
             CudaMalloc3D: cudaMalloc3D(p: *mut PitchedPtr, extent: Extent)
-                Runtime Device [ALLOCATES] => alloc(out = p as *const u64, size = out(p).pitch * extent.height * extent.depth, device = |d| d, stream = 0);
+                Runtime Device [ALLOCATES] => alloc(out = p as *const u64, size = out(p).pitch.wrapping_mul(extent.height).wrapping_mul(extent.depth), device = |d| d, stream = 0);
         }
         own {
             KvscopeMalloc: kvscope_malloc Device [ALLOCATES POOLED PLUGGABLE] => pluggable;

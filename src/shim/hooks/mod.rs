@@ -28,6 +28,7 @@ pub mod vmm;
 use crate::report::Api;
 use crate::shim::lifecycle;
 use crate::shim::track::record::Call;
+use crate::shim::track::tls::Tls;
 use real::Real;
 use std::ffi::c_void;
 
@@ -46,6 +47,13 @@ unsafe impl Sync for Hook {}
 #[inline(always)]
 pub fn call(api: Api, caller: u64) -> Call {
     Call::begin(api, caller, lifecycle::tracker)
+}
+
+/// The outermost hooked call of `api` on thread `t` (its depth checked by
+/// the hook), made from `caller`.
+#[inline(always)]
+pub fn outermost(api: Api, t: &'static Tls, caller: u64) -> Call {
+    Call::outermost(api, t, caller, lifecycle::tracker)
 }
 
 /// The device of a memory pool, when the shim saw it made; else the thread's current device.

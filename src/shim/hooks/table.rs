@@ -7,7 +7,7 @@
 // real function expects, and gets its behaviour.
 
 use super::real::{real_fn, Real};
-use super::{call, out, pool_device, Hook};
+use super::{call, outermost, out, pool_device, Hook};
 use crate::report::Api;
 use crate::shim::cuda::loader::Lib;
 use crate::shim::cuda::{Extent, PitchedPtr, ERROR_SYMBOL_NOT_FOUND};
@@ -28,14 +28,27 @@ macro_rules! real_or_return {
     };
 }
 
-/// A hook reached from inside another (the runtime's own driver calls)
-/// records nothing: it checks the thread's depth before anything else and
-/// jumps to the real function (a tail call: no frame, no `Call`).
-macro_rules! pass_through_if_nested {
-    ($real:ident, $($arg:ident),*) => {
-        if crate::shim::track::tls::nested() {
+/// The exported hook of an allocation or a free is two functions. The hook
+/// itself is thin: it finds the real function and the thread's state; a
+/// call reached from inside another hook (the runtime's own driver calls)
+/// records nothing and jumps straight to the real function (a tail call: no
+/// frame beyond the frame pointer's, no `Call`). Only the outermost call
+/// reads its return address (the caller) and goes on to `recorded`, the
+/// body that records, kept out of line so that the pass-through path does
+/// not pay for its frame.
+macro_rules! thin_hook {
+    ($sym:ident ($($arg:ident : $ty:ty),*)) => {
+        #[unsafe(no_mangle)]
+        pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
+            let real = real_or_return!($sym, $($ty),*);
+            let t = crate::shim::track::tls::get();
+            if t.depth.get() != 0 {
+                // SAFETY: the caller's arguments, passed through untouched.
+                return unsafe { real($($arg),*) };
+            }
+            let caller = crate::shim::hooks::caller::return_address!();
             // SAFETY: the caller's arguments, passed through untouched.
-            return unsafe { $real($($arg),*) };
+            unsafe { recorded(real, t, caller, $($arg),*) }
         }
     };
 }
@@ -47,42 +60,62 @@ macro_rules! hook {
     // maps the thread's current device to the allocation's.
     (alloc $variant:ident $sym:ident ($($arg:ident : $ty:ty),*)
         (out = $out:expr, size = $size:expr, device = $device:expr, stream = $stream:expr)) => {
-        #[allow(unused_unsafe)] // most sizes read no out-pointer
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let real = real_or_return!($sym, $($ty),*);
-            pass_through_if_nested!(real, $($arg),*);
-            let call = call(Api::$variant, super::caller::return_address!());
-            // SAFETY: the caller's arguments, passed through untouched.
-            let rc = unsafe { real($($arg),*) };
-            call.allocated(
-                rc,
-                // SAFETY: after a successful call the out-pointer holds the address.
-                || unsafe { out($out) } as u64,
-                // SAFETY: evaluated after a successful call, which filled the
-                // out-pointers the size is read from (the pitch).
-                || unsafe { $size } as u64,
-                $device,
-                $stream as u64,
-            );
-            rc
+        #[allow(non_snake_case)]
+        pub mod $sym {
+            use super::*;
+            thin_hook!($sym ($($arg: $ty),*));
+
+            #[allow(unused_unsafe)] // most sizes read no out-pointer
+            #[inline(never)]
+            unsafe fn recorded(
+                real: unsafe extern "C" fn($($ty),*) -> i32,
+                t: &'static crate::shim::track::tls::Tls,
+                caller: u64,
+                $($arg: $ty),*
+            ) -> i32 {
+                let call = outermost(Api::$variant, t, caller);
+                // SAFETY: the caller's arguments, passed through untouched.
+                let rc = unsafe { real($($arg),*) };
+                call.allocated(
+                    rc,
+                    // SAFETY: after a successful call the out-pointer holds the address.
+                    || unsafe { out($out) } as u64,
+                    // SAFETY: evaluated after a successful call, which filled the
+                    // out-pointers the size is read from (the pitch).
+                    || unsafe { $size } as u64,
+                    $device,
+                    $stream as u64,
+                );
+                rc
+            }
         }
+        pub use $sym::$sym;
     };
     // A free: the address is an argument, taken out of the table before the
     // real free (the address can be reused at once).
     (free $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) (address = $addr:expr)) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let real = real_or_return!($sym, $($ty),*);
-            pass_through_if_nested!(real, $($arg),*);
-            let call = call(Api::$variant, super::caller::return_address!());
-            let address = $addr as u64;
-            let removed = call.free_begin(address);
-            // SAFETY: the caller's arguments, passed through untouched.
-            let rc = unsafe { real($($arg),*) };
-            call.free_end(address, removed, rc);
-            rc
+        #[allow(non_snake_case)]
+        pub mod $sym {
+            use super::*;
+            thin_hook!($sym ($($arg: $ty),*));
+
+            #[inline(never)]
+            unsafe fn recorded(
+                real: unsafe extern "C" fn($($ty),*) -> i32,
+                t: &'static crate::shim::track::tls::Tls,
+                caller: u64,
+                $($arg: $ty),*
+            ) -> i32 {
+                let call = outermost(Api::$variant, t, caller);
+                let address = $addr as u64;
+                let removed = call.free_begin(address);
+                // SAFETY: the caller's arguments, passed through untouched.
+                let rc = unsafe { real($($arg),*) };
+                call.free_end(address, removed, rc);
+                rc
+            }
         }
+        pub use $sym::$sym;
     };
     // A recorded call with a handler: `hooks::$module::$sym(call, real, args)`.
     (custom $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) ($module:ident)) => {

@@ -21,6 +21,7 @@
 use super::clock;
 use super::devices::{clamp, MAX_DEVICES};
 use super::events::{EventRec, EventRing};
+use super::guard::protect;
 use super::spin::SpinLock;
 use super::tls::{self, Tls};
 use crate::report::{Api, Space};
@@ -51,6 +52,12 @@ pub fn lane(space: Space, device: u32) -> usize {
         Space::Managed => MAX_DEVICES + d,
         Space::Host => HOST_LANE,
     }
+}
+
+/// Adds to a counter only its thread writes (readers load it whole).
+#[inline(always)]
+fn bump(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
 }
 
 #[derive(Default)]
@@ -95,6 +102,7 @@ impl ThreadBlock {
         }
     }
 
+    /// Adds to a counter of this block: atomically for the shared block.
     #[inline(always)]
     fn add(&self, a: &AtomicU64, v: u64) {
         if self.shared {
@@ -128,32 +136,55 @@ impl ThreadBlock {
         self.add(&self.lanes[lane].failures, 1);
     }
 
-    /// An allocation of `size` bytes in `lane`.
+    /// The thread's counters of `lane`, which `lane()` keeps below LANES.
+    #[inline(always)]
+    fn lane(&self, lane: usize) -> &Lane {
+        debug_assert!(lane < LANES);
+        // SAFETY: every lane index comes from `lane()`, below LANES (the hot
+        // path must not panic: see guard.rs).
+        unsafe { self.lanes.get_unchecked(lane) }
+    }
+
+    /// An allocation of `size` bytes in `lane`. The block's own thread
+    /// updates it with plain loads and stores; the shared overflow block
+    /// takes the atomic path.
     #[inline]
     pub fn alloc(&'static self, lane: usize, size: u64) {
-        let l = &self.lanes[lane];
-        self.add(&l.alloc_bytes, size);
-        self.add(&l.allocs, 1);
+        if self.shared {
+            return self.alloc_shared(lane, size);
+        }
+        let l = self.lane(lane);
+        bump(&l.alloc_bytes, size);
+        bump(&l.allocs, 1);
         let pending = l.pending.load(Relaxed) + size as i64;
-        if !self.shared
-            && l.epoch.load(Relaxed) == PEAKS[lane].epoch.load(Relaxed)
-            && pending <= l.lease.load(Relaxed) as i64
-        {
+        // SAFETY: lane < LANES, as above.
+        let epoch = unsafe { PEAKS.get_unchecked(lane) }.epoch.load(Relaxed);
+        if l.epoch.load(Relaxed) == epoch && pending <= l.lease.load(Relaxed) as i64 {
             l.pending.store(pending, Relaxed);
         } else {
             self.publish(lane, size as i64, true);
         }
     }
 
+    #[cold]
+    fn alloc_shared(&'static self, lane: usize, size: u64) {
+        let l = self.lane(lane);
+        l.alloc_bytes.fetch_add(size, Relaxed);
+        l.allocs.fetch_add(1, Relaxed);
+        self.publish(lane, size as i64, true);
+    }
+
     /// A free of `size` bytes in `lane` (the lane the allocation was counted in).
     #[inline]
     pub fn free(&'static self, lane: usize, size: u64) {
-        let l = &self.lanes[lane];
-        self.add(&l.freed_bytes, size);
-        self.add(&l.frees, 1);
+        let l = self.lane(lane);
         let pending = if self.shared {
+            l.freed_bytes.fetch_add(size, Relaxed);
+            l.frees.fetch_add(1, Relaxed);
             l.pending.fetch_sub(size as i64, Relaxed) - size as i64
         } else {
+            bump(&l.freed_bytes, size);
+            bump(&l.frees, 1);
             let p = l.pending.load(Relaxed) - size as i64;
             l.pending.store(p, Relaxed);
             p
@@ -175,6 +206,10 @@ impl ThreadBlock {
     /// recompute the peak when `renew` (an allocation), and take a new lease.
     #[cold]
     fn publish(&'static self, lane: usize, extra: i64, renew: bool) {
+        protect(|| self.publish_here(lane, extra, renew));
+    }
+
+    fn publish_here(&'static self, lane: usize, extra: i64, renew: bool) {
         let peak = &PEAKS[lane];
         let mut g = peak.inner.lock();
         let l = &self.lanes[lane];

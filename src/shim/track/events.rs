@@ -88,7 +88,9 @@ impl EventRing {
             self.next.store(n + 1, Relaxed);
             n
         };
-        let slot = &self.slots[(n & self.mask) as usize];
+        // SAFETY: `mask` is the slot count less one (a power of two), so the
+        // index is in bounds (the hot path must not panic: see guard.rs).
+        let slot = unsafe { self.slots.get_unchecked((n & self.mask) as usize) };
         slot.stamp.store(0, Relaxed);
         fence(Release);
         slot.ticks.store(e.ticks, Relaxed);

@@ -15,6 +15,7 @@ pub mod counters;
 pub mod devices;
 pub mod events;
 pub mod failures;
+pub mod guard;
 pub mod markers;
 pub mod oom;
 pub mod record;

@@ -13,14 +13,9 @@ use super::vmm::{Handle, Undo};
 use super::{clock, oom, stacks, Anomalies, Tracker};
 use crate::report::{Api, Space};
 use crate::shim::cuda::{driver, ERROR_OUT_OF_MEMORY};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::*;
 
-/// Runs recording code; a panic in it is swallowed, never crosses into C.
-#[inline]
-pub fn protect<R>(f: impl FnOnce() -> R) -> Option<R> {
-    catch_unwind(AssertUnwindSafe(f)).ok()
-}
+pub use super::guard::protect;
 
 /// The thread recording a call: its state and its counter block.
 #[derive(Clone, Copy)]
@@ -77,17 +72,23 @@ impl Call {
         tracker: impl FnOnce() -> Option<&'static Tracker>,
     ) -> Call {
         let t = tls::get();
-        let idle = Call {
-            shim: None,
-            rec: None,
-            api,
-            ticks: 0,
-        };
         if t.depth.get() != 0 {
-            return idle;
+            return Call::idle(api);
         }
+        Call::outermost(api, t, caller, tracker)
+    }
+
+    /// Begins the outermost hooked call of thread `t` (the hook checked its
+    /// depth): takes the thread's counter block and stamps the call.
+    #[inline(always)]
+    pub fn outermost(
+        api: Api,
+        t: &'static Tls,
+        caller: u64,
+        tracker: impl FnOnce() -> Option<&'static Tracker>,
+    ) -> Call {
         let Some(shim) = tracker() else {
-            return idle;
+            return Call::idle(api);
         };
         t.depth.set(1);
         let block = match counters::claimed(t) {
@@ -97,7 +98,7 @@ impl Call {
                 Some(b) => b,
                 None => {
                     t.depth.set(0);
-                    return idle;
+                    return Call::idle(api);
                 }
             },
         };
@@ -122,6 +123,17 @@ impl Call {
         }
     }
 
+    /// A call that records nothing (nested, or the shim is off).
+    #[inline(always)]
+    fn idle(api: Api) -> Call {
+        Call {
+            shim: None,
+            rec: None,
+            api,
+            ticks: 0,
+        }
+    }
+
     pub fn recording(&self) -> Option<&'static Tracker> {
         self.shim
     }
@@ -139,7 +151,8 @@ impl Call {
     }
 
     /// After an allocating call: record it, or its failure. `device` maps the
-    /// thread's current device to the allocation's.
+    /// thread's current device to the allocation's. The common case, a
+    /// successful allocation, runs unprotected: it cannot panic (guard.rs).
     #[inline]
     pub fn allocated(
         &self,
@@ -153,29 +166,26 @@ impl Call {
             return;
         };
         let api = self.api;
-        protect(|| {
-            let device = clamp(device(r.tls.device.get()));
-            if rc == 0 {
-                let a = address();
-                if a != 0 {
-                    let alloc = Alloc {
-                        api,
-                        device,
-                        address: a,
-                        size: size(),
-                        stream,
-                    };
-                    track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
-                    shim.devices.mark_seen(device);
-                    if alloc.size >= shim.settings.stack_min {
-                        // After the table insert: no shim lock is held.
-                        shim.stacks.insert(a, stacks::capture(alloc.size, device));
-                    }
-                }
-            } else {
-                note_failure(shim, r, api, device, size(), rc, true);
-            }
-        });
+        let device = clamp(device(r.tls.device.get()));
+        if rc != 0 {
+            return failed(shim, r, api, device, size(), rc, true);
+        }
+        let a = address();
+        if a == 0 {
+            return;
+        }
+        let alloc = Alloc {
+            api,
+            device,
+            address: a,
+            size: size(),
+            stream,
+        };
+        track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
+        shim.devices.mark_seen(device);
+        if alloc.size >= shim.settings.stack_min {
+            keep_stack(shim, a, alloc.size, device);
+        }
     }
 
     /// Before a free: take the allocation out of the table.
@@ -187,14 +197,11 @@ impl Call {
         if address == 0 {
             return None;
         }
-        protect(|| {
-            let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
-            if e.size() >= shim.settings.stack_min {
-                shim.stacks.remove(address);
-            }
-            Some(e)
-        })
-        .flatten()
+        let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
+        if e.size() >= shim.settings.stack_min {
+            drop_stack(shim, address);
+        }
+        Some(e)
     }
 
     /// After a free: put the allocation back if the call failed; count frees
@@ -208,21 +215,7 @@ impl Call {
         if address == 0 || (removed.is_some() && rc == 0) {
             return;
         }
-        let api = self.api;
-        protect(|| match removed {
-            Some(e) if rc != 0 => {
-                shim.table.insert(e, r.block.index);
-                r.block.unfree(lane(e.api().space(), e.device()), e.size());
-                note_failure(shim, r, api, e.device(), e.size(), rc, false);
-            }
-            Some(_) => {}
-            None => {
-                count_unknown_free(shim, address, rc != 0);
-                if rc != 0 {
-                    note_failure(shim, r, api, r.tls.device.get(), 0, rc, false);
-                }
-            }
-        });
+        free_settled(shim, r, self.api, address, removed, rc);
     }
 
     /// A free of a pointer the table does not hold, not passed on (pluggable mode).
@@ -248,6 +241,48 @@ impl Drop for Call {
             r.tls.depth.set(0);
         }
     }
+}
+
+/// A failed call, recorded off the hot path.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn failed(shim: &Tracker, r: Recorder, api: Api, device: u32, size: u64, rc: i32, allocating: bool) {
+    protect(|| note_failure(shim, r, api, device, size, rc, allocating));
+}
+
+/// A native stack for a big allocation; after the table insert: no shim
+/// lock is held.
+#[cold]
+#[inline(never)]
+fn keep_stack(shim: &Tracker, address: u64, size: u64, device: u32) {
+    protect(|| shim.stacks.insert(address, stacks::capture(size, device)));
+}
+
+#[cold]
+#[inline(never)]
+fn drop_stack(shim: &Tracker, address: u64) {
+    protect(|| shim.stacks.remove(address));
+}
+
+/// A free that failed or that the table could not match.
+#[cold]
+#[inline(never)]
+fn free_settled(shim: &Tracker, r: Recorder, api: Api, address: u64, removed: Option<Entry>, rc: i32) {
+    protect(|| match removed {
+        Some(e) if rc != 0 => {
+            shim.table.insert(e, r.block.index);
+            r.block.unfree(lane(e.api().space(), e.device()), e.size());
+            note_failure(shim, r, api, e.device(), e.size(), rc, false);
+        }
+        Some(_) => {}
+        None => {
+            count_unknown_free(shim, address, rc != 0);
+            if rc != 0 {
+                note_failure(shim, r, api, r.tls.device.get(), 0, rc, false);
+            }
+        }
+    });
 }
 
 /// A free the table could not match: a double free when the address was
