@@ -7,7 +7,7 @@
 // real function expects, and gets its behaviour.
 
 use super::real::{real_fn, Real};
-use super::{call, outermost, out, pool_device, Hook};
+use super::{call, out, outermost, pool_device, Hook};
 use crate::report::Api;
 use crate::shim::cuda::loader::Lib;
 use crate::shim::cuda::{Extent, PitchedPtr, ERROR_SYMBOL_NOT_FOUND};

@@ -184,7 +184,7 @@ impl Call {
         track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
         shim.devices.mark_seen(device);
         if alloc.size >= shim.settings.stack_min {
-            keep_stack(shim, a, alloc.size, device);
+            keep_stack(shim, r, a, alloc.size, device);
         }
     }
 
@@ -247,7 +247,15 @@ impl Drop for Call {
 #[cold]
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn failed(shim: &Tracker, r: Recorder, api: Api, device: u32, size: u64, rc: i32, allocating: bool) {
+fn failed(
+    shim: &Tracker,
+    r: Recorder,
+    api: Api,
+    device: u32,
+    size: u64,
+    rc: i32,
+    allocating: bool,
+) {
     protect(|| note_failure(shim, r, api, device, size, rc, allocating));
 }
 
@@ -255,8 +263,11 @@ fn failed(shim: &Tracker, r: Recorder, api: Api, device: u32, size: u64, rc: i32
 /// lock is held.
 #[cold]
 #[inline(never)]
-fn keep_stack(shim: &Tracker, address: u64, size: u64, device: u32) {
-    protect(|| shim.stacks.insert(address, stacks::capture(size, device)));
+fn keep_stack(shim: &Tracker, r: Recorder, address: u64, size: u64, device: u32) {
+    protect(|| {
+        let stack = stacks::capture(size, device, r.caller);
+        shim.stacks.insert(address, stack)
+    });
 }
 
 #[cold]
@@ -268,7 +279,14 @@ fn drop_stack(shim: &Tracker, address: u64) {
 /// A free that failed or that the table could not match.
 #[cold]
 #[inline(never)]
-fn free_settled(shim: &Tracker, r: Recorder, api: Api, address: u64, removed: Option<Entry>, rc: i32) {
+fn free_settled(
+    shim: &Tracker,
+    r: Recorder,
+    api: Api,
+    address: u64,
+    removed: Option<Entry>,
+    rc: i32,
+) {
     protect(|| match removed {
         Some(e) if rc != 0 => {
             shim.table.insert(e, r.block.index);
