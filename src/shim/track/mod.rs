@@ -17,6 +17,7 @@ pub mod events;
 pub mod failures;
 pub mod markers;
 pub mod oom;
+pub mod owned;
 pub mod record;
 pub mod spin;
 pub mod stacks;
