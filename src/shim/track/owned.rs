@@ -282,7 +282,11 @@ mod tests {
             .collect();
         for _ in 0..OWNER {
             l.with_owned(|v| {
+                // A read-modify-write long enough for others to land inside.
                 let x = std::hint::black_box(*v);
+                for _ in 0..16 {
+                    std::hint::spin_loop();
+                }
                 *v = x + 1;
             });
         }
