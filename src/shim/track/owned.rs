@@ -112,13 +112,16 @@ unsafe impl<T: Send> Sync for OwnedLock<T> {}
 // SAFETY: owning the lock owns the value; T: Send lets it move threads.
 unsafe impl<T: Send> Send for OwnedLock<T> {}
 
-/// Clears `busy` also if the owner's operation unwinds.
-struct Busy<'a>(&'a AtomicBool);
+/// The owner's exit: clears `busy` (fast path) or `lock` (fallback), also
+/// if its operation unwinds.
+struct Exit<'a> {
+    flag: &'a AtomicBool,
+}
 
-impl Drop for Busy<'_> {
+impl Drop for Exit<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        self.0.store(false, Release);
+        self.flag.store(false, Release);
     }
 }
 
@@ -135,21 +138,38 @@ impl<T> OwnedLock<T> {
     }
 
     /// The owner's access. Only the owning thread may call it (module doc);
-    /// anyone else calls `lock`.
+    /// anyone else calls `lock`. `f` has one call site, so it inlines.
     #[inline(always)]
     pub fn with_owned<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        if self.biased {
-            self.busy.store(true, Relaxed);
-            compiler_fence(SeqCst);
-            let busy = Busy(&self.busy);
-            if !self.lock.load(Acquire) {
-                // SAFETY: `busy` is set and nobody held `lock`: others wait
-                // for `busy` after their barrier (module doc).
-                return f(unsafe { &mut *self.value.get() });
-            }
-            drop(busy);
+        let fast = self.biased && self.enter_owned();
+        if !fast {
+            self.take_owned();
         }
-        f(&mut self.take().settled())
+        let _exit = Exit {
+            flag: if fast { &self.busy } else { &self.lock },
+        };
+        // SAFETY: fast: `busy` is set and nobody held `lock`, so others wait
+        // for `busy` after their barrier (module doc); else `lock` is ours.
+        f(unsafe { &mut *self.value.get() })
+    }
+
+    /// The owner's plain-store entry: true when it is in, with `busy` set.
+    #[inline(always)]
+    fn enter_owned(&self) -> bool {
+        self.busy.store(true, Relaxed);
+        compiler_fence(SeqCst);
+        if self.lock.load(Acquire) {
+            self.busy.store(false, Release);
+            return false;
+        }
+        true
+    }
+
+    /// The owner's fallback: its own `busy` is 0, so no barrier and no wait.
+    #[cold]
+    #[inline(never)]
+    fn take_owned(&self) {
+        std::mem::forget(self.take());
     }
 
     /// Exclusive access for anyone (the owner too, but it has `with_owned`).
@@ -213,13 +233,6 @@ impl<'a, T> Held<'a, T> {
         Guard { lock }
     }
 
-    /// For the owner's fallback: its own `busy` is 0.
-    #[inline]
-    fn settled(self) -> Guard<'a, T> {
-        let lock = self.lock;
-        std::mem::forget(self);
-        Guard { lock }
-    }
 }
 
 impl<T> Drop for Held<'_, T> {

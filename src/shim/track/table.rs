@@ -384,7 +384,7 @@ impl Table {
     /// `owned`: the caller holds that block alone, `!block.is_shared()`);
     /// returns the entry it replaced when that shard still had the address
     /// live (its free went unseen).
-    #[inline]
+    #[inline(always)]
     pub fn insert(&self, e: Entry, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(e.address);
         let s = self.home(home);
@@ -396,7 +396,7 @@ impl Table {
     }
 
     /// Takes an allocation out: from `home`'s shard, else from any other.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&self, address: u64, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(address);
         let s = self.home(home);
