@@ -70,7 +70,14 @@ static BARRIER: AtomicU8 = AtomicU8::new(UNTRIED);
 
 fn membarrier(cmd: libc::c_int) -> bool {
     // SAFETY: membarrier takes two integers and touches no user memory.
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_uint, 0 as libc::c_int) == 0 }
+    unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            cmd,
+            0 as libc::c_uint,
+            0 as libc::c_int,
+        ) == 0
+    }
 }
 
 /// Can owners be biased: is this process registered for the expedited
@@ -219,6 +226,10 @@ pub struct Held<'a, T> {
 }
 
 impl<'a, T> Held<'a, T> {
+    pub fn is_biased(&self) -> bool {
+        self.lock.biased
+    }
+
     /// Waits until the owner is out; call after `fence_owners` (done after
     /// this lock was taken) when the lock is biased.
     pub fn settle(self) -> Guard<'a, T> {
@@ -232,7 +243,6 @@ impl<'a, T> Held<'a, T> {
         }
         Guard { lock }
     }
-
 }
 
 impl<T> Drop for Held<'_, T> {

@@ -369,7 +369,7 @@ impl Table {
             .filter(|(i, _)| *i != skip)
             .map(|(_, s)| s.acquire())
             .collect();
-        if self.biased && !held.is_empty() {
+        if held.iter().any(|h| h.is_biased()) {
             owned::fence_owners();
         }
         let mut done = false;
@@ -473,11 +473,7 @@ impl Table {
     /// A copy of every live entry.
     pub fn snapshot(&self) -> Vec<Entry> {
         let mut out = Vec::new();
-        self.visit(NO_SHARD, |s| {
-            out.reserve(s.len as usize);
-            out.extend(s.index.iter().filter(|&&v| v != EMPTY).map(|&v| *s.slot(v - 1)));
-            false
-        });
+        self.for_each(|e| out.push(*e));
         out
     }
 

@@ -75,7 +75,10 @@ fn remembers_recent_frees() {
     let t = Table::new();
     t.insert(entry(0x1000, 1), 0, true);
     assert!(!t.recently_freed(0x1000));
-    assert!(t.remove(0x1000, 5, false).is_some(), "found from another home");
+    assert!(
+        t.remove(0x1000, 5, false).is_some(),
+        "found from another home"
+    );
     assert!(t.recently_freed(0x1000));
     assert!(t.remove(0x1000, 0, true).is_none());
     assert_eq!(t.get(0x1000), None);
