@@ -95,11 +95,11 @@ pub fn available() -> bool {
     }
 }
 
-/// The other side's barrier, once for any number of `Held` shards: after
-/// it, every owner either shows its `busy` or sees `lock`. Registered, the
-/// expedited barrier does not fail; if it ever did, the global one (RCU
-/// grace period, slow) gives the same guarantee without registration.
-pub fn fence_owners() {
+/// The other side's barrier: after it, every owner either shows its `busy`
+/// or sees `lock`. Registered, the expedited barrier does not fail; if it
+/// ever did, the global one (RCU grace period, slow) gives the same
+/// guarantee without registration.
+fn fence_owners() {
     if !membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) {
         membarrier(MEMBARRIER_CMD_GLOBAL);
     }
@@ -144,10 +144,14 @@ impl<T> OwnedLock<T> {
         }
     }
 
-    /// The owner's access. Only the owning thread may call it (module doc);
-    /// anyone else calls `lock`. `f` has one call site, so it inlines.
+    /// The owner's access; anyone else calls `lock`. `f` has one call
+    /// site, so it inlines.
+    ///
+    /// # Safety
+    /// Only the lock's owner calls it: one thread at a time, never two at
+    /// once (module doc: who owns).
     #[inline(always)]
-    pub fn with_owned<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    pub unsafe fn with_owned<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let fast = self.biased && self.enter_owned();
         if !fast {
             self.take_owned();
@@ -188,8 +192,8 @@ impl<T> OwnedLock<T> {
         held.settle()
     }
 
-    /// Takes `lock` only: no access until the owners are fenced
-    /// (`fence_owners`, once for many) and `settle` waited for this owner.
+    /// Takes `lock` only: no access until `fence_all` fenced the owners
+    /// (once for many locks) and `Fenced::settle` waited for this owner.
     pub fn acquire(&self) -> Held<'_, T> {
         self.take()
     }
@@ -220,19 +224,34 @@ impl<T> OwnedLock<T> {
     }
 }
 
-/// `lock` taken, the owner not yet waited for.
+/// One barrier for all the locks taken (only if one of them is biased):
+/// then each can be waited for and entered.
+pub fn fence_all<'a, T>(held: Vec<Held<'a, T>>) -> Vec<Fenced<'a, T>> {
+    if held.iter().any(|h| h.lock.biased) {
+        fence_owners();
+    }
+    held.into_iter().map(Fenced).collect()
+}
+
+/// `lock` taken and the owners fenced after it: `settle` may enter.
+pub struct Fenced<'a, T>(Held<'a, T>);
+
+impl<'a, T> Fenced<'a, T> {
+    /// Waits until the owner is out.
+    pub fn settle(self) -> Guard<'a, T> {
+        self.0.settle()
+    }
+}
+
+/// `lock` taken, the owner not yet fenced nor waited for.
 pub struct Held<'a, T> {
     lock: &'a OwnedLock<T>,
 }
 
 impl<'a, T> Held<'a, T> {
-    pub fn is_biased(&self) -> bool {
-        self.lock.biased
-    }
-
-    /// Waits until the owner is out; call after `fence_owners` (done after
-    /// this lock was taken) when the lock is biased.
-    pub fn settle(self) -> Guard<'a, T> {
+    /// Waits until the owner is out; only after a barrier that followed
+    /// the taking of `lock` (`lock`, `fence_all`).
+    fn settle(self) -> Guard<'a, T> {
         let lock = self.lock;
         std::mem::forget(self);
         if lock.biased {
@@ -304,14 +323,17 @@ mod tests {
             })
             .collect();
         for _ in 0..OWNER {
-            l.with_owned(|v| {
-                // A read-modify-write long enough for others to land inside.
-                let x = std::hint::black_box(*v);
-                for _ in 0..16 {
-                    std::hint::spin_loop();
-                }
-                *v = x + 1;
-            });
+            // SAFETY: this thread is the only one calling with_owned.
+            unsafe {
+                l.with_owned(|v| {
+                    // A read-modify-write long enough for others to land inside.
+                    let x = std::hint::black_box(*v);
+                    for _ in 0..16 {
+                        std::hint::spin_loop();
+                    }
+                    *v = x + 1;
+                })
+            };
         }
         for t in others {
             t.join().unwrap();
@@ -337,12 +359,12 @@ mod tests {
     fn held_locks_keep_the_owner_out_until_released() {
         let biased = available();
         let l = Arc::new(OwnedLock::new(0u32, biased));
-        let held = l.acquire();
-        fence_owners();
-        let mut g = held.settle();
+        let mut fenced = fence_all(vec![l.acquire()]);
+        let mut g = fenced.pop().unwrap().settle();
         let owner = {
             let l = l.clone();
-            std::thread::spawn(move || l.with_owned(|v| *v += 1))
+            // SAFETY: the spawned thread is the only one calling with_owned.
+            std::thread::spawn(move || unsafe { l.with_owned(|v| *v += 1) })
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         *g = 10; // the owner is waiting: its +1 comes after

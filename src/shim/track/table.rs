@@ -369,39 +369,40 @@ impl Table {
             .filter(|(i, _)| *i != skip)
             .map(|(_, s)| s.acquire())
             .collect();
-        if held.iter().any(|h| h.is_biased()) {
-            owned::fence_owners();
-        }
         let mut done = false;
-        for h in held {
+        for h in owned::fence_all(held) {
             if !done {
                 done = f(&mut h.settle());
             }
         }
     }
 
-    /// Adds an allocation to the shard of `home` (the caller's block index;
-    /// `owned`: the caller holds that block alone, `!block.is_shared()`);
+    /// Adds an allocation to the shard of `home` (the caller's block index);
     /// returns the entry it replaced when that shard still had the address
-    /// live (its free went unseen).
+    /// live (its free went unseen). `owned`: the calling thread holds block
+    /// `home` alone (`!block.is_shared()`), the contract the counters'
+    /// plain stores keep too; true from any other thread breaks exclusion.
     #[inline(always)]
     pub fn insert(&self, e: Entry, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(e.address);
         let s = self.home(home);
         if owned {
-            s.with_owned(|s| s.insert(e, h))
+            // SAFETY: the caller owns `home` (above).
+            unsafe { s.with_owned(|s| s.insert(e, h)) }
         } else {
             s.lock().insert(e, h)
         }
     }
 
     /// Takes an allocation out: from `home`'s shard, else from any other.
+    /// `owned` as for `insert`.
     #[inline(always)]
     pub fn remove(&self, address: u64, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(address);
         let s = self.home(home);
         let found = if owned {
-            s.with_owned(|s| s.remove(address, h))
+            // SAFETY: the caller owns `home` (`insert`).
+            unsafe { s.with_owned(|s| s.remove(address, h)) }
         } else {
             s.lock().remove(address, h)
         };
