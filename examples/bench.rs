@@ -363,6 +363,7 @@ fn memory() {
     let n = 1_000_000u64;
     let table = Table::new();
     let empty = table.memory_bytes();
+    let b = counters::current();
     for i in 0..n {
         table.insert(
             Entry::new(
@@ -376,7 +377,8 @@ fn memory() {
                 1,
                 0x5555_0000_1234,
             ),
-            0,
+            b.index,
+            !b.is_shared(),
         );
     }
     let per = (table.memory_bytes() - empty) as f64 / n as f64;

@@ -18,6 +18,7 @@ pub mod failures;
 pub mod guard;
 pub mod markers;
 pub mod oom;
+pub mod owned;
 pub mod record;
 pub mod spin;
 pub mod stacks;

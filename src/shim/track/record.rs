@@ -289,7 +289,7 @@ fn free_settled(
 ) {
     protect(|| match removed {
         Some(e) if rc != 0 => {
-            shim.table.insert(e, r.block.index);
+            shim.table.insert(e, r.block.index, !r.block.is_shared());
             r.block.unfree(lane(e.api().space(), e.device()), e.size());
             note_failure(shim, r, api, e.device(), e.size(), rc, false);
         }
@@ -339,7 +339,7 @@ pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64
         thread,
         r.caller,
     );
-    if let Some(old) = table.insert(e, b.index) {
+    if let Some(old) = table.insert(e, b.index, !b.is_shared()) {
         b.free(lane(old.api().space(), old.device()), old.size());
         anomalies.replaced.fetch_add(1, Relaxed);
     }
@@ -350,7 +350,7 @@ pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64
 /// A free of a tracked allocation, recorded before the real free.
 #[inline]
 pub fn track_free(table: &Table, r: Recorder, ticks: u64, api: Api, address: u64) -> Option<Entry> {
-    let e = table.remove(address, r.block.index)?;
+    let e = table.remove(address, r.block.index, !r.block.is_shared())?;
     r.block.free(lane(e.api().space(), e.device()), e.size());
     r.event(ticks, Op::Free, api, e.device(), address, e.size(), 0);
     Some(e)

@@ -38,18 +38,24 @@ impl<T> SpinLock<T> {
         let mut spins = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
-                if spins < 100 {
-                    std::hint::spin_loop();
-                    spins += 1;
-                } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
-                }
+                backoff(&mut spins);
             }
             if !self.locked.swap(true, Ordering::Acquire) {
                 return;
             }
         }
+    }
+}
+
+/// One step of waiting on a holder: a short spin, then yielding the CPU.
+#[inline]
+pub fn backoff(spins: &mut u32) {
+    if *spins < 100 {
+        std::hint::spin_loop();
+        *spins += 1;
+    } else {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
     }
 }
 

@@ -8,14 +8,15 @@
 //! freeing what it allocated, touches only cache lines its own core holds;
 //! with address-hashed shards every call would pull a line from the other
 //! core. A free of another thread's allocation searches the other shards.
-//! Each shard sits behind its own spin lock (taken uncontended in the common
-//! case: no global lock), keeps entries densely in a chunked slab (48 bytes
+//! Each shard sits behind its own owner-biased lock (`owned`: its owner
+//! enters without an atomic exchange; no global lock), keeps entries densely in a chunked slab (48 bytes
 //! an entry, freed slots reused), found through an open-addressing index of
 //! u32 slab positions. Chunks never move: growth copies only the index. A
 //! shard outlives its thread: the next owner of its counter block inherits it.
 
 use super::counters::MAX_BLOCKS;
-use super::spin::SpinLock;
+use super::guard::protect;
+use super::owned::{self, OwnedLock};
 use crate::report::Api;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
@@ -25,6 +26,8 @@ const CHUNK: usize = 256;
 const EMPTY: u32 = 0;
 const NONE: u32 = u32::MAX;
 const RECENT: usize = 32;
+/// No shard: `visit` skips none.
+const NO_SHARD: usize = usize::MAX;
 
 /// One live allocation: 48 bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -122,23 +125,47 @@ impl Shard {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot(&self, pos: u32) -> &Entry {
-        &self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
+        debug_assert!(pos < self.slab_len);
+        let (c, i) = (pos as usize / CHUNK, pos as usize % CHUNK);
+        // SAFETY: positions come from the index or the free chain, all below
+        // `slab_len`, whose chunks exist; `i < CHUNK`.
+        unsafe { self.chunks.get_unchecked(c).get_unchecked(i) }
     }
 
-    #[inline]
+    #[inline(always)]
     fn slot_mut(&mut self, pos: u32) -> &mut Entry {
-        &mut self.chunks[pos as usize / CHUNK][pos as usize % CHUNK]
+        debug_assert!(pos < self.slab_len);
+        let (c, i) = (pos as usize / CHUNK, pos as usize % CHUNK);
+        // SAFETY: as in `slot`.
+        unsafe { self.chunks.get_unchecked_mut(c).get_unchecked_mut(i) }
+    }
+
+    /// The index cell `i`, masked by its length - 1.
+    #[inline(always)]
+    fn cell(&self, i: usize) -> u32 {
+        debug_assert!(i < self.index.len());
+        // SAFETY: callers mask `i` by `index.len() - 1` (a power of two,
+        // non-empty whenever `len > 0` or after `grow`).
+        unsafe { *self.index.get_unchecked(i) }
+    }
+
+    #[inline(always)]
+    fn set_cell(&mut self, i: usize, v: u32) {
+        debug_assert!(i < self.index.len());
+        // SAFETY: as in `cell`.
+        unsafe { *self.index.get_unchecked_mut(i) = v }
     }
 
     /// (index position of the key, or of the empty place that ends its probe; found)
-    #[inline]
+    /// Only with a non-empty index (`len > 0`, or after `grow`).
+    #[inline(always)]
     fn probe(&self, address: u64, h: u64) -> (usize, bool) {
         let mask = self.index.len() - 1;
         let mut i = (h as usize) & mask;
         loop {
-            match self.index[i] {
+            match self.cell(i) {
                 EMPTY => return (i, false),
                 v if self.slot(v - 1).address == address => return (i, true),
                 _ => i = (i + 1) & mask,
@@ -146,6 +173,7 @@ impl Shard {
         }
     }
 
+    #[cold]
     fn grow(&mut self) {
         let want = ((self.len as usize + 1) * 2).next_power_of_two().max(64);
         let old = std::mem::replace(&mut self.index, vec![EMPTY; want]);
@@ -159,6 +187,7 @@ impl Shard {
         }
     }
 
+    #[inline(always)]
     fn take_slot(&mut self) -> u32 {
         if self.free_head != NONE {
             let pos = self.free_head;
@@ -166,25 +195,31 @@ impl Shard {
             return pos;
         }
         if self.slab_len as usize == self.chunks.len() * CHUNK {
-            self.chunks.push(Box::new([Entry::default(); CHUNK]));
+            self.add_chunk();
         }
         self.slab_len += 1;
         self.slab_len - 1
     }
 
+    #[cold]
+    fn add_chunk(&mut self) {
+        self.chunks.push(Box::new([Entry::default(); CHUNK]));
+    }
+
     #[inline(always)]
     fn insert(&mut self, e: Entry, h: u64) -> Option<Entry> {
         if (self.len + 1) as usize * 4 > self.index.len() * 3 {
-            self.grow();
+            // Cold and allocating: the one part of an insert that could panic.
+            protect(|| self.grow());
         }
         let (i, found) = self.probe(e.address, h);
         if found {
-            let slot = self.slot_mut(self.index[i] - 1);
+            let slot = self.slot_mut(self.cell(i) - 1);
             return Some(std::mem::replace(slot, e));
         }
         let pos = self.take_slot();
         *self.slot_mut(pos) = e;
-        self.index[i] = pos + 1;
+        self.set_cell(i, pos + 1);
         self.len += 1;
         None
     }
@@ -198,25 +233,25 @@ impl Shard {
         if !found {
             return None;
         }
-        let pos = self.index[i] - 1;
+        let pos = self.cell(i) - 1;
         let e = *self.slot(pos);
         // Shift the rest of the cluster back over the hole.
         let mask = self.index.len() - 1;
         let mut j = i;
         loop {
             j = (j + 1) & mask;
-            let v = self.index[j];
+            let v = self.cell(j);
             if v == EMPTY {
                 break;
             }
             let home = hash(self.slot(v - 1).address) as usize & mask;
             // Can the entry at j move to i: is i on its probe path (home..=j, cyclically)?
             if (j > i && (home <= i || home > j)) || (j < i && home <= i && home > j) {
-                self.index[i] = v;
+                self.set_cell(i, v);
                 i = j;
             }
         }
-        self.index[i] = EMPTY;
+        self.set_cell(i, EMPTY);
         self.len -= 1;
         self.slot_mut(pos).stream = self.free_head as u64;
         self.free_head = pos;
@@ -235,10 +270,12 @@ pub struct Table {
     shards: Box<[AtomicPtr<Padded>]>,
     /// One past the highest shard index made, below MAX_BLOCKS.
     made: AtomicUsize,
+    /// Owners enter their shards without an atomic exchange (`owned`).
+    biased: bool,
 }
 
 #[repr(align(128))]
-struct Padded(SpinLock<Shard>);
+struct Padded(OwnedLock<Shard>);
 
 impl Drop for Table {
     fn drop(&mut self) {
@@ -259,19 +296,31 @@ impl Default for Table {
 }
 
 impl Table {
+    /// Owner-biased where the process could register for the barrier.
     pub fn new() -> Table {
+        Table::with_bias(owned::available())
+    }
+
+    /// `biased` forced (tests); true only where `owned::available()`.
+    pub fn with_bias(biased: bool) -> Table {
         Table {
             shards: (0..SHARDS)
                 .map(|_| AtomicPtr::new(std::ptr::null_mut()))
                 .collect(),
             made: AtomicUsize::new(0),
+            biased,
         }
     }
 
-    #[inline]
-    fn home(&self, home: usize) -> &SpinLock<Shard> {
+    pub fn is_biased(&self) -> bool {
+        self.biased
+    }
+
+    #[inline(always)]
+    fn home(&self, home: usize) -> &OwnedLock<Shard> {
         let i = home.min(SHARDS - 1);
-        let p = self.shards[i].load(Acquire);
+        // SAFETY: `i < SHARDS == shards.len()`.
+        let p = unsafe { self.shards.get_unchecked(i) }.load(Acquire);
         if p.is_null() {
             return self.make(i);
         }
@@ -280,8 +329,10 @@ impl Table {
     }
 
     #[cold]
-    fn make(&self, i: usize) -> &SpinLock<Shard> {
-        let fresh = Box::into_raw(Box::new(Padded(SpinLock::new(Shard::new()))));
+    fn make(&self, i: usize) -> &OwnedLock<Shard> {
+        // The overflow shard's block is shared by many threads: no owner.
+        let biased = self.biased && i < MAX_BLOCKS;
+        let fresh = Box::into_raw(Box::new(Padded(OwnedLock::new(Shard::new(), biased))));
         let p = match self.shards[i].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire)
         {
             Ok(_) => {
@@ -300,8 +351,9 @@ impl Table {
         unsafe { &(*p).0 }
     }
 
-    /// Every shard made so far, with its index.
-    fn all(&self) -> impl Iterator<Item = (usize, &SpinLock<Shard>)> {
+    /// Every shard made so far, with its index, in index order (the order
+    /// every multi-shard locker takes them in: no deadlock).
+    fn all(&self) -> impl Iterator<Item = (usize, &OwnedLock<Shard>)> {
         (0..self.made.load(Acquire))
             .chain([MAX_BLOCKS])
             .filter_map(|i| {
@@ -311,190 +363,129 @@ impl Table {
             })
     }
 
+    /// Visits every made shard but `skip` until `f` says stop, one at a
+    /// time: each is locked (its owner fenced: one barrier per biased
+    /// shard, ~0.1-0.2 us), visited and released before the next, so an
+    /// owner waits only while its own shard is read.
+    fn visit(&self, skip: usize, mut f: impl FnMut(&mut Shard) -> bool) {
+        for (i, s) in self.all() {
+            if i != skip && f(&mut s.lock()) {
+                return;
+            }
+        }
+    }
+
     /// Adds an allocation to the shard of `home` (the caller's block index);
     /// returns the entry it replaced when that shard still had the address
-    /// live (its free went unseen).
-    #[inline]
-    pub fn insert(&self, e: Entry, home: usize) -> Option<Entry> {
+    /// live (its free went unseen). `owned`: the calling thread holds block
+    /// `home` alone (`!block.is_shared()`), the contract the counters'
+    /// plain stores keep too; true from any other thread breaks exclusion.
+    #[inline(always)]
+    pub fn insert(&self, e: Entry, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(e.address);
-        self.home(home).lock().insert(e, h)
+        let s = self.home(home);
+        if owned {
+            // SAFETY: the caller owns `home` (above).
+            unsafe { s.with_owned(|s| s.insert(e, h)) }
+        } else {
+            s.lock().insert(e, h)
+        }
     }
 
     /// Takes an allocation out: from `home`'s shard, else from any other.
-    #[inline]
-    pub fn remove(&self, address: u64, home: usize) -> Option<Entry> {
+    /// `owned` as for `insert`.
+    #[inline(always)]
+    pub fn remove(&self, address: u64, home: usize, owned: bool) -> Option<Entry> {
         let h = hash(address);
-        if let Some(e) = self.home(home).lock().remove(address, h) {
-            return Some(e);
+        let s = self.home(home);
+        let found = if owned {
+            // SAFETY: the caller owns `home` (`insert`).
+            unsafe { s.with_owned(|s| s.remove(address, h)) }
+        } else {
+            s.lock().remove(address, h)
+        };
+        if found.is_some() {
+            return found;
         }
         self.remove_elsewhere(address, h, home)
     }
 
     #[cold]
     fn remove_elsewhere(&self, address: u64, h: u64, home: usize) -> Option<Entry> {
-        self.all()
-            .filter(|(i, _)| *i != home.min(SHARDS - 1))
-            .find_map(|(_, s)| s.lock().remove(address, h))
+        let mut found = None;
+        self.visit(home.min(SHARDS - 1), |s| {
+            found = s.remove(address, h);
+            found.is_some()
+        });
+        found
     }
 
     pub fn get(&self, address: u64) -> Option<Entry> {
         let h = hash(address);
-        self.all().find_map(|(_, s)| {
-            let s = s.lock();
-            if s.len == 0 {
-                return None;
+        let mut found = None;
+        self.visit(NO_SHARD, |s| {
+            if s.len > 0 {
+                let (i, hit) = s.probe(address, h);
+                found = hit.then(|| *s.slot(s.cell(i) - 1));
             }
-            let (i, found) = s.probe(address, h);
-            found.then(|| *s.slot(s.index[i] - 1))
-        })
+            found.is_some()
+        });
+        found
     }
 
     /// Was `address` among the last addresses freed in any shard?
     pub fn recently_freed(&self, address: u64) -> bool {
-        self.all().any(|(_, s)| s.lock().recent.contains(&address))
+        let mut seen = false;
+        self.visit(NO_SHARD, |s| {
+            seen = s.recent.contains(&address);
+            seen
+        });
+        seen
     }
 
     pub fn len(&self) -> usize {
-        self.all().map(|(_, s)| s.lock().len as usize).sum()
+        let mut n = 0;
+        self.visit(NO_SHARD, |s| {
+            n += s.len as usize;
+            false
+        });
+        n
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Visits every live entry. Each shard is locked only while it is visited.
+    /// Visits every live entry (each shard locked only while it is visited).
     pub fn for_each(&self, mut f: impl FnMut(&Entry)) {
-        for (_, s) in self.all() {
-            let s = s.lock();
+        self.visit(NO_SHARD, |s| {
             for &v in &s.index {
                 if v != EMPTY {
                     f(s.slot(v - 1));
                 }
             }
-        }
+            false
+        });
     }
 
     /// A copy of every live entry.
     pub fn snapshot(&self) -> Vec<Entry> {
-        let mut out = Vec::with_capacity(self.len());
+        let mut out = Vec::new();
         self.for_each(|e| out.push(*e));
         out
     }
 
     /// Heap bytes the table holds.
     pub fn memory_bytes(&self) -> usize {
-        self.shards.len() * std::mem::size_of::<AtomicPtr<Padded>>()
-            + self
-                .all()
-                .map(|(_, s)| std::mem::size_of::<Padded>() + s.lock().bytes())
-                .sum::<usize>()
+        let mut n = self.shards.len() * std::mem::size_of::<AtomicPtr<Padded>>();
+        self.visit(NO_SHARD, |s| {
+            n += std::mem::size_of::<Padded>() + s.bytes();
+            false
+        });
+        n
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn entry(address: u64, size: u64) -> Entry {
-        Entry::new(
-            address,
-            size,
-            Api::CudaMallocAsync,
-            3,
-            9,
-            100,
-            7,
-            1234,
-            0x5000,
-        )
-    }
-
-    #[test]
-    fn fields_pack_and_unpack() {
-        let e = Entry::new(
-            0xdead_0000,
-            5 << 30,
-            Api::CuMemCreate,
-            17,
-            0x55,
-            99,
-            (1 << 40) + 3,
-            0x12_3456,
-            0x7f12_3456_789a,
-        );
-        assert_eq!(e.size(), 5 << 30);
-        assert_eq!(e.api(), Api::CuMemCreate);
-        assert_eq!(e.device(), 17);
-        assert_eq!(e.seq(), 3);
-        assert_eq!(e.thread(), 0x12_3456);
-        assert_eq!(e.caller, 0x7f12_3456_789a);
-        assert_eq!(std::mem::size_of::<Entry>(), 48);
-    }
-
-    #[test]
-    fn matches_a_hashmap_under_random_operations() {
-        let t = Table::new();
-        let mut model: HashMap<u64, u64> = HashMap::new();
-        let mut x = 0x1234_5678_9abc_def0u64;
-        for i in 0..200_000u64 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            // 2 MiB-aligned addresses from a small range: many collisions and reuse.
-            let addr = 0x7f00_0000_0000 + (x % 5000) * (2 << 20);
-            // Inserts into one shard, frees from any: they find it wherever it is.
-            if x.is_multiple_of(3) {
-                assert_eq!(
-                    t.remove(addr, (x % 7) as usize).map(|e| e.size()),
-                    model.remove(&addr),
-                    "op {i}"
-                );
-            } else {
-                let old = t.insert(entry(addr, i), 0);
-                assert_eq!(old.map(|e| e.size()), model.insert(addr, i), "op {i}");
-            }
-        }
-        assert_eq!(t.len(), model.len());
-        let mut snap: Vec<_> = t.snapshot().iter().map(|e| (e.address, e.size())).collect();
-        let mut want: Vec<_> = model.into_iter().collect();
-        snap.sort();
-        want.sort();
-        assert_eq!(snap, want);
-    }
-
-    #[test]
-    fn remembers_recent_frees() {
-        let t = Table::new();
-        t.insert(entry(0x1000, 1), 0);
-        assert!(!t.recently_freed(0x1000));
-        assert!(t.remove(0x1000, 5).is_some(), "found from another home");
-        assert!(t.recently_freed(0x1000));
-        assert!(t.remove(0x1000, 0).is_none());
-        assert_eq!(t.get(0x1000), None);
-    }
-
-    #[test]
-    fn concurrent_inserts_and_removes_leave_the_exact_set() {
-        let t = std::sync::Arc::new(Table::new());
-        let threads: Vec<_> = (0..8u64)
-            .map(|id| {
-                let t = t.clone();
-                std::thread::spawn(move || {
-                    for i in 0..20_000u64 {
-                        let a = (id << 40) | (i << 9);
-                        t.insert(entry(a, i), id as usize);
-                        if i % 4 != 0 {
-                            // Every other free from another thread's home.
-                            assert!(t.remove(a, (id as usize + (i % 2) as usize) % 8).is_some());
-                        }
-                    }
-                })
-            })
-            .collect();
-        for th in threads {
-            th.join().unwrap();
-        }
-        assert_eq!(t.len(), 8 * 5000);
-    }
-}
+#[path = "table_tests.rs"]
+mod tests;
