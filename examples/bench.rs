@@ -222,7 +222,14 @@ fn record_loop(table: &Table, anomalies: &Anomalies, thread: u64, pairs: u64) {
         track_alloc(table, anomalies, r, clock::ticks(), alloc);
         let old = base + ((i + 4096 - WINDOW) % 4096) * 0x20_0000;
         if i >= WINDOW {
-            track_free(table, r, clock::ticks(), Api::CudaFree, old);
+            track_free(
+                table,
+                r,
+                clock::ticks(),
+                Api::CudaFree,
+                old,
+                &mut Entry::default(),
+            );
         }
     }
 }

@@ -11,6 +11,7 @@ use super::{call, out, outermost, pool_device, Hook};
 use crate::report::Api;
 use crate::shim::cuda::loader::Lib;
 use crate::shim::cuda::{Extent, PitchedPtr, ERROR_SYMBOL_NOT_FOUND};
+use crate::shim::track::table::Entry;
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void};
 
 type Stream = *mut c_void;
@@ -66,6 +67,7 @@ macro_rules! hook {
             thin_hook!($sym ($($arg: $ty),*));
 
             #[allow(unused_unsafe)] // most sizes read no out-pointer
+            #[allow(clippy::too_many_arguments)] // the hook's, and three more
             #[inline(never)]
             unsafe fn recorded(
                 real: unsafe extern "C" fn($($ty),*) -> i32,
@@ -99,6 +101,7 @@ macro_rules! hook {
             use super::*;
             thin_hook!($sym ($($arg: $ty),*));
 
+            #[allow(clippy::too_many_arguments)] // the hook's, and three more
             #[inline(never)]
             unsafe fn recorded(
                 real: unsafe extern "C" fn($($ty),*) -> i32,
@@ -108,7 +111,8 @@ macro_rules! hook {
             ) -> i32 {
                 let call = outermost(Api::$variant, t, caller);
                 let address = $addr as u64;
-                let removed = call.free_begin(address);
+                let mut taken = Entry::default();
+                let removed = call.free_begin(address, &mut taken).then_some(&taken);
                 // SAFETY: the caller's arguments, passed through untouched.
                 let rc = unsafe { real($($arg),*) };
                 call.free_end(address, removed, rc);

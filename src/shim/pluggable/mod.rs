@@ -25,6 +25,7 @@ use crate::shim::lifecycle;
 use crate::shim::track::counters::{fold, lane};
 use crate::shim::track::devices::MAX_DEVICES;
 use crate::shim::track::record::{protect, Call};
+use crate::shim::track::table::Entry;
 use crate::shim::track::MODE_PLUGGABLE;
 use pools::{ensure_context, pool, wait_for_other_streams, POOLS};
 use std::collections::HashMap;
@@ -129,15 +130,16 @@ pub unsafe extern "C" fn kvscope_free(
     let address = ptr as u64;
     // Not recording (shim off, or a fork's child): the table cannot vouch
     // for the pointer, so it goes to the driver as it would without kvscope.
+    let mut taken = Entry::default();
     let entry = match call.recording() {
-        Some(s) => match call.free_begin(address) {
-            Some(e) => {
-                if e.size() != size as u64 {
+        Some(s) => match call.free_begin(address, &mut taken) {
+            true => {
+                if taken.size() != size as u64 {
                     s.anomalies.size_mismatched_frees.fetch_add(1, Relaxed);
                 }
-                Some(e)
+                Some(&taken)
             }
-            None => {
+            false => {
                 // Never ours, or freed already: handing it to the driver
                 // would corrupt the pool, so it stops here.
                 call.unknown_free(address);

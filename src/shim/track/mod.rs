@@ -13,6 +13,7 @@
 pub mod clock;
 pub mod counters;
 pub mod devices;
+pub mod entry;
 pub mod events;
 pub mod failures;
 pub mod guard;

@@ -9,7 +9,7 @@
 //! `xchg` of a plain spin lock costs ~9 ns per lock/unlock on the stand-in's
 //! VM, twice per cudaMalloc+cudaFree pair.
 //!
-//! The owner (`with_owned`): `busy = 1` (relaxed store), compiler fence,
+//! The owner (`owned`): `busy = 1` (relaxed store), compiler fence,
 //! `if lock` (acquire load) → `busy = 0` and take `lock` like everyone else;
 //! else operate, `busy = 0` (release store). Another thread (`lock`: `take`,
 //! `fence_owners`, `Held::settle`): `lock` by `xchg`, then one membarrier,
@@ -119,13 +119,32 @@ unsafe impl<T: Send> Sync for OwnedLock<T> {}
 // SAFETY: owning the lock owns the value; T: Send lets it move threads.
 unsafe impl<T: Send> Send for OwnedLock<T> {}
 
-/// The owner's exit: clears `busy` (fast path) or `lock` (fallback), also
-/// if its operation unwinds.
-struct Exit<'a> {
+/// The owner's access: derefs to the value; its drop clears `busy` (fast
+/// path) or `lock` (fallback), also if the operation unwinds.
+pub struct Owned<'a, T> {
+    lock: &'a OwnedLock<T>,
     flag: &'a AtomicBool,
 }
 
-impl Drop for Exit<'_> {
+impl<T> Deref for Owned<'_, T> {
+    type Target = T;
+    #[inline(always)]
+    fn deref(&self) -> &T {
+        // SAFETY: `owned` entered: `busy` set with nobody holding `lock`, or
+        // `lock` taken (see `owned`).
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for Owned<'_, T> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for Owned<'_, T> {
     #[inline(always)]
     fn drop(&mut self) {
         self.flag.store(false, Release);
@@ -144,24 +163,24 @@ impl<T> OwnedLock<T> {
         }
     }
 
-    /// The owner's access; anyone else calls `lock`. `f` has one call
-    /// site, so it inlines.
+    /// The owner's access; anyone else calls `lock`. A guard rather than a
+    /// closure, so that the owner's operation inlines into the hook.
     ///
     /// # Safety
     /// Only the lock's owner calls it: one thread at a time, never two at
     /// once (module doc: who owns).
     #[inline(always)]
-    pub unsafe fn with_owned<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+    pub unsafe fn owned(&self) -> Owned<'_, T> {
         let fast = self.biased && self.enter_owned();
         if !fast {
             self.take_owned();
         }
-        let _exit = Exit {
+        // fast: `busy` is set and nobody held `lock`, so others wait for
+        // `busy` after their barrier (module doc); else `lock` is ours.
+        Owned {
+            lock: self,
             flag: if fast { &self.busy } else { &self.lock },
-        };
-        // SAFETY: fast: `busy` is set and nobody held `lock`, so others wait
-        // for `busy` after their barrier (module doc); else `lock` is ours.
-        f(unsafe { &mut *self.value.get() })
+        }
     }
 
     /// The owner's plain-store entry: true when it is in, with `busy` set.
@@ -183,7 +202,7 @@ impl<T> OwnedLock<T> {
         std::mem::forget(self.take());
     }
 
-    /// Exclusive access for anyone (the owner too, but it has `with_owned`):
+    /// Exclusive access for anyone (the owner too, but it has `owned`):
     /// `lock`, the barrier, then the wait for the owner to be out.
     pub fn lock(&self) -> Guard<'_, T> {
         let held = self.take();
@@ -299,17 +318,14 @@ mod tests {
             })
             .collect();
         for _ in 0..OWNER {
-            // SAFETY: this thread is the only one calling with_owned.
-            unsafe {
-                l.with_owned(|v| {
-                    // A read-modify-write long enough for others to land inside.
-                    let x = std::hint::black_box(*v);
-                    for _ in 0..16 {
-                        std::hint::spin_loop();
-                    }
-                    *v = x + 1;
-                })
-            };
+            // SAFETY: this thread is the only one calling `owned`.
+            let mut v = unsafe { l.owned() };
+            // A read-modify-write long enough for others to land inside.
+            let x = std::hint::black_box(*v);
+            for _ in 0..16 {
+                std::hint::spin_loop();
+            }
+            *v = x + 1;
         }
         for t in others {
             t.join().unwrap();
@@ -338,8 +354,8 @@ mod tests {
         let mut g = l.lock();
         let owner = {
             let l = l.clone();
-            // SAFETY: the spawned thread is the only one calling with_owned.
-            std::thread::spawn(move || unsafe { l.with_owned(|v| *v += 1) })
+            // SAFETY: the spawned thread is the only one calling `owned`.
+            std::thread::spawn(move || *unsafe { l.owned() } += 1)
         };
         std::thread::sleep(std::time::Duration::from_millis(20));
         *g = 10; // the owner is waiting: its +1 comes after

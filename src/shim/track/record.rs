@@ -188,26 +188,26 @@ impl Call {
         }
     }
 
-    /// Before a free: take the allocation out of the table.
+    /// Before a free: take the allocation out of the table, into `out`
+    /// (the caller's, for `free_end`); false when the table did not hold it.
     #[inline]
-    pub fn free_begin(&self, address: u64) -> Option<Entry> {
+    pub fn free_begin(&self, address: u64, out: &mut Entry) -> bool {
         let (Some(shim), Some(r)) = (self.shim, self.rec) else {
-            return None;
+            return false;
         };
-        if address == 0 {
-            return None;
+        if address == 0 || !track_free(&shim.table, r, self.ticks, self.api, address, out) {
+            return false;
         }
-        let e = track_free(&shim.table, r, self.ticks, self.api, address)?;
-        if e.size() >= shim.settings.stack_min {
+        if out.size() >= shim.settings.stack_min {
             drop_stack(shim, address);
         }
-        Some(e)
+        true
     }
 
     /// After a free: put the allocation back if the call failed; count frees
-    /// of unknown pointers.
+    /// of unknown pointers. `removed`: what `free_begin` took out.
     #[inline]
-    pub fn free_end(&self, address: u64, removed: Option<Entry>, rc: i32) {
+    pub fn free_end(&self, address: u64, removed: Option<&Entry>, rc: i32) {
         let (Some(shim), Some(r)) = (self.shim, self.rec) else {
             return;
         };
@@ -215,7 +215,7 @@ impl Call {
         if address == 0 || (removed.is_some() && rc == 0) {
             return;
         }
-        free_settled(shim, r, self.api, address, removed, rc);
+        free_settled(shim, r, self.api, address, removed.copied(), rc);
     }
 
     /// A free of a pointer the table does not hold, not passed on (pluggable mode).
@@ -347,13 +347,24 @@ pub fn track_alloc(table: &Table, anomalies: &Anomalies, r: Recorder, ticks: u64
     r.event(ticks, Op::Alloc, a.api, a.device, a.address, a.size, 0);
 }
 
-/// A free of a tracked allocation, recorded before the real free.
-#[inline]
-pub fn track_free(table: &Table, r: Recorder, ticks: u64, api: Api, address: u64) -> Option<Entry> {
-    let e = table.remove(address, r.block.index, !r.block.is_shared())?;
-    r.block.free(lane(e.api().space(), e.device()), e.size());
-    r.event(ticks, Op::Free, api, e.device(), address, e.size(), 0);
-    Some(e)
+/// A free of a tracked allocation, recorded before the real free: the
+/// entry goes to `out`; false when the table does not hold the address.
+#[inline(always)]
+pub fn track_free(
+    table: &Table,
+    r: Recorder,
+    ticks: u64,
+    api: Api,
+    address: u64,
+    out: &mut Entry,
+) -> bool {
+    if !table.take(address, r.block.index, !r.block.is_shared(), out) {
+        return false;
+    }
+    let (device, size) = (out.device(), out.size());
+    r.block.free(lane(out.space(), device), size);
+    r.event(ticks, Op::Free, api, device, address, size, 0);
+    true
 }
 
 /// A failed call; the first out-of-memory failure of an allocating call is

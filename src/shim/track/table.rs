@@ -9,15 +9,15 @@
 //! with address-hashed shards every call would pull a line from the other
 //! core. A free of another thread's allocation searches the other shards.
 //! Each shard sits behind its own owner-biased lock (`owned`: its owner
-//! enters without an atomic exchange; no global lock), keeps entries densely in a chunked slab (48 bytes
-//! an entry, freed slots reused), found through an open-addressing index of
-//! u32 slab positions. Chunks never move: growth copies only the index. A
+//! enters without an atomic exchange; no global lock), keeps entries
+//! (`entry`, 48 bytes) densely in a chunked slab (freed slots reused), found
+//! through an open-addressing index of u32 slab positions. Chunks never move: growth copies only the index. A
 //! shard outlives its thread: the next owner of its counter block inherits it.
 
 use super::counters::MAX_BLOCKS;
+pub use super::entry::{Entry, MAX_SIZE};
 use super::guard::protect;
 use super::owned::{self, OwnedLock};
-use crate::report::Api;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
 
 /// One per counter block, and one for the overflow block.
@@ -28,66 +28,6 @@ const NONE: u32 = u32::MAX;
 const RECENT: usize = 32;
 /// No shard: `visit` skips none.
 const NO_SHARD: usize = usize::MAX;
-
-/// One live allocation: 48 bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[repr(C)]
-pub struct Entry {
-    pub address: u64,
-    /// size:48 | api:8 | device:8
-    size_api_device: u64,
-    pub stream: u64,
-    pub ticks: u64,
-    /// seq:40 | thread:24
-    seq_thread: u64,
-    /// The return address of the outermost hook that made it (0: unknown).
-    pub caller: u64,
-}
-
-pub const MAX_SIZE: u64 = (1 << 48) - 1;
-const _: () = assert!(
-    super::devices::MAX_DEVICES <= 256,
-    "an entry keeps 8 bits of device"
-);
-
-impl Entry {
-    #[allow(clippy::too_many_arguments)] // one per packed field
-    pub fn new(
-        address: u64,
-        size: u64,
-        api: Api,
-        device: u32,
-        stream: u64,
-        ticks: u64,
-        seq: u64,
-        thread: u32,
-        caller: u64,
-    ) -> Entry {
-        Entry {
-            address,
-            size_api_device: size.min(MAX_SIZE) | (api as u64) << 48 | (device as u64 & 0xff) << 56,
-            stream,
-            ticks,
-            seq_thread: (seq & ((1 << 40) - 1)) | (thread as u64 & 0xff_ffff) << 40,
-            caller,
-        }
-    }
-    pub fn size(&self) -> u64 {
-        self.size_api_device & MAX_SIZE
-    }
-    pub fn api(&self) -> Api {
-        Api::from_u8((self.size_api_device >> 48) as u8).unwrap_or(Api::CudaMalloc)
-    }
-    pub fn device(&self) -> u32 {
-        (self.size_api_device >> 56) as u32
-    }
-    pub fn seq(&self) -> u64 {
-        self.seq_thread & ((1 << 40) - 1)
-    }
-    pub fn thread(&self) -> u32 {
-        (self.seq_thread >> 40) as u32
-    }
-}
 
 #[inline]
 fn hash(address: u64) -> u64 {
@@ -224,17 +164,19 @@ impl Shard {
         None
     }
 
+    /// Takes `address` out into `out` (one copy, straight to where the
+    /// caller keeps it); false when the shard does not hold it.
     #[inline(always)]
-    fn remove(&mut self, address: u64, h: u64) -> Option<Entry> {
+    fn take(&mut self, address: u64, h: u64, out: &mut Entry) -> bool {
         if self.len == 0 {
-            return None;
+            return false;
         }
         let (mut i, found) = self.probe(address, h);
         if !found {
-            return None;
+            return false;
         }
         let pos = self.cell(i) - 1;
-        let e = *self.slot(pos);
+        *out = *self.slot(pos);
         // Shift the rest of the cluster back over the hole.
         let mask = self.index.len() - 1;
         let mut j = i;
@@ -257,7 +199,7 @@ impl Shard {
         self.free_head = pos;
         self.recent[self.recent_at] = address;
         self.recent_at = (self.recent_at + 1) % RECENT;
-        Some(e)
+        true
     }
 
     fn bytes(&self) -> usize {
@@ -386,36 +328,39 @@ impl Table {
         let s = self.home(home);
         if owned {
             // SAFETY: the caller owns `home` (above).
-            unsafe { s.with_owned(|s| s.insert(e, h)) }
+            unsafe { s.owned() }.insert(e, h)
         } else {
-            s.lock().insert(e, h)
+            insert_locked(s, e, h)
         }
     }
 
     /// Takes an allocation out: from `home`'s shard, else from any other.
     /// `owned` as for `insert`.
-    #[inline(always)]
     pub fn remove(&self, address: u64, home: usize, owned: bool) -> Option<Entry> {
+        let mut e = Entry::default();
+        self.take(address, home, owned, &mut e).then_some(e)
+    }
+
+    /// `remove` for the hot path: the entry goes to `out`, copied once.
+    #[inline(always)]
+    pub fn take(&self, address: u64, home: usize, owned: bool, out: &mut Entry) -> bool {
         let h = hash(address);
         let s = self.home(home);
         let found = if owned {
             // SAFETY: the caller owns `home` (`insert`).
-            unsafe { s.with_owned(|s| s.remove(address, h)) }
+            unsafe { s.owned() }.take(address, h, out)
         } else {
-            s.lock().remove(address, h)
+            take_locked(s, address, h, out)
         };
-        if found.is_some() {
-            return found;
-        }
-        self.remove_elsewhere(address, h, home)
+        found || self.take_elsewhere(address, h, home, out)
     }
 
     #[cold]
-    fn remove_elsewhere(&self, address: u64, h: u64, home: usize) -> Option<Entry> {
-        let mut found = None;
+    fn take_elsewhere(&self, address: u64, h: u64, home: usize, out: &mut Entry) -> bool {
+        let mut found = false;
         self.visit(home.min(SHARDS - 1), |s| {
-            found = s.remove(address, h);
-            found.is_some()
+            found = s.take(address, h, out);
+            found
         });
         found
     }
@@ -484,6 +429,20 @@ impl Table {
         });
         n
     }
+}
+
+/// The shared overflow shard's insert (its block has many threads, no
+/// owner): out of line, so that the owner's path inlines alone.
+#[cold]
+#[inline(never)]
+fn insert_locked(s: &OwnedLock<Shard>, e: Entry, h: u64) -> Option<Entry> {
+    s.lock().insert(e, h)
+}
+
+#[cold]
+#[inline(never)]
+fn take_locked(s: &OwnedLock<Shard>, address: u64, h: u64, out: &mut Entry) -> bool {
+    s.lock().take(address, h, out)
 }
 
 #[cfg(test)]

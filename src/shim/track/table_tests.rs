@@ -1,6 +1,7 @@
 //! Tests of the live table (kept apart: table.rs stays under 500 lines).
 
 use super::*;
+use crate::report::Api;
 use std::collections::HashMap;
 
 fn entry(address: u64, size: u64) -> Entry {
