@@ -190,7 +190,7 @@ impl Call {
 
     /// Before a free: take the allocation out of the table, into `out`
     /// (the caller's, for `free_end`); false when the table did not hold it.
-    #[inline]
+    #[inline(always)]
     pub fn free_begin(&self, address: u64, out: &mut Entry) -> bool {
         let (Some(shim), Some(r)) = (self.shim, self.rec) else {
             return false;
