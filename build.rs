@@ -18,6 +18,7 @@ const CLIENTS: &[&str] = &[
     "bench_client",
     "pluggable_client",
     "stress",
+    "crossfree",
     "signals",
     "caching_sim",
     "caching_selftest",

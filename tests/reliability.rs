@@ -44,6 +44,41 @@ fn sixty_four_threads_through_every_entry_point_with_dumps_in_between() {
     }
 }
 
+/// Every free lands in a shard its thread does not own (the previous
+/// thread's), while the owners allocate into theirs and a dumper reads the
+/// whole table every 5 ms: the owner-biased lock's two sides at once
+/// (track/owned.rs). Counts exact, no free unmatched, every dump whole.
+#[test]
+fn threads_freeing_each_others_allocations_while_reports_are_read() {
+    let dir = scratch("crossfree");
+    let r = run_watched("crossfree", &["8", "150", "64"], &[], true, &dir, WATCHDOG);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let want = expectations(&r.stdout());
+    let rep = r.report("exit");
+    let m = &device(&rep, 0)["memory"];
+    assert_eq!(u(&m["live_bytes"]), want["device0.live_bytes"]);
+    assert_eq!(u(&m["live_count"]), want["device0.live_count"]);
+    assert_eq!(u(&m["allocs"]), want["device0.allocs"]);
+    assert_eq!(
+        u(&m["frees"]),
+        want["device0.allocs"] - want["device0.live_count"]
+    );
+    for k in ["untracked_frees", "double_frees"] {
+        assert_eq!(u(&rep["anomalies"][k]), 0, "{k}");
+    }
+    // No note either: an address reused while still live (a lost free) would be one.
+    assert_eq!(rep["anomalies"]["notes"], serde_json::json!([]));
+    let dumps: Vec<_> = r
+        .reports
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("-dump-"))
+        .collect();
+    assert!(!dumps.is_empty(), "no dump was written during the run");
+    for p in dumps {
+        load(p);
+    }
+}
+
 #[test]
 fn forks_under_load_neither_deadlock_nor_report_twice() {
     let dir = scratch("fork-busy");
