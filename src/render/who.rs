@@ -36,7 +36,7 @@ pub fn by_caller(r: &Report, limit: usize) -> Vec<CallerLine<'_>> {
     }
     let mut totals: Vec<_> = r.live.by_caller.iter().collect();
     // Stable: ties keep the report's order.
-    totals.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    totals.sort_by_key(|t| std::cmp::Reverse(t.bytes));
     totals.truncate(limit);
     let symbols = symbols(r);
     totals
