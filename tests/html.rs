@@ -6,6 +6,8 @@
 
 mod common;
 use common::*;
+#[path = "html/who.rs"]
+mod who;
 use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};

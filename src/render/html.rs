@@ -1,8 +1,9 @@
 //! `kvscope report FILE --html OUT.html`: one self-contained page (no
 //! network, no external script) with the memory timeline and its markers,
-//! the breakdown and the findings.
+//! the breakdown, the findings and who allocated the live memory.
 
 use super::finding::{view, FindingView};
+use super::who;
 use crate::check::breakdown::Part;
 use crate::check::result::CheckResult;
 use crate::report::Report;
@@ -48,6 +49,52 @@ struct Page<'a> {
     live_count: u64,
     /// The engine's logged plan against the trace (`--engine-log`).
     engine_plan: Vec<super::plan::TableJson<'a>>,
+    who: Who<'a>,
+}
+
+/// Who allocated the live memory (`who`): callers and stacks.
+#[derive(Serialize)]
+struct Who<'a> {
+    /// The report has call sites (false: older reports, or a shim built
+    /// without frame pointers; the page says so in one line).
+    known: bool,
+    callers: Vec<who::CallerLine<'a>>,
+    /// `live.by_caller` totals in all (the page lists the largest).
+    caller_totals: usize,
+    stacks: Vec<StackPage>,
+    /// `KVSCOPE_STACK_MIN` of the run (0: stacks off).
+    stack_min: u64,
+}
+
+#[derive(Serialize)]
+struct StackPage {
+    device: u32,
+    address: String,
+    size: u64,
+    /// `file!symbol` (or `file+0xoffset`), innermost first.
+    frames: Vec<String>,
+}
+
+/// Callers listed on the page, and stacks.
+const CALLERS_SHOWN: usize = 15;
+const STACKS_SHOWN: usize = 10;
+
+fn who_of(r: &Report) -> Who<'_> {
+    Who {
+        known: who::known(r),
+        callers: who::by_caller(r, CALLERS_SHOWN),
+        caller_totals: r.live.by_caller.len(),
+        stacks: who::stacks(r, STACKS_SHOWN)
+            .into_iter()
+            .map(|s| StackPage {
+                device: s.row.device,
+                address: format!("{:#x}", s.row.address),
+                size: s.row.size,
+                frames: s.frames.into_iter().map(who::frame_line).collect(),
+            })
+            .collect(),
+        stack_min: r.shim.stack_min,
+    }
 }
 
 pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
@@ -116,10 +163,13 @@ pub fn render(r: &Report, check: &CheckResult) -> Result<String, String> {
         listed: r.live.allocations.len(),
         live_count: r.live.count,
         engine_plan: super::plan::json(&check.engine_plan),
+        who: who_of(r),
     };
-    // Inside <script>, "</" could end the element: JSON allows "<\/".
+    // Inside <script>, "</script" would end the element, and "<!--" can
+    // keep the real end from ending it: no "<" at all. JSON has "<" only
+    // inside strings, where "\u003c" reads back the same.
     let json = serde_json::to_string(&page)
         .map_err(|e| e.to_string())?
-        .replace("</", "<\\/");
+        .replace('<', "\\u003c");
     Ok(TEMPLATE.replace("/*KVSCOPE_DATA*/", &json))
 }

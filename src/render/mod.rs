@@ -13,4 +13,5 @@ pub mod plan;
 pub mod stacks;
 pub mod summary;
 pub mod text;
+pub mod who;
 mod words;

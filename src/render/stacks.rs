@@ -10,12 +10,9 @@ pub fn frame(site: &CallSite) -> String {
     site.label()
 }
 
-fn frames(r: &Report, indexes: &[u32]) -> String {
-    let names: Vec<String> = indexes
-        .iter()
-        .filter_map(|&i| r.callers.get(i as usize))
-        .map(frame)
-        .collect();
+/// A stack on one line, innermost first.
+fn joined(sites: Vec<&CallSite>) -> String {
+    let names: Vec<String> = sites.into_iter().map(frame).collect();
     if names.is_empty() {
         "(no frames outside the shim)".into()
     } else {
@@ -33,14 +30,14 @@ pub fn largest(out: &mut String, r: &Report, limit: usize) {
         "  stacks of the largest live allocations (at least {}):",
         bytes(r.shim.stack_min)
     );
-    for s in r.stacks.iter().take(limit) {
+    for s in super::who::stacks(r, limit) {
         let _ = writeln!(
             out,
             "    {:>10} at {:#x} on device {}: {}",
-            bytes(s.size),
-            s.address,
-            s.device,
-            frames(r, &s.frames)
+            bytes(s.row.size),
+            s.row.address,
+            s.row.device,
+            joined(s.frames)
         );
     }
 }
@@ -51,7 +48,7 @@ pub fn at_oom(out: &mut String, r: &Report) {
     for a in o.largest.iter().take(5) {
         let stack = r.stacks.iter().find(|s| s.address == a.address);
         let who = match (stack, r.caller(a.caller)) {
-            (Some(s), _) if !s.frames.is_empty() => frames(r, &s.frames),
+            (Some(s), _) if !s.frames.is_empty() => joined(super::who::frames(r, &s.frames)),
             (_, Some(c)) => frame(c),
             _ => continue,
         };

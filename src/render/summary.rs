@@ -124,15 +124,16 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
-    if !r.live.by_caller.is_empty() && !r.callers.is_empty() {
+    let callers = super::who::by_caller(r, 8);
+    if !callers.is_empty() {
         let _ = writeln!(out, "  live by caller (the file that called CUDA):");
-        for k in r.live.by_caller.iter().take(8) {
+        for k in callers {
             let _ = writeln!(
                 out,
                 "    {:>10} in {:>8} x {:<28} device {}",
                 bytes(k.bytes),
                 count(k.count),
-                k.caller,
+                k.file,
                 k.device
             );
         }
