@@ -9,6 +9,7 @@
 use super::loader as real;
 use super::{pool_attr, PoolProps};
 use std::ffi::{c_int, c_uint, c_void};
+use std::sync::atomic::{AtomicPtr, Ordering::*};
 use std::sync::{Once, OnceLock};
 
 type Stream = *mut c_void;
@@ -83,6 +84,18 @@ pub fn loaded() -> Option<&'static Driver> {
     Some(DRIVER.get_or_init(|| d))
 }
 
+/// The driver once `load` has loaded and initialised it: one load, for the
+/// pluggable allocator's every call.
+static READY: AtomicPtr<Driver> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The driver if `load` has succeeded before (no lock, no call).
+#[inline]
+pub fn ready() -> Option<&'static Driver> {
+    let p = READY.load(Acquire);
+    // SAFETY: set once from DRIVER's value, which lives as long as the process.
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
 /// The driver, loading libcuda by its soname when the program has not, and
 /// initialised (the pluggable allocator may be the first to use CUDA).
 pub fn load() -> Option<&'static Driver> {
@@ -102,6 +115,7 @@ pub fn load() -> Option<&'static Driver> {
     INIT.call_once(|| unsafe {
         (d.init)(0);
     });
+    READY.store(d as *const Driver as *mut Driver, Release);
     Some(d)
 }
 

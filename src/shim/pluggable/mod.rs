@@ -36,8 +36,9 @@ type Stream = *mut c_void;
 
 /// The driver, loaded and initialised on first use (the allocator may be the
 /// first to use CUDA in the process); setting up never unwinds into C.
+#[inline]
 fn driver() -> Option<&'static Driver> {
-    protect(driver::load).flatten()
+    driver::ready().or_else(|| protect(driver::load).flatten())
 }
 
 #[inline(always)]
