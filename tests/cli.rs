@@ -928,3 +928,29 @@ fn run_says_when_the_shim_was_disabled() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("KVSCOPE_DISABLE is set"), "{err}");
 }
+
+/// Help texts name only flags the command takes: `--model`'s help, shared
+/// by `check`, `report`, `diagnose` and `fit`, points to `kvscope fit --list`
+/// (a bare "see --list" sent `check --list` users to an error), and `run
+/// --out` says it defaults to `$KVSCOPE_OUT` first, as it does.
+#[test]
+fn help_texts_point_to_flags_that_exist() {
+    for cmd in ["check", "report", "diagnose", "fit"] {
+        let help = kvscope(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("`kvscope fit --list`"),
+            "{cmd} --help: {text}"
+        );
+        assert!(!text.contains("(see --list)"), "{cmd} --help: {text}");
+    }
+    let refused = kvscope(&["check", "--list"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let listed = kvscope(&["fit", "--list"]);
+    assert_eq!(listed.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("llama-3.1-8b"));
+
+    let help = kvscope(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("$KVSCOPE_OUT"), "run --help: {text}");
+}

@@ -38,7 +38,7 @@ enum Command {
     Report(report_cmd::ReportArgs),
     /// Run a command with the shim preloaded, then summarise its reports.
     Run {
-        /// Where the reports go (default ./kvscope-reports).
+        /// Where the reports go (default $KVSCOPE_OUT, else ./kvscope-reports).
         #[arg(long)]
         out: Option<PathBuf>,
         /// The command and its arguments.
