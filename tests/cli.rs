@@ -954,3 +954,26 @@ fn help_texts_point_to_flags_that_exist() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("$KVSCOPE_OUT"), "run --help: {text}");
 }
+
+/// Pinned host memory is on no device: in a report of two devices its line
+/// has a heading of its own, and does not sit under the last device listed.
+#[test]
+fn pinned_host_memory_is_not_listed_under_a_device() {
+    let dir = scratch("host-not-under-a-device");
+    let r = run("scripted", &[], &[("SIMCUDA_DEVICES", "2")], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let exit = r
+        .reports
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap();
+    let out = kvscope(&["report", exit.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.starts_with(needle));
+    let device1 = at("  device 1").expect("the second device is listed");
+    let heading = at("  host (pinned memory, on no device)").expect("a host heading");
+    let pinned = at("    pinned   live").expect("the pinned host line");
+    assert!(device1 < heading && heading + 1 == pinned, "{text}");
+}
