@@ -953,6 +953,20 @@ fn help_texts_point_to_flags_that_exist() {
     let help = kvscope(&["run", "--help"]);
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("$KVSCOPE_OUT"), "run --help: {text}");
+
+    // Every argument of `diff` says which report it is.
+    let help = kvscope(&["diff", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for arg in ["<A>", "<B>"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(arg))
+            .unwrap_or_else(|| panic!("diff --help lists {arg}: {text}"));
+        assert!(
+            line.trim().len() > arg.len(),
+            "{arg} has no description: {text}"
+        );
+    }
 }
 
 /// Pinned host memory is on no device: in a report of two devices its line
