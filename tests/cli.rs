@@ -928,3 +928,66 @@ fn run_says_when_the_shim_was_disabled() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("KVSCOPE_DISABLE is set"), "{err}");
 }
+
+/// Help texts name only flags the command takes: `--model`'s help, shared
+/// by `check`, `report`, `diagnose` and `fit`, points to `kvscope fit --list`
+/// (a bare "see --list" sent `check --list` users to an error), and `run
+/// --out` says it defaults to `$KVSCOPE_OUT` first, as it does.
+#[test]
+fn help_texts_point_to_flags_that_exist() {
+    for cmd in ["check", "report", "diagnose", "fit"] {
+        let help = kvscope(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("`kvscope fit --list`"),
+            "{cmd} --help: {text}"
+        );
+        assert!(!text.contains("(see --list)"), "{cmd} --help: {text}");
+    }
+    let refused = kvscope(&["check", "--list"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let listed = kvscope(&["fit", "--list"]);
+    assert_eq!(listed.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("llama-3.1-8b"));
+
+    let help = kvscope(&["run", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("$KVSCOPE_OUT"), "run --help: {text}");
+
+    // Every argument of `diff` says which report it is.
+    let help = kvscope(&["diff", "--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for arg in ["<A>", "<B>"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(arg))
+            .unwrap_or_else(|| panic!("diff --help lists {arg}: {text}"));
+        assert!(
+            line.trim().len() > arg.len(),
+            "{arg} has no description: {text}"
+        );
+    }
+}
+
+/// Pinned host memory is on no device: in a report of two devices its line
+/// has a heading of its own, and does not sit under the last device listed.
+#[test]
+fn pinned_host_memory_is_not_listed_under_a_device() {
+    let dir = scratch("host-not-under-a-device");
+    let r = run("scripted", &[], &[("SIMCUDA_DEVICES", "2")], true, &dir);
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let exit = r
+        .reports
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap();
+    let out = kvscope(&["report", exit.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| lines.iter().position(|l| l.starts_with(needle));
+    let device1 = at("  device 1").expect("the second device is listed");
+    let heading = at("  host (pinned memory, on no device)").expect("a host heading");
+    let pinned = at("    pinned   live").expect("the pinned host line");
+    assert!(device1 < heading && heading + 1 == pinned, "{text}");
+}

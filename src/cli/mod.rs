@@ -38,7 +38,7 @@ enum Command {
     Report(report_cmd::ReportArgs),
     /// Run a command with the shim preloaded, then summarise its reports.
     Run {
-        /// Where the reports go (default ./kvscope-reports).
+        /// Where the reports go (default $KVSCOPE_OUT, else ./kvscope-reports).
         #[arg(long)]
         out: Option<PathBuf>,
         /// The command and its arguments.
@@ -64,7 +64,12 @@ enum Command {
     /// Check reports against the KV model: breakdown, diagnostic steps, findings, alerts.
     Check(check_cmd::CheckArgs),
     /// What grew between two reports, grouped by kind of allocation.
-    Diff { a: PathBuf, b: PathBuf },
+    Diff {
+        /// The earlier report, the one to compare from.
+        a: PathBuf,
+        /// The later report: what it holds beyond A is what grew.
+        b: PathBuf,
+    },
     /// Device memory per process and GPU, read through NVML (no shim needed).
     Devices(devices::DevicesArgs),
     /// Run the four diagnostic steps against a live OpenAI-compatible server under the shim, then check its reports.

@@ -12,7 +12,7 @@ use clap::Args;
 /// The model and deployment flags shared by `fit` and `check`.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// A local directory or config.json, a Hugging Face id (ORG/NAME) in the local hub cache, or a preset name (see --list); a local path wins over a preset.
+    /// A local directory or config.json, a Hugging Face id (ORG/NAME) in the local hub cache, or a preset name (`kvscope fit --list` lists them); a local path wins over a preset.
     #[arg(long)]
     pub model: Option<String>,
     /// GPU memory per GPU, with a unit: 80GiB, 80GB (SI: 74.5 GiB), or MiB as nvidia-smi prints it (an H100 80GB is 81559MiB).

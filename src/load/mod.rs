@@ -44,10 +44,34 @@ pub fn parse(bytes: &[u8]) -> Result<Report, String> {
         Ok(r) if r.schema.is_empty() => Err(no_schema()),
         Ok(r) => Err(unsupported(&r.schema)),
         Err(e) => match serde_json::from_slice::<Head>(bytes) {
+            // Valid JSON of another shape (an array, a number, a "schema"
+            // that is no string) is not a report, but it is JSON.
+            Err(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok() => Err(
+                "not a kvscope report (JSON, but not an object with a \"schema\" string)"
+                    .to_string(),
+            ),
             Err(_) => Err(format!("not JSON ({e})")),
             Ok(Head { schema: Some(s) }) if s != SCHEMA => Err(unsupported(&s)),
             Ok(Head { schema: None }) => Err(no_schema()),
             Ok(_) => Err(format!("malformed report: {e}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    /// JSON that is not a report is called so; only broken JSON is "not JSON".
+    #[test]
+    fn json_of_another_shape_is_not_called_not_json() {
+        for other in ["[1,2]", "42", "\"kvscope\"", "{\"schema\":5}", "null"] {
+            let e = parse(other.as_bytes()).unwrap_err();
+            assert!(e.starts_with("not a kvscope report"), "{other}: {e}");
+        }
+        for broken in ["[1,2", "", "{\"schema\":", "\u{ff}"] {
+            let e = parse(broken.as_bytes()).unwrap_err();
+            assert!(e.starts_with("not JSON"), "{broken:?}: {e}");
+        }
     }
 }

@@ -4,8 +4,13 @@ use crate::report::{error_name, Api, Report, SpaceStats};
 use crate::units::{bytes, count, duration_ms};
 use std::fmt::Write;
 
+/// Whether a memory space saw any call worth a line.
+fn space_used(s: &SpaceStats) -> bool {
+    s.allocs != 0 || s.live_count != 0 || s.failures != 0
+}
+
 fn space_line(out: &mut String, name: &str, s: &SpaceStats) {
-    if s.allocs == 0 && s.live_count == 0 && s.failures == 0 {
+    if !space_used(s) {
         return;
     }
     let peak_at = s
@@ -75,7 +80,12 @@ pub fn render(r: &Report, top: usize) -> String {
             );
         }
     }
-    space_line(&mut out, "pinned host", &r.host);
+    // Pinned host memory belongs to no device: its own heading, so that it
+    // does not read as part of the last device listed above it.
+    if space_used(&r.host) {
+        let _ = writeln!(out, "  host (pinned memory, on no device)");
+    }
+    space_line(&mut out, "pinned", &r.host);
 
     if !r.live.allocations.is_empty() {
         let groups = groups(r);
