@@ -8,7 +8,7 @@ use live::*;
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -295,6 +295,44 @@ fn watch_piped_prints_lines_and_survives_head() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A PID that is not on this host is refused in one line; a process that
+/// ends while watched ends the watch, its last frame shown.
+#[test]
+fn watch_refuses_an_absent_pid_and_ends_with_the_process_it_watched() {
+    let mut gone = Command::new("true").spawn().unwrap();
+    let pid = gone.id();
+    gone.wait().unwrap();
+    let started = Instant::now();
+    let out = common::kvscope(&["watch", &pid.to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("no process {pid}")), "{err}");
+    assert!(started.elapsed() < T);
+
+    let dir = common::scratch("watch_ends");
+    let state = dir.join("state");
+    // Not reaped while watched: a zombie counts as ended.
+    let mut child = Command::new("sleep").arg("1").spawn().unwrap();
+    let pid = child.id();
+    let out = common::kvscope(&[
+        "watch",
+        "--interval",
+        "0.1",
+        "--state-dir",
+        state.to_str().unwrap(),
+        &pid.to_string(),
+    ]);
+    child.wait().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("process {pid} ended")), "{text}");
 }
 
 fn hostname() -> String {

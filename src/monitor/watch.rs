@@ -61,15 +61,8 @@ fn frame(o: &Options, scan: &Scan, history: &History, now: u64) -> Vec<String> {
             "  (no process under the shim publishes a state here yet)".to_string()
         } else {
             let pids: Vec<String> = o.pids.iter().map(|p| p.to_string()).collect();
-            let gone: Vec<&String> = pids
-                .iter()
-                .filter(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
-                .collect();
-            if gone.len() == pids.len() {
-                format!(
-                    "  (no process {} on this host: nothing to wait for)",
-                    pids.join(", ")
-                )
+            if all_gone(&o.pids) {
+                format!("  (process {} ended)", pids.join(", "))
             } else {
                 format!(
                     "  (waiting for pid {} to publish its state)",
@@ -82,7 +75,33 @@ fn frame(o: &Options, scan: &Scan, history: &History, now: u64) -> Vec<String> {
     out
 }
 
+/// None of `pids` is a running process on this host (any more): absent, or
+/// a zombie its parent has not reaped yet.
+fn all_gone(pids: &[u32]) -> bool {
+    !pids.is_empty() && pids.iter().all(|&p| !running(p))
+}
+
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')' (comm may hold any byte).
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].trim_start().chars().next());
+    !matches!(state, Some('Z' | 'X') | None)
+}
+
+/// Watches until Ctrl-C, `count` refreshes, or (when given PIDs) until every
+/// one of them has ended. PIDs none of which is on this host are refused.
 pub fn run(o: &Options) -> Result<(), String> {
+    if all_gone(&o.pids) {
+        let pids: Vec<String> = o.pids.iter().map(|p| p.to_string()).collect();
+        return Err(format!(
+            "no process {} on this host (kvscope watch with no PID shows every process under the shim)",
+            pids.join(", ")
+        ));
+    }
     stop::install();
     let tty = is_tty();
     let mut stdout = std::io::stdout().lock();
@@ -112,7 +131,8 @@ pub fn run(o: &Options) -> Result<(), String> {
             break Ok(()); // the reader went away
         }
         shown += 1;
-        if o.count.is_some_and(|c| shown >= c) {
+        // The processes watched have all ended: their last frame is shown.
+        if o.count.is_some_and(|c| shown >= c) || all_gone(&o.pids) {
             break Ok(());
         }
         let until = Instant::now() + o.interval;
