@@ -423,9 +423,56 @@ fn diff_shows_what_grew() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("+4 x 32.0 MiB cudaMalloc"), "{text}");
-    assert!(text.contains("grew 128 MiB"), "{text}");
+    assert!(text.contains("128 MiB more in all"), "{text}");
     let out = kvscope(&["diff", dump.to_str().unwrap(), dump.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no change"));
+}
+
+/// Between two processes, what B holds less of is not called freed (nor
+/// grown), and pinned host memory is on no device.
+#[test]
+fn diff_between_processes_says_more_and_less_and_where_host_memory_is() {
+    let report = |name: &str, client: &str, args: &[&str], env: &[(&str, &str)]| {
+        let dir = scratch(name);
+        let mut c = Command::new(native(client));
+        c.args(args)
+            .env("LD_PRELOAD", shim_lib())
+            .env("KVSCOPE_OUT", &dir);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        assert!(c.output().unwrap().status.success());
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+            .unwrap()
+    };
+    let more = report("diff-more", "scripted", &[], &[("SIMCUDA_DEVICES", "2")]);
+    let less = report("diff-less", "threads", &["2", "100"], &[]);
+    let out = kvscope(&["diff", more.to_str().unwrap(), less.to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("live allocations that differ"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        header.contains("less") && header.contains("net -"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("freed") && text.contains("(none in B)"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("cudaHostAlloc") || l.contains("cudaMallocHost"))
+            .all(|l| l.contains("in pinned host memory") && !l.contains("device")),
+        "{text}"
+    );
+    assert!(text.contains("in pinned host memory"), "{text}");
 }
 
 /// `kvscope ... | head` ends quietly when head stops reading (no panic, no backtrace).

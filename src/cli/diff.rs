@@ -2,7 +2,7 @@
 
 use super::error::Result;
 use crate::load::load;
-use crate::report::{LiveAlloc, Report};
+use crate::report::{Api, LiveAlloc, Report, Space};
 use crate::units::{bytes, count, signed_bytes};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,6 +21,34 @@ fn groups(r: &Report) -> BTreeMap<Key, (u64, Vec<&LiveAlloc>)> {
         e.1.push(a);
     }
     g
+}
+
+/// Where a group of allocations lives: pinned host memory is on no device.
+fn place(api: &str, device: u32) -> String {
+    match Api::from_name(api).map(Api::space) {
+        Some(Space::Host) => "in pinned host memory".into(),
+        Some(Space::Managed) => format!("managed, device {device}"),
+        _ => format!("on device {device}"),
+    }
+}
+
+/// What changed in all: what grew, what was freed, and the net when both.
+/// Between two processes nothing grew or was freed: B holds more or less.
+fn totals(changes: &[(i64, String)], same: bool) -> String {
+    let grew: i64 = changes.iter().map(|c| c.0).filter(|d| *d > 0).sum();
+    let freed: i64 = -changes.iter().map(|c| c.0).filter(|d| *d < 0).sum::<i64>();
+    let (up, down) = if same { ("grew ", "freed ") } else { ("", "") };
+    let (up_end, down_end) = if same { ("", "") } else { (" more", " less") };
+    match (grew > 0, freed > 0) {
+        (true, true) => format!(
+            "{up}{}{up_end}, {down}{}{down_end}; net {}",
+            bytes(grew as u64),
+            bytes(freed as u64),
+            signed_bytes(grew - freed)
+        ),
+        (false, true) => format!("{down}{}{down_end} in all", bytes(freed as u64)),
+        _ => format!("{up}{}{up_end} in all", bytes(grew.max(0) as u64)),
+    }
 }
 
 pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
@@ -64,6 +92,7 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
             bytes(y.memory.peak_bytes)
         );
     }
+    let same = a.process.pid == b.process.pid;
     let (ga, gb) = (groups(a), groups(b));
     let mut changes: Vec<(i64, String)> = Vec::new();
     for (k, (nb, rows)) in &gb {
@@ -79,12 +108,12 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
             changes.push((
                 delta,
                 format!(
-                    "{:>11}  {:+} x {} {} on device {} (newest made in `{newest}`)",
+                    "{:>11}  {:+} x {} {} {} (newest made in `{newest}`)",
                     signed_bytes(delta),
                     *nb as i64 - na as i64,
                     bytes(k.2),
                     k.1,
-                    k.0
+                    place(&k.1, k.0)
                 ),
             ));
         }
@@ -95,12 +124,13 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
             changes.push((
                 delta,
                 format!(
-                    "{:>11}  -{} x {} {} on device {} (all freed)",
+                    "{:>11}  -{} x {} {} {} ({})",
                     signed_bytes(delta),
                     na,
                     bytes(k.2),
                     k.1,
-                    k.0
+                    place(&k.1, k.0),
+                    if same { "all freed" } else { "none in B" }
                 ),
             ));
         }
@@ -109,11 +139,11 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
     if changes.is_empty() {
         let _ = writeln!(o, "no change in live allocations");
     } else {
-        let grew: i64 = changes.iter().map(|c| c.0).filter(|d| *d > 0).sum();
         let _ = writeln!(
             o,
-            "live allocations that changed (grew {} in all), largest first:",
-            bytes(grew.max(0) as u64)
+            "live allocations that {} ({}), largest first:",
+            if same { "changed" } else { "differ" },
+            totals(&changes, same)
         );
         for (_, line) in changes.iter().take(20) {
             let _ = writeln!(o, "  {line}");
@@ -139,7 +169,7 @@ pub fn render(a: &Report, b: &Report, an: &str, bn: &str) -> String {
             signed_bytes(held(b) - held(a))
         );
     }
-    if a.process.pid != b.process.pid {
+    if !same {
         let _ = writeln!(
             o,
             "note: two different processes; addresses are not compared, only kinds of allocations"
@@ -155,4 +185,24 @@ pub fn run(a: &Path, b: &Path) -> Result<i32> {
         render(&ra, &rb, &a.display().to_string(), &b.display().to_string())
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::totals;
+
+    #[test]
+    fn totals_say_grown_and_freed_in_one_process_more_and_less_across_two() {
+        let changes = vec![(1024, String::new()), (-3072, String::new())];
+        assert_eq!(
+            totals(&changes, true),
+            "grew 1.00 KiB, freed 3.00 KiB; net -2.00 KiB"
+        );
+        assert_eq!(
+            totals(&changes, false),
+            "1.00 KiB more, 3.00 KiB less; net -2.00 KiB"
+        );
+        assert_eq!(totals(&changes[1..], true), "freed 3.00 KiB in all");
+        assert_eq!(totals(&changes[..1], false), "1.00 KiB more in all");
+    }
 }
