@@ -475,6 +475,43 @@ fn diff_between_processes_says_more_and_less_and_where_host_memory_is() {
     assert!(text.contains("in pinned host memory"), "{text}");
 }
 
+/// What the reader writes from a report (a page, a snapshot, the demo's
+/// folder) is as private as the report: 0600 files, a 0700 folder.
+#[test]
+fn outputs_written_from_reports_are_as_private_as_the_reports() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = scratch("private");
+    let keep = dir.join("demo");
+    let out = kvscope(&["demo", "--keep", keep.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode(&keep), 0o700);
+    assert_eq!(mode(&keep.join("demo.html")) & 0o077, 0);
+    let report = std::fs::read_dir(&keep)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".json"))
+        .unwrap();
+    let page = dir.join("page.html");
+    let pickle = dir.join("snapshot.pickle");
+    let r = report.to_str().unwrap();
+    assert!(kvscope(&["report", r, "--html", page.to_str().unwrap()])
+        .status
+        .success());
+    assert!(
+        kvscope(&["export", "--memory-viz", pickle.to_str().unwrap(), r])
+            .status
+            .success()
+    );
+    assert_eq!(mode(&page) & 0o077, 0, "{}", page.display());
+    assert_eq!(mode(&pickle) & 0o077, 0, "{}", pickle.display());
+}
+
 /// `kvscope ... | head` ends quietly when head stops reading (no panic, no backtrace).
 #[test]
 fn output_into_a_closed_pipe_ends_quietly() {

@@ -60,12 +60,7 @@ pub fn post(pid: u32, kind: &str, text: &str) -> Result<PathBuf> {
             .as_deref(),
     );
     let dir = control::dir_for(&base, pid);
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(|e| CliError::input(format!("cannot create {}: {e}", dir.display())))?;
+    super::private::create_dir(&dir)?;
     // The shim ignores a channel someone else could write to; say so here.
     for d in [base, dir.clone()] {
         let meta = std::fs::symlink_metadata(&d)

@@ -203,8 +203,7 @@ fn demo(keep: Option<PathBuf>) -> std::result::Result<i32, Stop> {
     // Made after the first line: a reader gone at once leaves nothing.
     let (dir, temporary) = match keep {
         Some(d) => {
-            std::fs::create_dir_all(&d)
-                .map_err(|e| CliError::input(format!("cannot create {}: {e}", d.display())))?;
+            super::private::create_dir(&d)?;
             (d, None)
         }
         None => {
@@ -282,8 +281,7 @@ fn demo(keep: Option<PathBuf>) -> std::result::Result<i32, Stop> {
     if temporary.is_none() {
         let page = dir.join("demo.html");
         let text = html::render(&r, &result).map_err(CliError::input)?;
-        std::fs::write(&page, text)
-            .map_err(|e| CliError::input(format!("{}: {e}", page.display())))?;
+        super::private::write(&page, text.as_bytes())?;
         say(&format!("\n== 3. The same as a page: {}", page.display()))?;
     } else {
         say("\n   (kvscope demo --keep DIR keeps the report, and writes it as an HTML page too)")?;

@@ -4,7 +4,6 @@
 use super::error::{refuse_overwrite, CliError, Result};
 use crate::load::load;
 use crate::render::memory_viz;
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -40,7 +39,7 @@ fn write(r: &crate::report::Report, out: &Path) -> std::io::Result<memory_viz::W
         .unwrap_or_else(|| "export".into());
     let tmp = out.with_file_name(format!(".{name}.tmp"));
     let result = (|| {
-        let (mut f, w) = memory_viz::write(r, BufWriter::new(File::create(&tmp)?))?;
+        let (mut f, w) = memory_viz::write(r, BufWriter::new(super::private::create_file(&tmp)?))?;
         f.flush()?;
         std::fs::rename(&tmp, out)?;
         Ok(w)

@@ -18,6 +18,7 @@ mod locate;
 mod model_args;
 mod monitor_cmd;
 mod preload;
+mod private;
 mod report_cmd;
 mod run;
 mod site_hook;

@@ -50,8 +50,7 @@ pub fn run(a: &ReportArgs) -> Result<i32> {
         a.engine
             .apply(plan.as_ref(), &mut result, Severity::Critical);
         let page = html::render(&r, &result).map_err(CliError::input)?;
-        std::fs::write(out, page)
-            .map_err(|e| CliError::input(format!("{}: {e}", out.display())))?;
+        super::private::write(out, page.as_bytes())?;
         println!("wrote {}", out.display());
     } else if a.json {
         let s = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;

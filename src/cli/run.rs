@@ -68,12 +68,7 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
             .join("kvscope-reports"),
     };
     // 0700, as the shim creates it: reports show command lines and sizes.
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&out)
-        .map_err(|e| CliError::input(format!("cannot create {}: {e}", out.display())))?;
+    super::private::create_dir(&out)?;
     let out = out.canonicalize().unwrap_or(out);
     // A second earlier: file times are coarse on some filesystems.
     let since = SystemTime::now() - std::time::Duration::from_secs(1);
