@@ -95,6 +95,10 @@ fn bad_input_is_one_line_and_exit_2() {
             "malformed report",
         ),
         (vec!["report", big.to_str().unwrap()], "too large"),
+        (
+            vec!["fit", "--model", "llama-3.1-8b", "--gpus", "0"],
+            "--gpus must be at least 1",
+        ),
     ] {
         let out = kvscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -547,6 +551,28 @@ fn output_into_a_closed_pipe_ends_quietly() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
         assert_ne!(out.status.code(), Some(101), "{args:?}");
+    }
+}
+
+/// `kvscope run` with a command that is not there, or cannot be run, exits
+/// as a shell would (127, 126), in one line.
+#[test]
+fn run_exits_as_a_shell_when_the_command_cannot_start() {
+    let dir = scratch("run-missing");
+    let not_exec = dir.join("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    for (cmd, code) in [(dir.join("no-such-command"), 127), (not_exec.clone(), 126)] {
+        let out = kvscope(&[
+            "run",
+            "--out",
+            dir.join("out").to_str().unwrap(),
+            "--",
+            cmd.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{cmd:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("cannot run"), "{err}");
     }
 }
 

@@ -93,9 +93,16 @@ pub fn run(out: Option<PathBuf>, command: &[String]) -> Result<i32> {
         cmd.env("PYTHONPATH", h.pythonpath());
     }
     forward_stop_signals();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CliError::input(format!("cannot run {}: {e}", command[0])))?;
+    // As a shell says it: 127 for a command not found, 126 for one that
+    // cannot be run.
+    let mut child = cmd.spawn().map_err(|e| CliError {
+        message: format!("cannot run {}: {e}", command[0]),
+        code: if e.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+    })?;
     command_started(child.id() as i32);
     let status = child
         .wait()

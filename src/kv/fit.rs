@@ -201,7 +201,10 @@ pub fn fit(m: &Model, inp: &FitInput) -> Result<Fit, String> {
         return Err(format!("--gpu-util {} must be in (0, 1]", inp.gpu_util));
     }
     let per_replica = par.tp.saturating_mul(par.pp);
-    if inp.gpus == 0 || !inp.gpus.is_multiple_of(per_replica) {
+    if inp.gpus == 0 {
+        return Err("--gpus must be at least 1".into());
+    }
+    if !inp.gpus.is_multiple_of(per_replica) {
         return Err(format!(
             "--gpus {} is not a multiple of tp x pp = {per_replica}",
             inp.gpus
