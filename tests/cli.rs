@@ -554,6 +554,34 @@ fn output_into_a_closed_pipe_ends_quietly() {
     }
 }
 
+/// A process whose one CUDA call failed lists its device, and the reader
+/// takes its report (a failure on no listed device was read as a cut file).
+#[test]
+fn a_process_whose_only_call_failed_has_a_readable_report() {
+    let dir = scratch("fail-only");
+    let out = Command::new(native("probe"))
+        .arg("fail-only")
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        // No sampler: no timeline sample lists the device either.
+        .env("KVSCOPE_SAMPLE_MS", "0")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("rc=0"));
+    let exit = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
+        .unwrap();
+    let r = kvscope(&["report", "--json", exit.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["devices"][0]["device"], 0, "{v}");
+    assert_eq!(v["failures"].as_array().unwrap().len(), 1);
+}
+
 /// `kvscope run` with a command that is not there, or cannot be run, exits
 /// as a shell would (127, 126), in one line.
 #[test]

@@ -74,8 +74,17 @@ fn threads_freeing_each_others_allocations_while_reports_are_read() {
         .filter(|p| p.to_string_lossy().contains("-dump-"))
         .collect();
     assert!(!dumps.is_empty(), "no dump was written during the run");
+    // Read by the reader itself, which refuses an implausible report (a
+    // dump during a thread's first allocation once listed no device).
     for p in dumps {
         load(p);
+        let out = kvscope(&["report", "--json", p.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 

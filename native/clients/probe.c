@@ -95,6 +95,10 @@ int main(int argc, char **argv) {
         void *next = dlsym(RTLD_NEXT, "kvscope_mark");
         void *deflt = dlsym(RTLD_DEFAULT, "kvscope_mark");
         printf("next_found=%d same_as_default=%d\n", next != NULL, next == deflt);
+    } else if (!strcmp(mode, "fail-only")) {
+        /* The process's one call fails (a free of a pointer never
+         * allocated): its report still lists the device. */
+        printf("rc=%d\n", (int)cudaFree((void *)(uintptr_t)0xdead0000));
     } else if (!strcmp(mode, "dump")) {
         void *p;
         RT(cudaMalloc(&p, 16 * MiB));

@@ -401,3 +401,30 @@ fn sections_cut_out_are_refused() {
         assert!(e.contains(needle) && !e.contains('\n'), "{key}: {e}");
     }
 }
+
+/// A dump written while a thread's first allocation is in flight has the
+/// call counted and nothing else of it yet: a report, not a cut file. An
+/// allocation event with no device listed is a cut file.
+#[test]
+fn a_call_in_flight_is_not_a_cut_file() {
+    let mut r = full();
+    r.devices.clear();
+    r.live = Default::default();
+    r.timeline.clear();
+    r.failures.clear();
+    r.oom = None;
+    let mut alloc = r.events[0].clone();
+    r.events.clear();
+    r.calls = [("cudaMalloc".to_string(), 1)].into_iter().collect();
+    let bytes = serde_json::to_vec(&r).unwrap();
+    assert!(
+        super::parse(&bytes).is_ok(),
+        "{:?}",
+        super::parse(&bytes).err()
+    );
+    alloc.op = "alloc".into();
+    alloc.code = 0;
+    r.events.push(alloc);
+    let e = super::parse(&serde_json::to_vec(&r).unwrap()).unwrap_err();
+    assert!(e.contains("missing field `devices`"), "{e}");
+}

@@ -116,21 +116,22 @@ fn sections(r: &Report) -> Result<(), String> {
         .iter()
         .filter(|a| on_device(a.api.space()))
         .count();
-    let calls: u64 = r
-        .calls
+    // Not the call counts: a call is counted when it begins, before its
+    // device is known, so a report written meanwhile (a dump during the
+    // first allocation) has a call and no device yet. Its events, rows and
+    // failures are recorded after the device is marked seen.
+    let allocated = r
+        .events
         .iter()
-        .filter(|(name, _)| {
-            Api::from_name(name).is_some_and(|a| a.allocates() && on_device(a.space()))
-        })
-        .map(|(_, n)| *n)
-        // Before the figures are judged: any count may be absurd here.
-        .fold(0u64, u64::saturating_add);
+        .filter(|e| e.op == "alloc" && Api::from_name(&e.api).is_some_and(|a| on_device(a.space())))
+        .count();
     let sampled = r.timeline.iter().any(|s| !s.devices.is_empty());
-    if r.devices.is_empty() && (live_rows > 0 || calls > 0 || sampled || !r.failures.is_empty()) {
+    if r.devices.is_empty() && (live_rows > 0 || allocated > 0 || sampled || !r.failures.is_empty())
+    {
         let what = if live_rows > 0 {
             format!("{live_rows} live device allocations")
-        } else if calls > 0 {
-            format!("{calls} device allocation calls")
+        } else if allocated > 0 {
+            format!("{allocated} device allocations in `events`")
         } else if sampled {
             "device samples in `timeline`".to_string()
         } else {

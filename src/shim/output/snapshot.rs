@@ -237,6 +237,17 @@ pub fn build(
     }));
     rows.sort_unstable_by(|a, b| b.size.cmp(&a.size).then(a.t_ms.total_cmp(&b.t_ms)));
 
+    // A post-mortem shows the events up to the failure, as captured then.
+    let events: Vec<Event> = match oom {
+        Some(c) => c.events.iter().map(|e| event(e, &scale, &mut ix)).collect(),
+        None => counters::recent_events(config.events)
+            .iter()
+            .map(|e| event(e, &scale, &mut ix))
+            .collect(),
+    };
+    let (fail_counts, fail_list) = track.failures.snapshot();
+    // Read after the rows, events and failures: a device is marked seen
+    // before anything of it is recorded, so all of those have their device.
     let mut devices: Vec<u32> = track.devices.seen();
     for d in timeline.devices() {
         if !devices.contains(&d) {
@@ -278,7 +289,6 @@ pub fn build(
         .iter()
         .map(|(a, n)| (a.name().to_string(), *n))
         .collect();
-    let (fail_counts, fail_list) = track.failures.snapshot();
     let mut failure_counts: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     for ((api, code), n) in fail_counts {
         failure_counts
@@ -317,14 +327,6 @@ pub fn build(
         allocations_after: h.allocs_after,
         recovered: h.allocs_after > 0,
     });
-    // A post-mortem shows the events up to the failure, as captured then.
-    let events: Vec<Event> = match oom {
-        Some(c) => c.events.iter().map(|e| event(e, &scale, &mut ix)).collect(),
-        None => counters::recent_events(config.events)
-            .iter()
-            .map(|e| event(e, &scale, &mut ix))
-            .collect(),
-    };
     let oom = oom.map(|c| oom_section(c, &scale, &marker_ticks, &mut ix));
     let stacks = stacks(track, &mut ix);
 

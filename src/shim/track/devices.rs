@@ -91,11 +91,15 @@ impl Devices {
         self.pools.lock().clone()
     }
 
+    /// Marks `device` seen before anything about it is recorded (a row, an
+    /// event, a failure): a report reads `seen` after those, so whatever it
+    /// shows of a device, it lists the device (the first marking is an
+    /// acquire-release exchange: what follows it stays after it).
     #[inline]
     pub fn mark_seen(&self, device: u32) {
         let bit = 1u64 << clamp(device);
         if self.seen.load(Relaxed) & bit == 0 {
-            self.seen.fetch_or(bit, Relaxed);
+            self.seen.fetch_or(bit, AcqRel);
         }
     }
 

@@ -181,8 +181,8 @@ impl Call {
             size: size(),
             stream,
         };
-        track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
         shim.devices.mark_seen(device);
+        track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
         if alloc.size >= shim.settings.stack_min {
             keep_stack(shim, r, a, alloc.size, device);
         }
@@ -381,6 +381,7 @@ fn note_failure(
 ) {
     let ticks = clock::ticks();
     let device = clamp(device);
+    shim.devices.mark_seen(device);
     if allocating {
         r.block.count_failure(lane(api.space(), device));
     }
@@ -428,12 +429,12 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
         thread: r.tls.tid(),
         caller: r.caller,
     };
+    shim.devices.mark_seen(device);
     if let Some(old) = shim.vmm.create(handle, h) {
         b.free(lane(Space::Device, old.device), old.size);
         shim.anomalies.replaced.fetch_add(1, Relaxed);
     }
     b.alloc(lane(Space::Device, device), size);
-    shim.devices.mark_seen(device);
     r.event(
         h.ticks,
         Op::Alloc,
