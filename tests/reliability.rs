@@ -7,6 +7,19 @@ use std::time::Duration;
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 
+/// Device 0's live bytes and count, allocations and frees are exactly what
+/// the client says it did (`expect.device0.*` lines).
+fn device0_as_expected(rep: &serde_json::Value, want: &std::collections::BTreeMap<String, u64>) {
+    let m = &device(rep, 0)["memory"];
+    assert_eq!(u(&m["live_bytes"]), want["device0.live_bytes"]);
+    assert_eq!(u(&m["live_count"]), want["device0.live_count"]);
+    assert_eq!(u(&m["allocs"]), want["device0.allocs"]);
+    assert_eq!(
+        u(&m["frees"]),
+        want["device0.allocs"] - want["device0.live_count"]
+    );
+}
+
 #[test]
 fn sixty_four_threads_through_every_entry_point_with_dumps_in_between() {
     let dir = scratch("stress");
@@ -15,14 +28,7 @@ fn sixty_four_threads_through_every_entry_point_with_dumps_in_between() {
     let want = expectations(&r.stdout());
     assert_eq!(want["pairs"], 1_000_000);
     let rep = r.report("exit");
-    let m = &device(&rep, 0)["memory"];
-    assert_eq!(u(&m["live_bytes"]), want["device0.live_bytes"]);
-    assert_eq!(u(&m["live_count"]), want["device0.live_count"]);
-    assert_eq!(u(&m["allocs"]), want["device0.allocs"]);
-    assert_eq!(
-        u(&m["frees"]),
-        want["device0.allocs"] - want["device0.live_count"]
-    );
+    device0_as_expected(&rep, &want);
     assert_eq!(u(&rep["host"]["live_bytes"]), want["host.live_bytes"]);
     assert_eq!(u(&rep["host"]["allocs"]), want["host.allocs"]);
     let managed = &device(&rep, 0)["managed"];
@@ -55,14 +61,7 @@ fn threads_freeing_each_others_allocations_while_reports_are_read() {
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let want = expectations(&r.stdout());
     let rep = r.report("exit");
-    let m = &device(&rep, 0)["memory"];
-    assert_eq!(u(&m["live_bytes"]), want["device0.live_bytes"]);
-    assert_eq!(u(&m["live_count"]), want["device0.live_count"]);
-    assert_eq!(u(&m["allocs"]), want["device0.allocs"]);
-    assert_eq!(
-        u(&m["frees"]),
-        want["device0.allocs"] - want["device0.live_count"]
-    );
+    device0_as_expected(&rep, &want);
     for k in ["untracked_frees", "double_frees"] {
         assert_eq!(u(&rep["anomalies"][k]), 0, "{k}");
     }

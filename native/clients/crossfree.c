@@ -6,17 +6,15 @@
  * freeing one of its own after each. Each thread ends
  * holding one allocation of (id + 1) MiB. Prints `expect.` lines. */
 #include <pthread.h>
-#include <stdatomic.h>
-#include <unistd.h>
 
 #include "client.h"
+#include "dumper.h"
 
 enum { MAX_THREADS = 64, MAX_PER = 256 };
 
 static int threads = 8, rounds = 200, per = 64;
 static void *rows[MAX_THREADS][MAX_PER];
 static pthread_barrier_t made, freed;
-static atomic_int done;
 
 static void *worker(void *arg) {
     long id = (long)arg;
@@ -41,18 +39,6 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void *dumper(void *arg) {
-    (void)arg;
-    int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "kvscope_dump");
-    int n = 0;
-    while (dump && !atomic_load(&done)) {
-        if (dump("mid-run") == 0) n++;
-        usleep(5000);
-    }
-    printf("dumps=%d\n", n);
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     if (argc > 1) threads = atoi(argv[1]);
     if (argc > 2) rounds = atoi(argv[2]);
@@ -61,12 +47,12 @@ int main(int argc, char **argv) {
     RT(cudaFree(NULL));
     pthread_barrier_init(&made, NULL, (unsigned)threads);
     pthread_barrier_init(&freed, NULL, (unsigned)threads);
-    pthread_t t[MAX_THREADS], d;
-    pthread_create(&d, NULL, dumper, NULL);
+    pthread_t t[MAX_THREADS];
+    dumper_t d;
+    dumper_start(&d, 5000);
     for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
-    atomic_store(&done, 1);
-    pthread_join(d, NULL);
+    dumper_stop(&d);
     unsigned long long live = 0;
     for (int i = 0; i < threads; i++) live += (unsigned long long)(i + 1) * MiB;
     printf("expect.device0.live_bytes=%llu\n", live);

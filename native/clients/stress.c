@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "dumper.h"
 
 enum { KINDS = 13, SLOTS = 4 };
 
@@ -19,7 +20,6 @@ static plug_alloc_fn plug_alloc;
 static plug_free_fn plug_free;
 static cudaMemPool_t pool;
 static atomic_ullong device_allocs, host_allocs, managed_allocs, vmm_creates;
-static atomic_int done;
 static pthread_barrier_t handoff_ready;
 static void *handoff[256];
 
@@ -111,18 +111,6 @@ static void *worker(void *arg) {
     return NULL;
 }
 
-static void *dumper(void *arg) {
-    (void)arg;
-    int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "kvscope_dump");
-    int n = 0;
-    while (dump && !atomic_load(&done)) {
-        if (dump("mid-run") == 0) n++;
-        usleep(20000);
-    }
-    printf("dumps=%d\n", n);
-    return NULL;
-}
-
 int main(int argc, char **argv) {
     if (argc > 1) threads = atoi(argv[1]);
     if (argc > 2) ops = atoi(argv[2]);
@@ -138,12 +126,12 @@ int main(int argc, char **argv) {
     plug_alloc = (plug_alloc_fn)dlsym(RTLD_DEFAULT, "kvscope_malloc");
     plug_free = (plug_free_fn)dlsym(RTLD_DEFAULT, "kvscope_free");
     pthread_barrier_init(&handoff_ready, NULL, (unsigned)threads);
-    pthread_t t[256], d;
-    pthread_create(&d, NULL, dumper, NULL);
+    pthread_t t[256];
+    dumper_t d;
+    dumper_start(&d, 20000);
     for (long i = 0; i < threads; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
-    atomic_store(&done, 1);
-    pthread_join(d, NULL);
+    dumper_stop(&d);
     unsigned long long dev = 0, host = 0;
     for (int i = 0; i < threads; i++) {
         dev += (unsigned long long)(i + 1) * 65536;
