@@ -130,11 +130,15 @@ fn preload() {
     let added = paired(&shim, &base);
     let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let (b, s) = (median(base.clone()), median(shim.clone()));
+    // Two estimates of one cost; a PASS needs both (a run whose baseline
+    // rounds were slowed once printed 26 ns by the median against 60 by the
+    // fastest rounds).
+    let fastest = least(&shim) - least(&base);
+    let worse = added.max(fastest);
     println!(
-        "preload   added per cudaMalloc+cudaFree pair, 1 thread: {added:.1} ns (median of {ROUNDS} paired rounds; with shim {s:.1} ns, without {b:.1} ns, x{:.2}; fastest rounds: {:.1} ns added)  target <= 40 ns  {}",
+        "preload   added per cudaMalloc+cudaFree pair, 1 thread: {added:.1} ns (median of {ROUNDS} paired rounds; with shim {s:.1} ns, without {b:.1} ns, x{:.2}; fastest rounds: {fastest:.1} ns added)  target <= 40 ns by both  {}",
         s / b,
-        least(&shim) - least(&base),
-        verdict(added <= 40.0, || format!("{:.1} ns over", added - 40.0))
+        verdict(worse <= 40.0, || format!("{:.1} ns over", worse - 40.0))
     );
     let tsc = median((0..RUNS).map(|_| clock_read_ns()).collect());
     println!(
