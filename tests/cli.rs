@@ -432,6 +432,40 @@ fn diff_shows_what_grew() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("no change"));
 }
 
+/// `check` of several reports of one process says which one it judged.
+#[test]
+fn check_of_several_reports_of_one_process_names_the_one_it_judged() {
+    let dir = scratch("judged");
+    let out = Command::new(native("probe"))
+        .arg("dump")
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().to_string_lossy().into_owned())
+        .filter(|p| p.ends_with(".json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "{files:?}");
+    let args: Vec<&str> = std::iter::once("check")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let text = String::from_utf8_lossy(&kvscope(&args).stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("judged from"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("-exit.json"), "{line}");
+    assert!(
+        line.contains(&format!("{} other report", files.len() - 1)),
+        "{line}"
+    );
+}
+
 /// Between two processes, what B holds less of is not called freed (nor
 /// grown), and pinned host memory is on no device.
 #[test]

@@ -28,6 +28,17 @@ fn process(o: &mut String, p: &ProcessResult) {
         p.hostname.as_deref().unwrap_or("?"),
         if cmd.is_empty() { "?" } else { &cmd }
     );
+    // Several reports of one process: say which one speaks for it.
+    if let [others @ .., judged] = p.reports.as_slice() {
+        if !others.is_empty() {
+            let _ = writeln!(
+                o,
+                "  judged from {judged} (the final report, else the newest dump or checkpoint; {} other report{} of this process)",
+                others.len(),
+                if others.len() == 1 { "" } else { "s" }
+            );
+        }
+    }
     for d in &p.devices {
         let b = &d.breakdown;
         let total = b
