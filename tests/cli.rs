@@ -99,6 +99,10 @@ fn bad_input_is_one_line_and_exit_2() {
             vec!["fit", "--model", "llama-3.1-8b", "--gpus", "0"],
             "--gpus must be at least 1",
         ),
+        (
+            vec!["report", good.to_str().unwrap(), "--top", "0"],
+            "invalid value '0' for '--top",
+        ),
     ] {
         let out = kvscope(&args);
         let err = String::from_utf8_lossy(&out.stderr);

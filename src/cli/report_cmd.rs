@@ -19,9 +19,9 @@ pub struct ReportArgs {
     /// Write a self-contained HTML page: timeline, breakdown, findings.
     #[arg(long, value_name = "OUT.html")]
     pub html: Option<PathBuf>,
-    /// How many of the largest live allocations to list.
-    #[arg(long, default_value_t = 10)]
-    pub top: usize,
+    /// How many of the largest live allocations to list (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
     /// For --html: the model to check against (optional).
     #[command(flatten)]
     pub model: ModelArgs,
@@ -56,7 +56,7 @@ pub fn run(a: &ReportArgs) -> Result<i32> {
         let s = serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?;
         println!("{s}");
     } else {
-        print!("{}", summary::render(&r, a.top));
+        print!("{}", summary::render(&r, a.top as usize));
     }
     Ok(0)
 }
