@@ -102,21 +102,30 @@ pub fn render(r: &Report, top: usize) -> String {
                 ""
             }
         );
+        // The phase column is as wide as the longest phase shown (marker
+        // labels can be long), within 16..=40; a longer one is cut with "…".
+        let w = groups
+            .iter()
+            .take(top)
+            .map(|g| g.phase.chars().count())
+            .max()
+            .unwrap_or(0)
+            .clamp(16, PHASE_MAX);
         let _ = writeln!(
             out,
-            "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} made at",
+            "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<w$} made at",
             "count", "size", "total", "api", "device", "phase"
         );
         for g in groups.iter().take(top) {
             let _ = writeln!(
                 out,
-                "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<16} {}",
+                "    {:>7}  {:>10}  {:>10}  {:<24} {:>6}  {:<w$} {}",
                 format!("{} x", count(g.count)),
                 g.size_text(),
                 bytes(g.total),
                 g.api,
                 g.device,
-                g.phase,
+                clip(&g.phase, w),
                 g.made_at()
             );
         }
@@ -354,4 +363,27 @@ pub fn groups(r: &Report) -> Vec<Group> {
         ))
     });
     v
+}
+
+/// The widest phase column of the live table.
+const PHASE_MAX: usize = 40;
+
+/// `s` cut to `w` characters, the last one "…" when it was longer.
+fn clip(s: &str, w: usize) -> String {
+    if s.chars().count() <= w {
+        s.to_string()
+    } else {
+        s.chars().take(w.saturating_sub(1)).chain(['…']).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn long_phases_are_cut_to_the_column() {
+        assert_eq!(super::clip("kv_cache", 16), "kv_cache");
+        let c = super::clip(&"x".repeat(60), super::PHASE_MAX);
+        assert_eq!(c.chars().count(), super::PHASE_MAX);
+        assert!(c.ends_with('…'));
+    }
 }
