@@ -439,21 +439,13 @@ fn diff_shows_what_grew() {
 /// `check` of several reports of one process says which one it judged.
 #[test]
 fn check_of_several_reports_of_one_process_names_the_one_it_judged() {
-    let dir = scratch("judged");
-    let out = Command::new(native("probe"))
-        .arg("dump")
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut files: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().to_string_lossy().into_owned())
-        .filter(|p| p.ends_with(".json"))
+    let r = run("probe", &["dump"], &[], true, &scratch("judged"));
+    assert_eq!(r.code(), 0, "{}", r.stderr());
+    let files: Vec<String> = r
+        .reports
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
         .collect();
-    files.sort();
     assert!(files.len() >= 2, "{files:?}");
     let args: Vec<&str> = std::iter::once("check")
         .chain(files.iter().map(String::as_str))
@@ -475,21 +467,9 @@ fn check_of_several_reports_of_one_process_names_the_one_it_judged() {
 #[test]
 fn diff_between_processes_says_more_and_less_and_where_host_memory_is() {
     let report = |name: &str, client: &str, args: &[&str], env: &[(&str, &str)]| {
-        let dir = scratch(name);
-        let mut c = Command::new(native(client));
-        c.args(args)
-            .env("LD_PRELOAD", shim_lib())
-            .env("KVSCOPE_OUT", &dir);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        assert!(c.output().unwrap().status.success());
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-            .unwrap()
+        let r = run(client, args, env, true, &scratch(name));
+        assert_eq!(r.code(), 0, "{}", r.stderr());
+        r.path("exit").to_path_buf()
     };
     let more = report("diff-more", "scripted", &[], &[("SIMCUDA_DEVICES", "2")]);
     let less = report("diff-less", "threads", &["2", "100"], &[]);
@@ -533,12 +513,7 @@ fn outputs_written_from_reports_are_as_private_as_the_reports() {
     );
     assert_eq!(mode(&keep), 0o700);
     assert_eq!(mode(&keep.join("demo.html")) & 0o077, 0);
-    let report = std::fs::read_dir(&keep)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".json"))
-        .unwrap();
+    let report = reports_in(&keep).pop().unwrap();
     let page = dir.join("page.html");
     let pickle = dir.join("snapshot.pickle");
     let r = report.to_str().unwrap();
@@ -596,24 +571,17 @@ fn output_into_a_closed_pipe_ends_quietly() {
 /// takes its report (a failure on no listed device was read as a cut file).
 #[test]
 fn a_process_whose_only_call_failed_has_a_readable_report() {
-    let dir = scratch("fail-only");
-    let out = Command::new(native("probe"))
-        .arg("fail-only")
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        // No sampler: no timeline sample lists the device either.
-        .env("KVSCOPE_SAMPLE_MS", "0")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("rc=0"));
-    let exit = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap();
-    let r = kvscope(&["report", "--json", exit.to_str().unwrap()]);
+    // No sampler: no timeline sample lists the device either.
+    let run = run(
+        "probe",
+        &["fail-only"],
+        &[("KVSCOPE_SAMPLE_MS", "0")],
+        true,
+        &scratch("fail-only"),
+    );
+    assert_eq!(run.code(), 0, "{}", run.stderr());
+    assert!(!run.stdout().contains("rc=0"));
+    let r = kvscope(&["report", "--json", run.path("exit").to_str().unwrap()]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["devices"][0]["device"], 0, "{v}");

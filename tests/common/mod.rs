@@ -58,6 +58,10 @@ impl Run {
     }
     /// The one report whose name ends with `-{kind}.json`.
     pub fn report(&self, kind: &str) -> Value {
+        load(self.path(kind))
+    }
+    /// The path of that report.
+    pub fn path(&self, kind: &str) -> &Path {
         let want = format!("-{kind}.json");
         let found: Vec<_> = self
             .reports
@@ -71,7 +75,7 @@ impl Run {
             self.reports,
             self.stderr()
         );
-        load(found[0])
+        found[0]
     }
 }
 
