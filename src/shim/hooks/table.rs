@@ -29,28 +29,48 @@ macro_rules! real_or_return {
     };
 }
 
-/// The exported hook of an allocation or a free is two functions. The hook
-/// itself is thin: it finds the real function and the thread's state; a
-/// call reached from inside another hook (the runtime's own driver calls)
-/// records nothing and jumps straight to the real function (a tail call: no
-/// frame beyond the frame pointer's, no `Call`). Only the outermost call
-/// reads its return address (the caller) and goes on to `recorded`, the
-/// body that records, kept out of line so that the pass-through path does
-/// not pay for its frame.
+/// The exported hook of an allocation or a free is two functions, in a
+/// module of the symbol's name. The hook itself is thin: it finds the real
+/// function and the thread's state; a call reached from inside another hook
+/// (the runtime's own driver calls) records nothing and jumps straight to the
+/// real function (a tail call: no frame beyond the frame pointer's, no
+/// `Call`). Only the outermost call reads its return address (the caller)
+/// and goes on to `recorded`, kept out of line so that the pass-through path
+/// does not pay for its frame; `recorded` runs `$body` with the outermost
+/// `Call` named `$call` and the real function named `$real`.
 macro_rules! thin_hook {
-    ($sym:ident ($($arg:ident : $ty:ty),*)) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let real = real_or_return!($sym, $($ty),*);
-            let t = crate::shim::track::tls::get();
-            if t.depth.get() != 0 {
+    ($variant:ident $sym:ident ($($arg:ident : $ty:ty),*) |$call:ident, $real:ident| $body:block) => {
+        #[allow(non_snake_case)]
+        pub mod $sym {
+            use super::*;
+
+            #[unsafe(no_mangle)]
+            pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
+                let real = real_or_return!($sym, $($ty),*);
+                let t = crate::shim::track::tls::get();
+                if t.depth.get() != 0 {
+                    // SAFETY: the caller's arguments, passed through untouched.
+                    return unsafe { real($($arg),*) };
+                }
+                let caller = crate::shim::hooks::caller::return_address!();
                 // SAFETY: the caller's arguments, passed through untouched.
-                return unsafe { real($($arg),*) };
+                unsafe { recorded(real, t, caller, $($arg),*) }
             }
-            let caller = crate::shim::hooks::caller::return_address!();
-            // SAFETY: the caller's arguments, passed through untouched.
-            unsafe { recorded(real, t, caller, $($arg),*) }
+
+            #[allow(unused_unsafe)] // most sizes read no out-pointer
+            #[allow(clippy::too_many_arguments)] // the hook's, and three more
+            #[inline(never)]
+            unsafe fn recorded(
+                $real: unsafe extern "C" fn($($ty),*) -> i32,
+                t: &'static crate::shim::track::tls::Tls,
+                caller: u64,
+                $($arg: $ty),*
+            ) -> i32 {
+                let $call = outermost(Api::$variant, t, caller);
+                $body
+            }
         }
+        pub use $sym::$sym;
     };
 }
 
@@ -61,65 +81,34 @@ macro_rules! hook {
     // maps the thread's current device to the allocation's.
     (alloc $variant:ident $sym:ident ($($arg:ident : $ty:ty),*)
         (out = $out:expr, size = $size:expr, device = $device:expr, stream = $stream:expr)) => {
-        #[allow(non_snake_case)]
-        pub mod $sym {
-            use super::*;
-            thin_hook!($sym ($($arg: $ty),*));
-
-            #[allow(unused_unsafe)] // most sizes read no out-pointer
-            #[allow(clippy::too_many_arguments)] // the hook's, and three more
-            #[inline(never)]
-            unsafe fn recorded(
-                real: unsafe extern "C" fn($($ty),*) -> i32,
-                t: &'static crate::shim::track::tls::Tls,
-                caller: u64,
-                $($arg: $ty),*
-            ) -> i32 {
-                let call = outermost(Api::$variant, t, caller);
-                // SAFETY: the caller's arguments, passed through untouched.
-                let rc = unsafe { real($($arg),*) };
-                call.allocated(
-                    rc,
-                    // SAFETY: after a successful call the out-pointer holds the address.
-                    || unsafe { out($out) } as u64,
-                    // SAFETY: evaluated after a successful call, which filled the
-                    // out-pointers the size is read from (the pitch).
-                    || unsafe { $size } as u64,
-                    $device,
-                    $stream as u64,
-                );
-                rc
-            }
-        }
-        pub use $sym::$sym;
+        thin_hook!($variant $sym ($($arg: $ty),*) |call, real| {
+            // SAFETY: the caller's arguments, passed through untouched.
+            let rc = unsafe { real($($arg),*) };
+            call.allocated(
+                rc,
+                // SAFETY: after a successful call the out-pointer holds the address.
+                || unsafe { out($out) } as u64,
+                // SAFETY: evaluated after a successful call, which filled the
+                // out-pointers the size is read from (the pitch).
+                || unsafe { $size } as u64,
+                $device,
+                $stream as u64,
+            );
+            rc
+        });
     };
     // A free: the address is an argument, taken out of the table before the
     // real free (the address can be reused at once).
     (free $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) (address = $addr:expr)) => {
-        #[allow(non_snake_case)]
-        pub mod $sym {
-            use super::*;
-            thin_hook!($sym ($($arg: $ty),*));
-
-            #[allow(clippy::too_many_arguments)] // the hook's, and three more
-            #[inline(never)]
-            unsafe fn recorded(
-                real: unsafe extern "C" fn($($ty),*) -> i32,
-                t: &'static crate::shim::track::tls::Tls,
-                caller: u64,
-                $($arg: $ty),*
-            ) -> i32 {
-                let call = outermost(Api::$variant, t, caller);
-                let address = $addr as u64;
-                let mut taken = Entry::default();
-                let removed = call.free_begin(address, &mut taken).then_some(&taken);
-                // SAFETY: the caller's arguments, passed through untouched.
-                let rc = unsafe { real($($arg),*) };
-                call.free_end(address, removed, rc);
-                rc
-            }
-        }
-        pub use $sym::$sym;
+        thin_hook!($variant $sym ($($arg: $ty),*) |call, real| {
+            let address = $addr as u64;
+            let mut taken = Entry::default();
+            let removed = call.free_begin(address, &mut taken).then_some(&taken);
+            // SAFETY: the caller's arguments, passed through untouched.
+            let rc = unsafe { real($($arg),*) };
+            call.free_end(address, removed, rc);
+            rc
+        });
     };
     // A recorded call with a handler: `hooks::$module::$sym(call, real, args)`.
     (custom $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) ($module:ident)) => {
