@@ -8,8 +8,8 @@ use super::signals::StopMask;
 use super::track::clock;
 use super::track::counters::{fold, lane};
 use super::track::devices::FrameworkCounters;
+use super::track::guard::protect;
 use super::track::markers::Source;
-use super::track::record::protect;
 use crate::report::Space;
 use std::ffi::{c_char, c_int, CStr};
 

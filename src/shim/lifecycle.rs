@@ -10,7 +10,7 @@
 use super::config::Config;
 use super::output::{sampler, timeline::Timeline, wake, writer::Writer};
 use super::signals;
-use super::track::{self, clock, counters, record::protect, Tracker};
+use super::track::{self, clock, counters, guard::protect, Tracker};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering::*};
 

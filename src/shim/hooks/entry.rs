@@ -8,7 +8,7 @@ use super::{route, Hook};
 use crate::shim::cuda::loader;
 use crate::shim::cuda::RUNTIME_VERSION;
 use crate::shim::lifecycle;
-use crate::shim::track::record::protect;
+use crate::shim::track::guard::protect;
 use std::ffi::{c_char, c_int, c_uint, c_ulonglong, c_void, CStr};
 
 /// Swaps `*pfn` for its hook after a successful lookup, when the shim is on.

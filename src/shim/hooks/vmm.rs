@@ -7,7 +7,8 @@
 
 use super::out;
 use crate::shim::cuda::PropsHead;
-use crate::shim::track::record::{self, protect, Call};
+use crate::shim::track::guard::protect;
+use crate::shim::track::record::{self, Call};
 use std::ffi::{c_ulonglong, c_void};
 
 /// # Safety

@@ -15,7 +15,7 @@ use crate::report::{Api, Space};
 use crate::shim::cuda::{driver, ERROR_OUT_OF_MEMORY};
 use std::sync::atomic::Ordering::*;
 
-pub use super::guard::protect;
+use super::guard::protect;
 
 /// The thread recording a call: its state and its counter block.
 #[derive(Clone, Copy)]
