@@ -335,13 +335,16 @@ impl Table {
     }
 
     /// Takes an allocation out: from `home`'s shard, else from any other.
-    /// `owned` as for `insert`.
+    /// `owned` as for `insert`. (The tests' form of `take`.)
+    #[cfg(test)]
     pub fn remove(&self, address: u64, home: usize, owned: bool) -> Option<Entry> {
         let mut e = Entry::default();
         self.take(address, home, owned, &mut e).then_some(e)
     }
 
-    /// `remove` for the hot path: the entry goes to `out`, copied once.
+    /// Takes an allocation out, from `home`'s shard, else from any other,
+    /// into `out` (copied once, straight to where the hook keeps it); false
+    /// when no shard holds it. `owned` as for `insert`.
     #[inline(always)]
     pub fn take(&self, address: u64, home: usize, owned: bool, out: &mut Entry) -> bool {
         let h = hash(address);
