@@ -289,35 +289,16 @@ fn main() {
         }
     }
 
-    // Caller capture reads the hook's own frame: only sound when every
-    // function of the crate keeps a frame pointer (.cargo/config.toml).
-    println!("cargo:rustc-check-cfg=cfg(kvscope_frame_pointers)");
-    println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
-    let flags = env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
-    let fp = flags
-        .split('\x1f')
-        .any(|f| is_frame_pointers(f.trim_start_matches("-C")));
-    if fp {
-        println!("cargo:rustc-cfg=kvscope_frame_pointers");
-    } else {
-        println!(
-            "cargo:warning=built without -C force-frame-pointers=yes: allocations carry no caller"
-        );
+    // KVSCOPE_NO_CALLER=1 builds hooks without caller capture: the
+    // benchmark's baseline for its cost (src/shim/hooks/caller.rs).
+    println!("cargo:rustc-check-cfg=cfg(kvscope_no_caller)");
+    println!("cargo:rerun-if-env-changed=KVSCOPE_NO_CALLER");
+    if env::var_os("KVSCOPE_NO_CALLER").is_some_and(|v| v == "1") {
+        println!("cargo:rustc-cfg=kvscope_no_caller");
+        println!("cargo:warning=KVSCOPE_NO_CALLER=1: allocations carry no caller");
     }
 
     // The shim stays loaded once loaded: threads, atexit and atfork handlers point into it.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     println!("cargo:rustc-env=KVSCOPE_NATIVE_DIR={}", native.display());
-}
-
-/// `force-frame-pointers=yes` (or y, on, true, or bare).
-fn is_frame_pointers(flag: &str) -> bool {
-    matches!(
-        flag,
-        "force-frame-pointers"
-            | "force-frame-pointers=yes"
-            | "force-frame-pointers=y"
-            | "force-frame-pointers=on"
-            | "force-frame-pointers=true"
-    )
 }

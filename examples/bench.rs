@@ -98,9 +98,8 @@ fn client_with(args: &[&str], shim: Option<PathBuf>, env: &[(&str, &str)]) -> St
 /// With KVSCOPE_BENCH_BASELINE=/path/to/an/older/libkvscope.so, that build
 /// runs too, interleaved with this one, to compare two builds of the shim:
 /// the cost of caller capture is this build against the same source built
-/// without frame pointers (`RUSTFLAGS="-C llvm-args=-enable-tlsdesc" cargo
-/// build --release --lib` into another target dir: build.rs then turns
-/// capture off).
+/// without it (`KVSCOPE_NO_CALLER=1 CARGO_TARGET_DIR=target-nocaller cargo
+/// build --release --lib`: plain hooks that pass 0 for the caller).
 fn preload() {
     // Many short rounds, each running every build once in turn: the VM's
     // speed drifts by tens of percent over minutes, so each round's

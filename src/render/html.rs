@@ -56,7 +56,7 @@ struct Page<'a> {
 #[derive(Serialize)]
 struct Who<'a> {
     /// The report has call sites (false: older reports, or a shim built
-    /// without frame pointers; the page says so in one line).
+    /// without caller capture; the page says so in one line).
     known: bool,
     callers: Vec<who::CallerLine<'a>>,
     /// `live.by_caller` totals in all (the page lists the largest).

@@ -21,7 +21,7 @@ pub struct CallerLine<'a> {
     pub bytes: u64,
 }
 
-/// The report knows who called: a shim built without frame pointers, and
+/// The report knows who called: a shim built without caller capture, and
 /// reports older than callers, have no call sites (and every total is "?").
 pub fn known(r: &Report) -> bool {
     !r.callers.is_empty()

@@ -34,6 +34,14 @@ impl Real {
         self.resolve()
     }
 
+    /// The real function when already looked up: one load, and no call
+    /// on the way (a hook's pass-through keeps its arguments in place).
+    #[inline(always)]
+    pub fn loaded(&self) -> Option<*mut c_void> {
+        let p = self.ptr.load(Acquire);
+        (!p.is_null()).then_some(p)
+    }
+
     #[cold]
     fn resolve(&self) -> Option<*mut c_void> {
         // SAFETY: RTLD_NEXT is always a valid handle.
@@ -67,7 +75,10 @@ impl Real {
 /// Declares a real-function slot and reads it as a typed function pointer.
 macro_rules! real_fn {
     ($slot:expr, $ty:ty) => {
-        match $slot.get() {
+        real_fn!($slot, $ty, get)
+    };
+    ($slot:expr, $ty:ty, $how:ident) => {
+        match $slot.$how() {
             // SAFETY: the slot holds the real function of this hook's signature.
             Some(p) => Some(unsafe { std::mem::transmute::<*mut std::ffi::c_void, $ty>(p) }),
             None => None,

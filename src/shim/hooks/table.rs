@@ -29,42 +29,59 @@ macro_rules! real_or_return {
     };
 }
 
-/// The exported hook of an allocation or a free is two functions, in a
-/// module of the symbol's name. The hook itself is thin: it finds the real
-/// function and the thread's state; a call reached from inside another hook
-/// (the runtime's own driver calls) records nothing and jumps straight to the
-/// real function (a tail call: no frame beyond the frame pointer's, no
-/// `Call`). Only the outermost call reads its return address (the caller)
-/// and goes on to `recorded`, kept out of line so that the pass-through path
-/// does not pay for its frame; `recorded` runs `$body` with the outermost
-/// `Call` named `$call` and the real function named `$real`.
+/// The exported hook of an allocation or a free, in a module of the
+/// symbol's name: a trampoline that hands the caller over (`caller.rs`), and
+/// `entered`, which is thin: it finds the real function and the thread's
+/// state; a call reached from inside another hook (the runtime's own driver
+/// calls) records nothing and jumps straight to the real function (a tail
+/// call, no `Call`). Only the outermost call goes on to `recorded`, kept out
+/// of line so that the pass-through path does not pay for its frame;
+/// `recorded` runs `$body` with the outermost `Call` named `$call` and the
+/// real function named `$real`.
 macro_rules! thin_hook {
     ($variant:ident $sym:ident ($($arg:ident : $ty:ty),*) |$call:ident, $real:ident| $body:block) => {
         #[allow(non_snake_case)]
         pub mod $sym {
             use super::*;
 
-            #[unsafe(no_mangle)]
-            pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-                let real = real_or_return!($sym, $($ty),*);
+            crate::shim::hooks::caller::with_caller!($sym($($arg: $ty),*) -> i32 => entered);
+
+            unsafe extern "C" fn entered($($arg: $ty,)* caller: u64) -> i32 {
+                let Some(real) = real_fn!(slot::$sym, unsafe extern "C" fn($($ty),*) -> i32, loaded) else {
+                    // SAFETY: the caller's arguments, passed through untouched.
+                    return unsafe { first($($arg,)* caller) };
+                };
                 let t = crate::shim::track::tls::get();
                 if t.depth.get() != 0 {
                     // SAFETY: the caller's arguments, passed through untouched.
                     return unsafe { real($($arg),*) };
                 }
-                let caller = crate::shim::hooks::caller::return_address!();
+                // SAFETY: the caller's arguments, passed through untouched
+                // (and in the registers they came in: the same order).
+                unsafe { recorded($($arg,)* caller, real, t) }
+            }
+
+            /// Before the real function is known: looks it up, then goes
+            /// on as any call. Out of line, and every call in `entered` is a
+            /// tail call, so `entered` saves nothing.
+            #[cold]
+            #[inline(never)]
+            unsafe extern "C" fn first($($arg: $ty,)* caller: u64) -> i32 {
+                if slot::$sym.get().is_none() {
+                    return ERROR_SYMBOL_NOT_FOUND;
+                }
                 // SAFETY: the caller's arguments, passed through untouched.
-                unsafe { recorded(real, t, caller, $($arg),*) }
+                unsafe { entered($($arg,)* caller) }
             }
 
             #[allow(unused_unsafe)] // most sizes read no out-pointer
             #[allow(clippy::too_many_arguments)] // the hook's, and three more
             #[inline(never)]
-            unsafe fn recorded(
+            unsafe extern "C" fn recorded(
+                $($arg: $ty,)*
+                caller: u64,
                 $real: unsafe extern "C" fn($($ty),*) -> i32,
                 t: &'static crate::shim::track::tls::Tls,
-                caller: u64,
-                $($arg: $ty),*
             ) -> i32 {
                 let $call = outermost(Api::$variant, t, caller);
                 $body
@@ -112,15 +129,22 @@ macro_rules! hook {
     };
     // A recorded call with a handler: `hooks::$module::$sym(call, real, args)`.
     (custom $variant:ident $sym:ident ($($arg:ident : $ty:ty),*) ($module:ident)) => {
-        #[unsafe(no_mangle)]
-        pub unsafe extern "C" fn $sym($($arg: $ty),*) -> i32 {
-            let real = real_or_return!($sym, $($ty),*);
-            let call = call(Api::$variant, super::caller::return_address!());
-            // SAFETY: the caller's arguments, passed through untouched.
-            let real = || unsafe { real($($arg),*) };
-            // SAFETY: the handler reads the arguments as the real function would.
-            unsafe { super::$module::$sym(call, real, $($arg),*) }
+        #[allow(non_snake_case)]
+        pub mod $sym {
+            use super::*;
+
+            crate::shim::hooks::caller::with_caller!($sym($($arg: $ty),*) -> i32 => entered);
+
+            unsafe extern "C" fn entered($($arg: $ty,)* caller: u64) -> i32 {
+                let real = real_or_return!($sym, $($ty),*);
+                let call = call(Api::$variant, caller);
+                // SAFETY: the caller's arguments, passed through untouched.
+                let real = || unsafe { real($($arg),*) };
+                // SAFETY: the handler reads the arguments as the real function would.
+                unsafe { crate::shim::hooks::$module::$sym(call, real, $($arg),*) }
+            }
         }
+        pub use $sym::$sym;
     };
     // How driver functions are handed out: the handler routes them through
     // the rows of this table.

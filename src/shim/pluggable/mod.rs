@@ -21,6 +21,7 @@ mod pools;
 use crate::report::{Api, Space};
 use crate::shim::cuda::driver::{self, Driver};
 use crate::shim::cuda::{ERROR_NOT_INITIALIZED, ERROR_OUT_OF_MEMORY};
+use crate::shim::hooks::caller::with_caller;
 use crate::shim::lifecycle;
 use crate::shim::track::counters::{fold, lane};
 use crate::shim::track::devices::MAX_DEVICES;
@@ -53,16 +54,22 @@ fn device_index(device: c_int) -> Option<usize> {
         .then_some(device as usize)
 }
 
-/// `void* alloc(size_t size, int device, cudaStream_t stream)`.
-///
-/// # Safety
-/// `stream` is a live stream of `device`, or a default-stream handle.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn kvscope_malloc(size: usize, device: c_int, stream: Stream) -> *mut c_void {
-    let call = call(
-        Api::KvscopeMalloc,
-        crate::shim::hooks::caller::return_address!(),
-    );
+with_caller!(
+    /// `void* alloc(size_t size, int device, cudaStream_t stream)`.
+    ///
+    /// # Safety
+    /// `stream` is a live stream of `device`, or a default-stream handle.
+    kvscope_malloc(size: usize, device: c_int, stream: Stream) -> *mut c_void => malloc
+);
+
+/// `kvscope_malloc`, called from `caller`.
+unsafe extern "C" fn malloc(
+    size: usize,
+    device: c_int,
+    stream: Stream,
+    caller: u64,
+) -> *mut c_void {
+    let call = call(Api::KvscopeMalloc, caller);
     let (Some(d), Some(dev)) = (driver(), device_index(device)) else {
         call.allocated(
             ERROR_NOT_INITIALIZED,
@@ -110,25 +117,27 @@ pub unsafe extern "C" fn kvscope_malloc(size: usize, device: c_int, stream: Stre
     }
 }
 
-/// `void free(void* ptr, size_t size, int device, cudaStream_t stream)`.
-/// PyTorch passes the stream the block was allocated on.
-///
-/// # Safety
-/// `stream` is a live stream; `ptr` is anything (unknown pointers stop here).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn kvscope_free(
+with_caller!(
+    /// `void free(void* ptr, size_t size, int device, cudaStream_t stream)`.
+    /// PyTorch passes the stream the block was allocated on.
+    ///
+    /// # Safety
+    /// `stream` is a live stream; `ptr` is anything (unknown pointers stop here).
+    kvscope_free(ptr: *mut c_void, size: usize, device: c_int, stream: Stream) -> () => free
+);
+
+/// `kvscope_free`, called from `caller`.
+unsafe extern "C" fn free(
     ptr: *mut c_void,
     size: usize,
     _device: c_int,
     stream: Stream,
+    caller: u64,
 ) {
     if ptr.is_null() {
         return;
     }
-    let call = call(
-        Api::KvscopeFree,
-        crate::shim::hooks::caller::return_address!(),
-    );
+    let call = call(Api::KvscopeFree, caller);
     let address = ptr as u64;
     // Not recording (shim off, or a fork's child): the table cannot vouch
     // for the pointer, so it goes to the driver as it would without kvscope.
