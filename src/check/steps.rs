@@ -217,7 +217,12 @@ fn concurrency(c: &DeviceCtx, f: &[Finding]) -> Step {
         .map(|(_, grew, exp, n)| (grew, exp, n))
         .max_by(|a, b| (a.0 as f64 / a.1 as f64).total_cmp(&(b.0 as f64 / b.1 as f64)));
     let Some((grew, exp, k)) = worst else {
-        return step(3, "N concurrent requests", Status::Skipped, format!("no sample while several requests were in flight (expected at most {} of KV for {n} x {} tokens)", bytes(expect), count(mean.round() as u64)));
+        let why = if n < 2 {
+            format!("the requests never overlapped (at most {n} in flight): nothing concurrent to judge")
+        } else {
+            format!("no sample while {n} requests were in flight (their tokens would hold at most {} of KV: {n} x {} tokens)", bytes(expect), count(mean.round() as u64))
+        };
+        return step(3, "N concurrent requests", Status::Skipped, why);
     };
     let ratio = grew as f64 / exp.max(1) as f64;
     step(
@@ -401,5 +406,28 @@ mod tests {
             growth_in_flight(c, 131_072)
         });
         assert_eq!(found.last().map(|g| g.1), Some(10 * MIB), "{found:?}");
+    }
+
+    /// Step 3 skipped: requests one at a time say so, and never "1 x N
+    /// tokens" as if several had been in flight.
+    #[test]
+    fn requests_that_never_overlapped_skip_the_concurrency_step_in_those_words() {
+        let mut b = ReportBuilder::new().alloc(16 * GIB).marker("serve");
+        for id in ["a", "b"] {
+            b = b.start(id, 192).alloc(MIB).done(id);
+        }
+        let r = b.build();
+        let m = llama(80 * GIB, 0, 1);
+        let steps = with_ctx(&r, Some(&m), Thresholds::default(), |c| {
+            run(c, &super::super::detect::run(c))
+        });
+        let s = &steps[2];
+        assert_eq!((s.number, s.status), (3, Status::Skipped), "{s:?}");
+        assert!(
+            s.detail.contains("never overlapped (at most 1 in flight)"),
+            "{}",
+            s.detail
+        );
+        assert!(!s.detail.contains("1 x"), "{}", s.detail);
     }
 }
