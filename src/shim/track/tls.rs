@@ -7,9 +7,10 @@
 //! the same three instructions `thread_local!` compiles to with
 //! `-enable-tlsdesc`, but declared to clobber only `rax` (the descriptor ABI:
 //! the resolver preserves every other register). As a Rust call the compiler
-//! saved the hook's arguments in callee-saved registers around it: 11 more
-//! instructions on every hook, the pass-through of nested ones included.
-//! Elsewhere, a const `thread_local!`.
+//! saved the hook's arguments in callee-saved registers around it, on every
+//! hook, the pass-through of nested ones included; with this and the tail
+//! calls of `hooks/table.rs`, that pass-through went from 20 instructions to
+//! 12. Elsewhere, a const `thread_local!`.
 
 use super::counters::ThreadBlock;
 use std::cell::Cell;
