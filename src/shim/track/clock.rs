@@ -28,9 +28,10 @@ static COARSE: AtomicU64 = AtomicU64::new(0);
 /// A coarse time for the free side, where an exact one is not worth a TSC
 /// read (~10 ns on a VM): one tick after the later of the thread's last
 /// stamp (`last`: its last allocation or free) and the background thread's
-/// last sample. So a thread's stamps still increase (a free sorts after the
-/// allocation it frees); never later than the truth, as early as one sample
-/// period (or, without a background thread, the thread's last allocation).
+/// last sample. So a thread's stamps still increase; never later than the
+/// truth, as early as one sample period (or, without a background thread,
+/// the thread's last allocation). A free is also stamped after the
+/// allocation it frees, when another thread made it (`record::track_free`).
 #[inline(always)]
 pub fn coarse(last: u64) -> u64 {
     last.max(COARSE.load(Ordering::Relaxed)) + 1

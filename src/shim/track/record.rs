@@ -361,6 +361,16 @@ pub fn track_free(
     if !table.take(address, r.block.index, !r.block.is_shared(), out) {
         return false;
     }
+    // A free sorts after the allocation it frees, whichever thread made it:
+    // the coarse time of a free can be older than another thread's exact
+    // allocation time. The thread's own stamps keep increasing after it.
+    let ticks = if out.ticks < ticks {
+        ticks
+    } else {
+        let after = out.ticks + 1;
+        r.tls.ticks.set(after);
+        after
+    };
     let (device, size) = (out.device(), out.size());
     r.block.free(lane(out.space(), device), size);
     r.event(ticks, Op::Free, api, device, address, size, 0);
@@ -461,3 +471,7 @@ pub fn vmm_undo(shim: &Tracker, r: Recorder, undo: &Undo) {
         r.block.unfree(lane(Space::Device, h.device), h.size);
     }
 }
+
+#[cfg(test)]
+#[path = "record_tests.rs"]
+mod tests;
