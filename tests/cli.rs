@@ -758,6 +758,37 @@ fn mark_and_dump_refuse_a_process_without_the_shim() {
     let _ = sleeper.wait();
 }
 
+/// `kvscope mark/dump` to a process that has exited but is not yet reaped
+/// (a server killed while a parent still holds it): it says so, instead of
+/// "does not have libkvscope.so loaded" (a zombie maps nothing).
+#[test]
+fn mark_and_dump_say_an_exited_process_has_exited() {
+    let dir = scratch("zombie");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "30000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let pid = child.id().to_string();
+    // Not waited for: a zombie until the end of the test.
+    let zombie = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(zombie, "pid {pid} did not become a zombie");
+    for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
+        let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);
+        one_error_line(&out, "has exited", &format!("{args:?}"));
+    }
+    let _ = child.wait();
+}
+
 /// `kvscope dump PID` says which file the process wrote.
 #[test]
 fn dump_names_the_report_it_asked_for() {

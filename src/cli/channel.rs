@@ -47,11 +47,28 @@ pub fn shim_loaded(pid: u32) -> Result<()> {
     }
 }
 
+/// Whether `pid` has ended but not been reaped (a zombie): its
+/// `/proc/PID` is still there, with nothing mapped, so it would read as a
+/// process without the shim.
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the command name, which may hold spaces and ')'.
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
+}
+
 /// Leaves a request (`kind`: `mark` or `dump`) for `pid` and returns its
 /// path; it is taken once the file is gone.
 pub fn post(pid: u32, kind: &str, text: &str) -> Result<PathBuf> {
     if !PathBuf::from(format!("/proc/{pid}")).exists() {
         return Err(CliError::input(format!("no process {pid}")));
+    }
+    if exited(pid) {
+        return Err(CliError::input(format!(
+            "process {pid} has exited (its parent has not reaped it yet)"
+        )));
     }
     shim_loaded(pid)?;
     let base = control::base_dir(
