@@ -758,6 +758,36 @@ fn mark_and_dump_refuse_a_process_without_the_shim() {
     let _ = sleeper.wait();
 }
 
+/// `kvscope mark/dump` to a process with the shim loaded but not started
+/// (no CUDA call yet): refused at once, not after waiting 10 s for a
+/// request nobody takes, and nothing left in the control directory.
+#[test]
+fn mark_and_dump_refuse_a_shim_that_is_not_running() {
+    let dir = scratch("shim-idle");
+    let ctl = dir.join("ctl");
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .env("LD_PRELOAD", shim_lib())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    // Until the loader has mapped the shim.
+    let loaded = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libkvscope"))
+    });
+    assert!(loaded, "the shim was not mapped into pid {pid}");
+    for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
+        let t = std::time::Instant::now();
+        let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);
+        one_error_line(&out, "not running there", &format!("{args:?}"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(3));
+        assert!(!ctl.exists(), "{args:?} created {}", ctl.display());
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
 /// `kvscope mark/dump` to a process that has exited but is not yet reaped
 /// (a server killed while a parent still holds it): it says so, instead of
 /// "does not have libkvscope.so loaded" (a zombie maps nothing).

@@ -71,6 +71,13 @@ pub fn post(pid: u32, kind: &str, text: &str) -> Result<PathBuf> {
         )));
     }
     shim_loaded(pid)?;
+    // Loaded is not enough: nobody would take the request (it would wait
+    // its whole time for nothing).
+    if !sampler_running(pid) {
+        return Err(CliError::input(format!(
+            "the shim is loaded in process {pid} but not running there (no CUDA call yet, or KVSCOPE_SAMPLE_MS=0): nothing would take the request"
+        )));
+    }
     let base = control::base_dir(
         std::env::var_os(control::CTL_DIR_VAR)
             .map(PathBuf::from)
