@@ -81,13 +81,28 @@ fn host_port(url: &str) -> Result<(String, u16)> {
         CliError::input(format!("--url {url}: give an http:// URL (https is not supported: diagnose talks to a server on this host)"))
     })?;
     let authority = rest.split('/').next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (
-            h.to_string(),
-            p.parse::<u16>()
-                .map_err(|_| CliError::input(format!("--url {url}: bad port {p}")))?,
-        ),
-        _ => (authority.to_string(), 80),
+    // The routes are appended to the URL: a query or fragment would end up
+    // before them.
+    if rest.contains(['?', '#']) {
+        return Err(CliError::input(format!(
+            "--url {url}: give the server's base URL, without a query or fragment (http://HOST:PORT)"
+        )));
+    }
+    // An IPv6 address is in brackets, its colons inside them.
+    let colon = match authority.rfind(']') {
+        Some(close) => authority[close..].find(':').map(|i| close + i),
+        None => authority.rfind(':'),
+    };
+    let (host, port) = match colon {
+        Some(i) => {
+            let p = &authority[i + 1..];
+            (
+                authority[..i].to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| CliError::input(format!("--url {url}: bad port {p}")))?,
+            )
+        }
+        None => (authority.to_string(), 80),
     };
     if host.is_empty() {
         return Err(CliError::input(format!("--url {url}: no host")));
@@ -408,6 +423,13 @@ mod tests {
         assert_eq!(host_port("http://[::1]:9/").unwrap(), ("[::1]".into(), 9));
         assert!(host_port("https://x:1").is_err());
         assert!(host_port("http://x:notaport").is_err());
+        // IPv6 without a port: the colons are the address's.
+        assert_eq!(host_port("http://[::1]").unwrap(), ("[::1]".into(), 80));
+        assert_eq!(host_port("http://[::1]/v1").unwrap(), ("[::1]".into(), 80));
+        // A query would come before the routes: refused, not "bad port".
+        let e = host_port("http://127.0.0.1:8000?x=1").unwrap_err();
+        assert!(e.message.contains("without a query"), "{}", e.message);
+        assert!(host_port("http://127.0.0.1:8000/v1?x=1").is_err());
     }
 
     #[test]
