@@ -17,6 +17,7 @@ mod progress;
 mod record;
 mod steps;
 mod stop;
+mod window;
 
 use super::channel;
 use super::engine_args::EngineArgs;
@@ -260,6 +261,9 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
     // A bad engine log is refused before the server is touched.
     let engine_plan = a.engine.plan()?;
     let t0 = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
     let (level, pids, found_notes) = find_processes(a)?;
@@ -347,9 +351,22 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         .collect();
     let mut reports = collected.built;
     rec.reports.extend(reports.iter().map(|(l, _)| l.clone()));
+    let mut noted = Vec::new();
     for p in &collected.reports {
         match crate::load::load(p) {
-            Ok(r) => reports.push((p.display().to_string(), r)),
+            Ok(mut r) => {
+                // Only this run's serving and requests are judged.
+                let earlier = window::since(&mut r, started_unix_ms);
+                // Once per process, not once per report of it.
+                if earlier > 0 && !noted.contains(&r.process.pid) {
+                    noted.push(r.process.pid);
+                    rec.notes.push(format!(
+                        "pid {}: diagnosed before; the {earlier} serving and request markers of earlier runs are left out, so what it allocated since they began counts as before serving (weights, when not KV cache)",
+                        r.process.pid
+                    ));
+                }
+                reports.push((p.display().to_string(), r))
+            }
             Err(e) => rec.notes.push(format!("{}: {}", p.display(), e)),
         }
     }
