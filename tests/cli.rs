@@ -314,6 +314,14 @@ fn fit_rejects_bad_input_in_one_line() {
         r#"{"hidden_size": 1e15, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
     )
     .unwrap();
+    // Beyond u64: the message says the value as written (it said
+    // 18446744073709551615, the cast's saturation).
+    let beyond = dir.join("beyond.json");
+    std::fs::write(
+        &beyond,
+        r#"{"hidden_size": 1e30, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
+    )
+    .unwrap();
     let absurd = dir.join("absurd.json");
     std::fs::write(
         &absurd,
@@ -331,6 +339,10 @@ fn fit_rejects_bad_input_in_one_line() {
         (
             vec!["fit", "--model", huge.to_str().unwrap()],
             "out of range",
+        ),
+        (
+            vec!["fit", "--model", beyond.to_str().unwrap()],
+            "hidden_size 1e+30 is out of range",
         ),
         (
             vec!["fit", "--model", absurd.to_str().unwrap()],
