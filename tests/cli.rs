@@ -831,6 +831,48 @@ fn mark_and_dump_say_an_exited_process_has_exited() {
     let _ = child.wait();
 }
 
+/// A process started with its own KVSCOPE_CTL_DIR is reached by `kvscope
+/// mark/dump` run without it: they use the process's (they left the
+/// request in the default directory, waited 10 s and asked whether the
+/// shim was loaded).
+#[test]
+fn mark_and_dump_use_the_processs_own_control_directory() {
+    let dir = scratch("own-ctl");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "3000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    for args in [vec!["mark", &pid, "from outside"], vec!["dump", &pid]] {
+        let t = std::time::Instant::now();
+        let out = Command::new(kvscope_bin())
+            .args(&args)
+            .env_remove("KVSCOPE_CTL_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{args:?}");
+    }
+    assert!(child.wait().unwrap().success());
+    let dump = reports_in(&dir)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-dump-"))
+        .expect("a dump report");
+    let labels = load(&dump)["markers"].to_string();
+    assert!(labels.contains("from outside"), "{labels}");
+}
+
 /// `kvscope dump PID` says which file the process wrote.
 #[test]
 fn dump_names_the_report_it_asked_for() {
