@@ -873,6 +873,47 @@ fn mark_and_dump_use_the_processs_own_control_directory() {
     assert!(labels.contains("from outside"), "{labels}");
 }
 
+/// `kvscope dump PID` whose process can write no report (no writable
+/// directory): one error line on stderr and nothing on stdout, where
+/// scripts take the report's path (the failure was printed there).
+#[test]
+fn dump_without_a_report_is_an_error_on_stderr() {
+    let dir = scratch("dump-nowhere");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "30000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", "/proc/kvscope-nowhere")
+        .env("TMPDIR", "/proc/kvscope-nowhere")
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let out = kvscope_within(
+        &["dump", &pid],
+        &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())],
+        30,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("kvscope: error: ") && err.contains("no report of it appeared"),
+        "{err}"
+    );
+}
+
 /// `kvscope dump PID` says which file the process wrote.
 #[test]
 fn dump_names_the_report_it_asked_for() {
