@@ -2,15 +2,19 @@
 //! runs' markers on its timeline (their `serve`, their requests, with the
 //! same ids `d0`, `d1`, ...), and the check read them as this run's: steps
 //! judged on an earlier run's requests, a finding repeated once per run.
-//! Those markers are dropped; the program's own phase markers stay, and
-//! what was allocated before this run counts as before serving (the
-//! baseline is the server as this run found it).
+//! Those markers are dropped: the serving and request markers put from
+//! outside (source `external`: earlier runs, `kvscope mark PID`) before this
+//! run began. The program's own markers stay (its `serve` included: it
+//! still says when serving began); without one, what was allocated before
+//! this run counts as before serving (the baseline is the server as this
+//! run found it).
 
 use crate::check::markers::is_serving_or_request;
 use crate::report::Report;
 
-/// Drops the serving and request markers `r` took before `since_unix_ms`,
-/// and renumbers its allocations' phases to match; returns how many.
+/// Drops the serving and request markers `r` took from outside before
+/// `since_unix_ms`, and renumbers its allocations' phases to match;
+/// returns how many.
 pub fn since(r: &mut Report, since_unix_ms: u64) -> usize {
     // The report's clock (ms since its process started) against the wall
     // clock, both read when it was written.
@@ -18,7 +22,7 @@ pub fn since(r: &mut Report, since_unix_ms: u64) -> usize {
     let dropped: Vec<bool> = r
         .markers
         .iter()
-        .map(|m| m.t_ms < cut && is_serving_or_request(&m.label))
+        .map(|m| m.t_ms < cut && m.source == "external" && is_serving_or_request(&m.label))
         .collect();
     let n = dropped.iter().filter(|&&d| d).count();
     if n == 0 {
@@ -68,6 +72,9 @@ mod tests {
             .alloc(2 * MIB)
             .marker("request d0 done")
             .build();
+        for m in &mut r.markers[1..] {
+            m.source = "external".into();
+        }
         r.written_unix_ms = 1_000_000 + r.t_ms as u64;
         assert_eq!(since(&mut r, 1_000_006), 3);
         let labels: Vec<&str> = r.markers.iter().map(|m| m.label.as_str()).collect();
@@ -103,5 +110,23 @@ mod tests {
         let before = serde_json::to_string(&r).unwrap();
         assert_eq!(since(&mut r, 1_000_002), 0);
         assert_eq!(serde_json::to_string(&r).unwrap(), before);
+    }
+
+    #[test]
+    fn the_programs_own_markers_stay() {
+        // The program's `serve` (source api), then an earlier run's request.
+        let mut r = ReportBuilder::new()
+            .marker("serve")
+            .marker("request d0 start tokens=8")
+            .marker("request d0 done")
+            .marker("request d0 start tokens=4")
+            .build();
+        for m in &mut r.markers[1..] {
+            m.source = "external".into();
+        }
+        r.written_unix_ms = 1_000_000 + r.t_ms as u64;
+        assert_eq!(since(&mut r, 1_000_004), 2);
+        let labels: Vec<&str> = r.markers.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(labels, ["serve", "request d0 start tokens=4"]);
     }
 }
