@@ -314,6 +314,14 @@ fn fit_rejects_bad_input_in_one_line() {
         r#"{"hidden_size": 1e15, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
     )
     .unwrap();
+    // Beyond u64: the message says the value as written (it said
+    // 18446744073709551615, the cast's saturation).
+    let beyond = dir.join("beyond.json");
+    std::fs::write(
+        &beyond,
+        r#"{"hidden_size": 1e30, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 10}"#,
+    )
+    .unwrap();
     let absurd = dir.join("absurd.json");
     std::fs::write(
         &absurd,
@@ -331,6 +339,10 @@ fn fit_rejects_bad_input_in_one_line() {
         (
             vec!["fit", "--model", huge.to_str().unwrap()],
             "out of range",
+        ),
+        (
+            vec!["fit", "--model", beyond.to_str().unwrap()],
+            "hidden_size 1e+30 is out of range",
         ),
         (
             vec!["fit", "--model", absurd.to_str().unwrap()],
@@ -756,6 +768,150 @@ fn mark_and_dump_refuse_a_process_without_the_shim() {
     }
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// `kvscope mark/dump` to a process with the shim loaded but not started
+/// (no CUDA call yet): refused at once, not after waiting 10 s for a
+/// request nobody takes, and nothing left in the control directory.
+#[test]
+fn mark_and_dump_refuse_a_shim_that_is_not_running() {
+    let dir = scratch("shim-idle");
+    let ctl = dir.join("ctl");
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .env("LD_PRELOAD", shim_lib())
+        .spawn()
+        .unwrap();
+    let pid = sleeper.id().to_string();
+    // Until the loader has mapped the shim.
+    let loaded = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libkvscope"))
+    });
+    assert!(loaded, "the shim was not mapped into pid {pid}");
+    for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
+        let t = std::time::Instant::now();
+        let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);
+        one_error_line(&out, "not running there", &format!("{args:?}"));
+        assert!(t.elapsed() < std::time::Duration::from_secs(3));
+        assert!(!ctl.exists(), "{args:?} created {}", ctl.display());
+    }
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+/// `kvscope mark/dump` to a process that has exited but is not yet reaped
+/// (a server killed while a parent still holds it): it says so, instead of
+/// "does not have libkvscope.so loaded" (a zombie maps nothing).
+#[test]
+fn mark_and_dump_say_an_exited_process_has_exited() {
+    let dir = scratch("zombie");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "30000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let pid = child.id().to_string();
+    // Not waited for: a zombie until the end of the test.
+    let zombie = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    });
+    assert!(zombie, "pid {pid} did not become a zombie");
+    for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
+        let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);
+        one_error_line(&out, "has exited", &format!("{args:?}"));
+    }
+    let _ = child.wait();
+}
+
+/// A process started with its own KVSCOPE_CTL_DIR is reached by `kvscope
+/// mark/dump` run without it: they use the process's (they left the
+/// request in the default directory, waited 10 s and asked whether the
+/// shim was loaded).
+#[test]
+fn mark_and_dump_use_the_processs_own_control_directory() {
+    let dir = scratch("own-ctl");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "3000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    for args in [vec!["mark", &pid, "from outside"], vec!["dump", &pid]] {
+        let t = std::time::Instant::now();
+        let out = Command::new(kvscope_bin())
+            .args(&args)
+            .env_remove("KVSCOPE_CTL_DIR")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{args:?}");
+    }
+    assert!(child.wait().unwrap().success());
+    let dump = reports_in(&dir)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-dump-"))
+        .expect("a dump report");
+    let labels = load(&dump)["markers"].to_string();
+    assert!(labels.contains("from outside"), "{labels}");
+}
+
+/// `kvscope dump PID` whose process can write no report (no writable
+/// directory): one error line on stderr and nothing on stdout, where
+/// scripts take the report's path (the failure was printed there).
+#[test]
+fn dump_without_a_report_is_an_error_on_stderr() {
+    let dir = scratch("dump-nowhere");
+    let ctl = dir.join("ctl");
+    let mut child = Command::new(native("serve_sim"))
+        .args(["--requests", "1", "--idle-ms", "30000"])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", "/proc/kvscope-nowhere")
+        .env("TMPDIR", "/proc/kvscope-nowhere")
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", &ctl)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = child.id().to_string();
+    let out = kvscope_within(
+        &["dump", &pid],
+        &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())],
+        30,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("kvscope: error: ") && err.contains("no report of it appeared"),
+        "{err}"
+    );
 }
 
 /// `kvscope dump PID` says which file the process wrote.

@@ -216,3 +216,62 @@ fn a_server_that_refuses_token_ids_gets_text_prompts() {
     assert_eq!(v["diagnose"]["prompt_form"], "text_forced");
     assert!(v["diagnose"]["steps"][2]["kv_usage_metric"] == "sglang:token_usage");
 }
+
+/// A server diagnosed twice keeps the first run's markers on its timeline
+/// (its `serve`, its requests d0 to d7): the second run is judged on its
+/// own requests alone. It was judged on both: step 3 on the first run's
+/// 4 x 1,024 tokens (a PROBLEM, the whole cache) when it sent 4 x 256, and
+/// every finding about a request once per run.
+#[test]
+fn a_second_run_against_the_same_server_is_judged_on_its_own_requests() {
+    if !python() {
+        return;
+    }
+    let dir = setup("second-run");
+    let stub = start(&dir, true, &["--pattern", "paged"], &[]);
+    let url = format!("http://127.0.0.1:{}", stub.port);
+    let first = run_diagnose(
+        &dir,
+        &[
+            "diagnose",
+            "--url",
+            &url,
+            "--context",
+            "1024",
+            "--long-context",
+            "2048",
+            "--quiet-ms",
+            "300",
+            "--timeout",
+            "60",
+            "--json",
+        ],
+    );
+    assert!(
+        first.stdout.contains("kvscope.check.v1"),
+        "{}",
+        first.stderr
+    );
+    let d = diagnose(&stub, &["--json"]);
+    let v = d.json();
+    let st = steps(&v);
+    for (status, detail) in &st {
+        assert_eq!(status, "ok", "{st:?}\n{detail}");
+    }
+    assert!(
+        st[2]
+            .1
+            .starts_with("4 concurrent x 256 tokens = 1,024 tokens"),
+        "{}",
+        st[2].1
+    );
+    let notes = v["diagnose"]["notes"].to_string();
+    assert!(notes.contains("diagnosed before"), "{notes}");
+    let found = names(&v);
+    let spikes = found
+        .iter()
+        .filter(|n| n.ends_with(" context_spike"))
+        .count();
+    assert!(spikes <= 1, "{found:?}");
+    assert_eq!(d.code, 0, "{found:?}\n{}", d.stderr);
+}

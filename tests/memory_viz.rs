@@ -189,3 +189,32 @@ fn the_report_being_read_is_never_the_output() {
     assert!(err.contains("the report being read"), "{err}");
     assert_eq!(std::fs::read(&report).unwrap(), before);
 }
+
+/// An output that is a directory is refused before any work, in one line
+/// that says so (it was written whole beside the directory, as
+/// `.NAME.tmp`, then failed to take its place; `/` said "Device or
+/// resource busy").
+#[test]
+fn a_directory_as_the_output_is_refused_before_the_work() {
+    let dir = scratch("outdir");
+    let out = dir.join("snapshots");
+    std::fs::create_dir_all(&out).unwrap();
+    for o in [out.clone(), PathBuf::from("/")] {
+        let r = Command::new(kvscope_bin())
+            .args(["export", "--memory-viz"])
+            .arg(&o)
+            .arg(fixture("healthy/kvscope-exit.json"))
+            .output()
+            .unwrap();
+        assert_eq!(r.status.code(), Some(2), "{}", o.display());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("a directory; give a file name"), "{err}");
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("snapshots")]);
+}

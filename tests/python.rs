@@ -104,6 +104,42 @@ fn without_kvscope_in_the_process_the_helper_does_nothing() {
     );
 }
 
+/// `kvscope.mark(b"serve")` and `dump(b"why")` (bytes, as ctypes'
+/// kvscope_mark takes them) are the labels `serve` and `why`: they were
+/// written as "b'serve'", a marker no rule knows.
+#[test]
+fn bytes_labels_and_reasons_are_text() {
+    let Some(py) = python() else {
+        eprintln!("python3 not found: skipped");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = scratch("bytes-labels");
+    let out = Command::new(py)
+        .args([
+            "-c",
+            "import kvscope; assert kvscope.mark(b'serve'); assert kvscope.dump(b'why')",
+        ])
+        .env("PYTHONPATH", root.join("python"))
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", &dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dump = reports_in(&dir)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("-dump-"))
+        .expect("a dump report");
+    let rep = load(&dump);
+    assert_eq!(rep["markers"][0]["label"], "serve", "{}", rep["markers"]);
+    assert_eq!(rep["reason_detail"], "why");
+}
+
 /// The framework counters of every timeline point of the exit report in
 /// `dir`: (marker, allocated, reserved).
 fn framework_points(dir: &Path) -> Vec<(Option<String>, u64, u64)> {

@@ -184,6 +184,14 @@ def hooks():
     return list(_hooks)
 
 
+def _text(x):
+    """A label or reason as text: bytes (as ctypes' kvscope_mark takes them)
+    decoded, not written as "b'serve'", which no marker rule knows."""
+    if isinstance(x, (bytes, bytearray)):
+        return bytes(x).decode("utf-8", "replace")
+    return str(x)
+
+
 def mark(label):
     """A phase boundary on kvscope's timeline: "load", "serve", "request 7
     start tokens=512", "request 7 done", ... (see the README for the labels
@@ -194,7 +202,7 @@ def mark(label):
         return False
     torch_counters.report(lib)
     # A C string ends at a NUL: keep the rest of the label visible.
-    lib.kvscope_mark(str(label).replace("\x00", " ").encode())
+    lib.kvscope_mark(_text(label).replace("\x00", " ").encode())
     return True
 
 
@@ -211,7 +219,7 @@ def dump(reason=None):
     lib = _library()
     if lib is None:
         return False
-    return lib.kvscope_dump(None if reason is None else str(reason).encode()) == 0
+    return lib.kvscope_dump(None if reason is None else _text(reason).replace("\x00", " ").encode()) == 0
 
 
 def live_bytes(device=0):

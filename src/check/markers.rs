@@ -113,6 +113,15 @@ fn says(label: &str) -> Says {
     }
 }
 
+/// Whether a marker says serving began or a request started or ended (what
+/// `kvscope diagnose` places).
+pub fn is_serving_or_request(label: &str) -> bool {
+    matches!(
+        says(label),
+        Says::Serve | Says::Start { .. } | Says::End { .. }
+    )
+}
+
 /// Whether a marker says no request is in flight: a request's end or `idle`.
 pub fn is_quiet(label: &str) -> bool {
     matches!(says(label), Says::End { .. } | Says::Idle)

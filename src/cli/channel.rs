@@ -47,18 +47,38 @@ pub fn shim_loaded(pid: u32) -> Result<()> {
     }
 }
 
+/// Whether `pid` has ended but not been reaped (a zombie): its
+/// `/proc/PID` is still there, with nothing mapped, so it would read as a
+/// process without the shim.
+pub fn exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        // The state follows the command name, which may hold spaces and ')'.
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
+}
+
 /// Leaves a request (`kind`: `mark` or `dump`) for `pid` and returns its
 /// path; it is taken once the file is gone.
 pub fn post(pid: u32, kind: &str, text: &str) -> Result<PathBuf> {
     if !PathBuf::from(format!("/proc/{pid}")).exists() {
         return Err(CliError::input(format!("no process {pid}")));
     }
+    if exited(pid) {
+        return Err(CliError::input(format!(
+            "process {pid} has exited (its parent has not reaped it yet)"
+        )));
+    }
     shim_loaded(pid)?;
-    let base = control::base_dir(
-        std::env::var_os(control::CTL_DIR_VAR)
-            .map(PathBuf::from)
-            .as_deref(),
-    );
+    // Loaded is not enough: nobody would take the request (it would wait
+    // its whole time for nothing).
+    if !sampler_running(pid) {
+        return Err(CliError::input(format!(
+            "the shim is loaded in process {pid} but not running there (no CUDA call yet, or KVSCOPE_SAMPLE_MS=0): nothing would take the request"
+        )));
+    }
+    let base = ctl_base(pid);
     let dir = control::dir_for(&base, pid);
     super::private::create_dir(&dir)?;
     // The shim ignores a channel someone else could write to; say so here.
@@ -113,18 +133,37 @@ pub fn wait_taken(posted: &[PathBuf], deadline: Instant) -> Vec<PathBuf> {
     }
 }
 
+/// A variable of `pid`'s environment (as it started), when set and not empty.
+fn env_of(pid: u32, name: &str) -> Option<PathBuf> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ
+        .split(|&b| b == 0)
+        .find_map(|kv| kv.strip_prefix(format!("{name}=").as_bytes()))
+        .filter(|v| !v.is_empty())
+        .map(|v| PathBuf::from(std::ffi::OsStr::from_bytes(v)))
+}
+
+/// The control directory to leave `pid`'s requests in: KVSCOPE_CTL_DIR as
+/// given to this command (the process's directory seen from here, e.g. a
+/// container's volume), else the process's own KVSCOPE_CTL_DIR (against
+/// its working directory), else the default. Without the second, a server
+/// started with its own directory never saw a request (a 10 s wait).
+fn ctl_base(pid: u32) -> PathBuf {
+    let configured = std::env::var_os(control::CTL_DIR_VAR)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            env_of(pid, control::CTL_DIR_VAR).map(|d| cwd.join(d))
+        });
+    control::base_dir(configured.as_deref())
+}
+
 /// Where the process writes reports, as its shim decided at its start:
 /// KVSCOPE_OUT (against its working directory), else ./kvscope-reports,
 /// and the fallback $TMPDIR/kvscope-<uid>.
 pub fn report_dirs(pid: u32) -> Vec<PathBuf> {
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-    let var = |name: &str| {
-        environ
-            .split(|&b| b == 0)
-            .find_map(|kv| kv.strip_prefix(format!("{name}=").as_bytes()))
-            .filter(|v| !v.is_empty())
-            .map(|v| PathBuf::from(std::ffi::OsStr::from_bytes(v)))
-    };
+    let var = |name: &str| env_of(pid, name);
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
     let out = var("KVSCOPE_OUT").unwrap_or_else(|| PathBuf::from("kvscope-reports"));
     let tmp = var("TMPDIR").unwrap_or_else(|| PathBuf::from("/tmp"));

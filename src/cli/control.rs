@@ -43,11 +43,14 @@ pub fn dump(pid: u32, reason: Option<&str>) -> Result<i32> {
         }
         if Instant::now() > deadline {
             let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            println!(
-                "process {pid} took the request, but no report of it appeared in {} (see its stderr)",
-                list.join(" or ")
-            );
-            return Ok(1);
+            // On stderr: stdout is the report's path, for scripts.
+            return Err(CliError {
+                message: format!(
+                    "process {pid} took the request, but no report of it appeared in {} (see its stderr)",
+                    list.join(" or ")
+                ),
+                code: 1,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

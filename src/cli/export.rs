@@ -19,6 +19,15 @@ pub struct ExportArgs {
 
 pub fn run(a: &ExportArgs) -> Result<i32> {
     refuse_overwrite("--memory-viz", &a.memory_viz, &a.report, "snapshot.pickle")?;
+    // Before the work: the pickle would be written whole beside the
+    // directory, then fail to take its place ("/": "Device or resource busy").
+    if a.memory_viz.is_dir() {
+        return Err(CliError::input(format!(
+            "--memory-viz {}: a directory; give a file name (e.g. {})",
+            a.memory_viz.display(),
+            a.memory_viz.join("snapshot.pickle").display()
+        )));
+    }
     let r = load(&a.report)?;
     let w = write(&r, &a.memory_viz)
         .map_err(|e| CliError::input(format!("{}: {e}", a.memory_viz.display())))?;

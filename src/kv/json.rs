@@ -83,7 +83,8 @@ impl<'a> Obj<'a> {
                             if x > Self::MAX_INT {
                                 Err(self.bad(
                                     k,
-                                    &format!("{x} is out of range (at most {})", Self::MAX_INT),
+                                    // As written: a float beyond u64 was cast to u64::MAX.
+                                    &format!("{n} is out of range (at most {})", Self::MAX_INT),
                                 ))
                             } else {
                                 Ok(Some(x))

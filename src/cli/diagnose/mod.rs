@@ -17,6 +17,7 @@ mod progress;
 mod record;
 mod steps;
 mod stop;
+mod window;
 
 use super::channel;
 use super::engine_args::EngineArgs;
@@ -81,13 +82,28 @@ fn host_port(url: &str) -> Result<(String, u16)> {
         CliError::input(format!("--url {url}: give an http:// URL (https is not supported: diagnose talks to a server on this host)"))
     })?;
     let authority = rest.split('/').next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(':') || h.starts_with('[') => (
-            h.to_string(),
-            p.parse::<u16>()
-                .map_err(|_| CliError::input(format!("--url {url}: bad port {p}")))?,
-        ),
-        _ => (authority.to_string(), 80),
+    // The routes are appended to the URL: a query or fragment would end up
+    // before them.
+    if rest.contains(['?', '#']) {
+        return Err(CliError::input(format!(
+            "--url {url}: give the server's base URL, without a query or fragment (http://HOST:PORT)"
+        )));
+    }
+    // An IPv6 address is in brackets, its colons inside them.
+    let colon = match authority.rfind(']') {
+        Some(close) => authority[close..].find(':').map(|i| close + i),
+        None => authority.rfind(':'),
+    };
+    let (host, port) = match colon {
+        Some(i) => {
+            let p = &authority[i + 1..];
+            (
+                authority[..i].to_string(),
+                p.parse::<u16>()
+                    .map_err(|_| CliError::input(format!("--url {url}: bad port {p}")))?,
+            )
+        }
+        None => (authority.to_string(), 80),
     };
     if host.is_empty() {
         return Err(CliError::input(format!("--url {url}: no host")));
@@ -245,6 +261,9 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
     // A bad engine log is refused before the server is touched.
     let engine_plan = a.engine.plan()?;
     let t0 = Instant::now();
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let deadline = t0 + Duration::from_secs(a.timeout);
     host_port(&a.url)?;
     let (level, pids, found_notes) = find_processes(a)?;
@@ -332,9 +351,22 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
         .collect();
     let mut reports = collected.built;
     rec.reports.extend(reports.iter().map(|(l, _)| l.clone()));
+    let mut noted = Vec::new();
     for p in &collected.reports {
         match crate::load::load(p) {
-            Ok(r) => reports.push((p.display().to_string(), r)),
+            Ok(mut r) => {
+                // Only this run's serving and requests are judged.
+                let earlier = window::since(&mut r, started_unix_ms);
+                // Once per process, not once per report of it.
+                if earlier > 0 && !noted.contains(&r.process.pid) {
+                    noted.push(r.process.pid);
+                    rec.notes.push(format!(
+                        "pid {}: diagnosed before; the {earlier} serving and request markers of earlier runs are left out, so what it allocated since they began counts as before serving (weights, when not KV cache)",
+                        r.process.pid
+                    ));
+                }
+                reports.push((p.display().to_string(), r))
+            }
             Err(e) => rec.notes.push(format!("{}: {}", p.display(), e)),
         }
     }
@@ -408,6 +440,13 @@ mod tests {
         assert_eq!(host_port("http://[::1]:9/").unwrap(), ("[::1]".into(), 9));
         assert!(host_port("https://x:1").is_err());
         assert!(host_port("http://x:notaport").is_err());
+        // IPv6 without a port: the colons are the address's.
+        assert_eq!(host_port("http://[::1]").unwrap(), ("[::1]".into(), 80));
+        assert_eq!(host_port("http://[::1]/v1").unwrap(), ("[::1]".into(), 80));
+        // A query would come before the routes: refused, not "bad port".
+        let e = host_port("http://127.0.0.1:8000?x=1").unwrap_err();
+        assert!(e.message.contains("without a query"), "{}", e.message);
+        assert!(host_port("http://127.0.0.1:8000/v1?x=1").is_err());
     }
 
     #[test]

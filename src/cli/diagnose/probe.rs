@@ -83,7 +83,7 @@ impl ShimProbe {
         self.pids
             .iter()
             .copied()
-            .filter(|p| PathBuf::from(format!("/proc/{p}")).exists())
+            .filter(|&p| PathBuf::from(format!("/proc/{p}")).exists() && !channel::exited(p))
             .collect()
     }
 }
