@@ -391,6 +391,31 @@ fn fit_rejects_bad_input_in_one_line() {
             vec!["fit", "--model", "llama-3.1-8b", "--context", "0"],
             "--context",
         ),
+        // Beyond u64 in bytes: refused (the verdict saturated, "short by 8388608 TiB").
+        (
+            vec![
+                "fit",
+                "--model",
+                "llama-3.1-8b",
+                "--context",
+                "18446744073709551615",
+                "--concurrency",
+                "18446744073709551615",
+            ],
+            "tokens in flight",
+        ),
+        (
+            vec![
+                "fit",
+                "--model",
+                "llama-3.1-8b",
+                "--context",
+                "2000000",
+                "--concurrency",
+                "1000000",
+            ],
+            "tokens in flight",
+        ),
         (
             vec!["fit", "--model", "llama-3.1-8b", "--context", "-5"],
             "--context",

@@ -6,7 +6,7 @@ use super::error::{CliError, Result};
 use crate::check::context::ModelCtx;
 use crate::kv::fit::FitInput;
 use crate::kv::{source, Dtype, Model, Parallel};
-use crate::units::{parse_gpu_mem, parse_size};
+use crate::units::{count, parse_gpu_mem, parse_size};
 use clap::Args;
 
 /// The model and deployment flags shared by `fit` and `check`.
@@ -53,6 +53,10 @@ pub struct ModelArgs {
     pub overhead: Option<u64>,
 }
 
+/// Tokens in flight (context x concurrency) that any model is checked for:
+/// 2^40, a thousand times a 1M-token context at a thousand requests.
+const MAX_TOKENS: u64 = 1 << 40;
+
 impl ModelArgs {
     pub fn load(&self) -> Result<Model> {
         let spec = self.model.as_deref().ok_or_else(|| {
@@ -64,6 +68,16 @@ impl ModelArgs {
     }
 
     pub fn input(&self, context: u64, concurrency: u64) -> Result<FitInput> {
+        // Beyond this the byte arithmetic saturates instead of failing
+        // ("needed 16777216 TiB ... short by 8388608 TiB").
+        if context.saturating_mul(concurrency) > MAX_TOKENS {
+            return Err(CliError::input(format!(
+                "--context {} x --concurrency {} is more than {} tokens in flight: no deployment holds that many",
+                count(context),
+                count(concurrency),
+                count(MAX_TOKENS)
+            )));
+        }
         let kv_dtype = match self.kv_dtype.to_ascii_lowercase().as_str() {
             "auto" => None,
             s => Some(
