@@ -825,6 +825,17 @@ fn mark_and_dump_refuse_a_shim_that_is_not_running() {
     let _ = sleeper.wait();
 }
 
+/// A label longer than a marker keeps is refused in one line, before any
+/// process is asked (it was sent whole, printed whole, and cut to 200
+/// characters by the shim).
+#[test]
+fn mark_refuses_a_label_longer_than_a_marker_keeps() {
+    let pid = std::process::id().to_string();
+    let long = "x".repeat(201);
+    let out = kvscope_within(&["mark", &pid, &long], &[], 20);
+    one_error_line(&out, "201 characters: a marker keeps at most 200", "mark");
+}
+
 /// `kvscope mark/dump` to a process that has exited but is not yet reaped
 /// (a server killed while a parent still holds it): it says so, instead of
 /// "does not have libkvscope.so loaded" (a zombie maps nothing).

@@ -4,6 +4,7 @@
 
 use super::channel;
 use super::error::{CliError, Result};
+use crate::report::MARKER_LABEL_MAX;
 use std::time::{Duration, Instant, SystemTime};
 
 fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
@@ -24,6 +25,12 @@ fn send(pid: u32, kind: &str, text: &str) -> Result<i32> {
 pub fn mark(pid: u32, label: &str) -> Result<i32> {
     if label.trim().is_empty() {
         return Err(CliError::input("the label is empty"));
+    }
+    let n = label.chars().count();
+    if n > MARKER_LABEL_MAX {
+        return Err(CliError::input(format!(
+            "the label has {n} characters: a marker keeps at most {MARKER_LABEL_MAX}"
+        )));
     }
     send(pid, "mark", label)?;
     println!("marked process {pid}: {label}");

@@ -21,6 +21,9 @@ use std::collections::BTreeMap;
 
 pub const SCHEMA: &str = "kvscope.report.v1";
 
+/// The characters of a marker's label the shim keeps (`markers[].label`).
+pub const MARKER_LABEL_MAX: usize = 200;
+
 /// Why the report was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,6 +3,7 @@
 //! were made in.
 
 use super::clock;
+use crate::report::MARKER_LABEL_MAX;
 use std::sync::Mutex;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +45,7 @@ impl Markers {
     pub fn add(&self, label: &str, source: Source) -> Marker {
         let m = Marker {
             ticks: clock::ticks(),
-            label: label.chars().take(200).collect(),
+            label: label.chars().take(MARKER_LABEL_MAX).collect(),
             source,
         };
         if let Ok(mut l) = self.list.lock() {
