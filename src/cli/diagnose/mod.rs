@@ -358,11 +358,13 @@ pub fn run(a: &DiagnoseArgs) -> Result<i32> {
                 // Only this run's serving and requests are judged.
                 let earlier = window::since(&mut r, started_unix_ms);
                 // Once per process, not once per report of it.
-                if earlier > 0 && !noted.contains(&r.process.pid) {
+                if earlier.markers > 0 && !noted.contains(&r.process.pid) {
                     noted.push(r.process.pid);
                     rec.notes.push(format!(
-                        "pid {}: diagnosed before; the {earlier} serving and request markers of earlier runs are left out, so what it allocated since they began counts as before serving (weights, when not KV cache)",
-                        r.process.pid
+                        "pid {}: diagnosed before; the {} serving and request markers of earlier runs are left out, so the {} still held from allocations made since the first of them count as before serving (weights, when not KV cache: a baseline_too_high may be them)",
+                        r.process.pid,
+                        earlier.markers,
+                        crate::units::bytes(earlier.held_bytes)
                     ));
                 }
                 reports.push((p.display().to_string(), r))

@@ -10,12 +10,20 @@
 //! run found it).
 
 use crate::check::markers::is_serving_or_request;
-use crate::report::Report;
+use crate::report::{Report, Space};
+
+/// What was left out of a report: the earlier runs' markers, and the device
+/// memory still held from allocations made since the first of them (now
+/// counted as before serving: part of the weights when not KV cache).
+#[derive(Debug, Default, PartialEq)]
+pub struct Earlier {
+    pub markers: usize,
+    pub held_bytes: u64,
+}
 
 /// Drops the serving and request markers `r` took from outside before
-/// `since_unix_ms`, and renumbers its allocations' phases to match;
-/// returns how many.
-pub fn since(r: &mut Report, since_unix_ms: u64) -> usize {
+/// `since_unix_ms`, and renumbers its allocations' phases to match.
+pub fn since(r: &mut Report, since_unix_ms: u64) -> Earlier {
     // The report's clock (ms since its process started) against the wall
     // clock, both read when it was written.
     let cut = since_unix_ms as f64 - (r.written_unix_ms as f64 - r.t_ms);
@@ -25,9 +33,17 @@ pub fn since(r: &mut Report, since_unix_ms: u64) -> usize {
         .map(|m| m.t_ms < cut && m.source == "external" && is_serving_or_request(&m.label))
         .collect();
     let n = dropped.iter().filter(|&&d| d).count();
-    if n == 0 {
-        return 0;
-    }
+    let Some(first) = dropped.iter().position(|&d| d) else {
+        return Earlier::default();
+    };
+    let from = r.markers[first].t_ms;
+    let held_bytes = r
+        .live
+        .allocations
+        .iter()
+        .filter(|a| a.api.space() == Space::Device && a.t_ms >= from && a.t_ms < cut)
+        .map(|a| a.size)
+        .sum();
     // Phase p is the interval after marker p - 1: it moves down by the
     // markers dropped among the first p.
     let mut before = vec![0u32; dropped.len() + 1];
@@ -49,7 +65,10 @@ pub fn since(r: &mut Report, since_unix_ms: u64) -> usize {
         i += 1;
         !dropped[i - 1]
     });
-    n
+    Earlier {
+        markers: n,
+        held_bytes,
+    }
 }
 
 #[cfg(test)]
@@ -76,7 +95,14 @@ mod tests {
             m.source = "external".into();
         }
         r.written_unix_ms = 1_000_000 + r.t_ms as u64;
-        assert_eq!(since(&mut r, 1_000_006), 3);
+        // The 1 MiB made during the earlier run is still held.
+        assert_eq!(
+            since(&mut r, 1_000_006),
+            Earlier {
+                markers: 3,
+                held_bytes: MIB
+            }
+        );
         let labels: Vec<&str> = r.markers.iter().map(|m| m.label.as_str()).collect();
         assert_eq!(
             labels,
@@ -108,7 +134,7 @@ mod tests {
             .build();
         r.written_unix_ms = 1_000_000 + r.t_ms as u64;
         let before = serde_json::to_string(&r).unwrap();
-        assert_eq!(since(&mut r, 1_000_002), 0);
+        assert_eq!(since(&mut r, 1_000_002), Earlier::default());
         assert_eq!(serde_json::to_string(&r).unwrap(), before);
     }
 
@@ -125,7 +151,7 @@ mod tests {
             m.source = "external".into();
         }
         r.written_unix_ms = 1_000_000 + r.t_ms as u64;
-        assert_eq!(since(&mut r, 1_000_004), 2);
+        assert_eq!(since(&mut r, 1_000_004).markers, 2);
         let labels: Vec<&str> = r.markers.iter().map(|m| m.label.as_str()).collect();
         assert_eq!(labels, ["serve", "request d0 start tokens=4"]);
     }
