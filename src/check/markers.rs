@@ -122,6 +122,11 @@ pub fn is_serving_or_request(label: &str) -> bool {
     )
 }
 
+/// Whether a marker says a request started or ended.
+pub fn is_request(label: &str) -> bool {
+    matches!(says(label), Says::Start { .. } | Says::End { .. })
+}
+
 /// Whether a marker says no request is in flight: a request's end or `idle`.
 pub fn is_quiet(label: &str) -> bool {
     matches!(says(label), Says::End { .. } | Says::Idle)

@@ -9,9 +9,11 @@
 //! The other facts of a process (rank, run id, command) sit on
 //! `kvscope_process_info` only, to be joined on `pid` when needed. No label
 //! takes unbounded values: no addresses, stacks or request ids; phases are
-//! capped by the shim (`report::state::MAX_PHASES`).
+//! capped by the shim (`report::state::MAX_PHASES`), and those a request's
+//! marker opened are one `requests` phase here.
 
 use super::scan::Scan;
+use crate::check::markers::is_request;
 use crate::report::state::{DeviceState, SpaceState, State};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,11 +332,60 @@ fn device(
             push(family, l.clone(), v as f64);
         }
     }
-    for p in &d.phases {
-        push(
-            &PHASE_BYTES,
-            labels(&[("phase", p.phase.clone())]),
-            p.bytes as f64,
+    for (phase, bytes) in phase_series(&d.phases) {
+        push(&PHASE_BYTES, labels(&[("phase", phase)]), bytes as f64);
+    }
+}
+
+/// Live bytes by phase label, the phases opened by a request's start or end
+/// folded into one `requests`: their labels carry request ids, and a series
+/// per request would grow without bound over a server's life.
+fn phase_series(phases: &[crate::report::state::PhaseBytes]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for p in phases {
+        let name = if is_request(&p.phase) {
+            "requests"
+        } else {
+            p.phase.as_str()
+        };
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, b)) => *b += p.bytes,
+            None => out.push((name.to_string(), p.bytes)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::state::PhaseBytes;
+
+    /// Request markers carry ids: their phases are one `requests` series,
+    /// so a server's life does not add a series per request.
+    #[test]
+    fn phases_opened_by_requests_are_one_series() {
+        let phase = |label: &str, bytes| PhaseBytes {
+            phase: label.into(),
+            bytes,
+            count: 1,
+        };
+        let phases = [
+            phase("load", 100),
+            phase("serve", 10),
+            phase("request d0 start tokens=8", 1),
+            phase("request d0 done", 2),
+            phase("request 7f3a start", 4),
+            phase("kv_cache", 50),
+        ];
+        assert_eq!(
+            phase_series(&phases),
+            [
+                ("load".to_string(), 100),
+                ("serve".to_string(), 10),
+                ("requests".to_string(), 7),
+                ("kv_cache".to_string(), 50),
+            ]
         );
     }
 }
