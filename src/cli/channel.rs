@@ -13,11 +13,16 @@ use std::time::{Duration, Instant, SystemTime};
 /// Whether `/proc/PID/maps` lists libkvscope.so (None: not readable).
 pub fn has_shim(pid: u32) -> Option<bool> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    Some(text.lines().any(|l| {
+    Some(maps_name_shim(&text))
+}
+
+/// Whether a `/proc/PID/maps` text maps libkvscope.
+fn maps_name_shim(maps: &str) -> bool {
+    maps.lines().any(|l| {
         l.rsplit('/')
             .next()
             .is_some_and(|name| name.starts_with("libkvscope"))
-    }))
+    })
 }
 
 /// Whether the shim's background thread runs in `pid` (its name in
@@ -36,14 +41,17 @@ pub fn sampler_running(pid: u32) -> bool {
 /// Whether the process has libkvscope.so mapped: without it nobody would
 /// answer, so nothing is asked (and nothing is created).
 pub fn shim_loaded(pid: u32) -> Result<()> {
-    match has_shim(pid) {
-        None => Err(CliError::input(format!(
-            "cannot read /proc/{pid}/maps to see whether the shim is loaded"
-        ))),
-        Some(false) => Err(CliError::input(format!(
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+        CliError::input(format!(
+            "cannot read /proc/{pid}/maps to see whether the shim is loaded: {e}"
+        ))
+    })?;
+    if maps_name_shim(&maps) {
+        Ok(())
+    } else {
+        Err(CliError::input(format!(
             "process {pid} does not have libkvscope.so loaded (start it with LD_PRELOAD=libkvscope.so, or under kvscope run)"
-        ))),
-        Some(true) => Ok(()),
+        )))
     }
 }
 

@@ -78,10 +78,20 @@ fn fail_on() -> impl clap::builder::TypedValueParser<Value = Severity> {
 
 /// HOST and PORT of an http:// URL.
 fn host_port(url: &str) -> Result<(String, u16)> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        CliError::input(format!("--url {url}: give an http:// URL (https is not supported: diagnose talks to a server on this host)"))
-    })?;
+    // The scheme is case-insensitive (RFC 3986).
+    let rest = url
+        .get(..7)
+        .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+        .map(|_| &url[7..])
+        .ok_or_else(|| {
+            CliError::input(format!("--url {url}: give an http:// URL (https is not supported: diagnose talks to a server on this host)"))
+        })?;
     let authority = rest.split('/').next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(CliError::input(format!(
+            "--url {url}: give the server's address without a user name (http://HOST:PORT)"
+        )));
+    }
     // The routes are appended to the URL: a query or fragment would end up
     // before them.
     if rest.contains(['?', '#']) {
@@ -445,6 +455,13 @@ mod tests {
         // IPv6 without a port: the colons are the address's.
         assert_eq!(host_port("http://[::1]").unwrap(), ("[::1]".into(), 80));
         assert_eq!(host_port("http://[::1]/v1").unwrap(), ("[::1]".into(), 80));
+        // The scheme in any case; no user name.
+        assert_eq!(
+            host_port("HTTP://127.0.0.1:9").unwrap(),
+            ("127.0.0.1".into(), 9)
+        );
+        let e = host_port("http://user@127.0.0.1:9").unwrap_err();
+        assert!(e.message.contains("without a user name"), "{}", e.message);
         // A query would come before the routes: refused, not "bad port".
         let e = host_port("http://127.0.0.1:8000?x=1").unwrap_err();
         assert!(e.message.contains("without a query"), "{}", e.message);
