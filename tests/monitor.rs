@@ -253,6 +253,24 @@ fn a_taken_address_is_one_line_and_a_failure() {
     );
     let out = common::kvscope(&["exporter"]);
     assert_eq!(out.status.code(), Some(2));
+    // --once prints once: with --listen, one of them is a mistake.
+    let out = common::kvscope(&["exporter", "--once", "--listen", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("'--once' cannot be used with"), "{err}");
+}
+
+/// A page printed once from a state directory that does not exist says so
+/// on stderr (the page itself has no process), and is no error.
+#[test]
+fn once_from_a_missing_state_directory_says_so() {
+    let out = common::kvscope(&["exporter", "--once", "--state-dir", "/nonexistent"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no state directory /nonexistent yet"), "{err}");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains("kvscope_exporter_processes"), "{page}");
 }
 
 #[test]

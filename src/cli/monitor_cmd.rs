@@ -37,7 +37,7 @@ pub struct ExporterArgs {
     #[arg(long, default_value_t = 5.0)]
     interval: f64,
     /// Write the textfile (or print the page) once and end.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "listen")]
     once: bool,
     /// The `Hostname` label (default: each process's host name), e.g. the node name dcgm-exporter uses.
     #[arg(long)]
@@ -53,9 +53,18 @@ pub fn exporter(a: ExporterArgs) -> Result<i32> {
             "give --listen ADDR, --textfile PATH or --once",
         ));
     }
+    let dir = state_dir(a.state_dir);
+    if a.once && !dir.is_dir() {
+        // Not an error: the first process under the shim makes it (a
+        // server waits for it without a word).
+        eprintln!(
+            "kvscope: note: no state directory {} yet: no process under the shim has published there",
+            dir.display()
+        );
+    }
     let o = serve::Options {
         listen: a.listen,
-        state_dir: state_dir(a.state_dir),
+        state_dir: dir,
         textfile: a.textfile,
         interval: seconds(a.interval, "--interval")?,
         once: a.once,
