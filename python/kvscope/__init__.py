@@ -79,7 +79,10 @@ def _loaded_copy():
 
 
 def library_path():
-    """Path of libkvscope.so, or None when it cannot be found."""
+    """Path of libkvscope.so: $KVSCOPE_LIB when set (as given, so that a
+    wrong path fails where it is used, naming it), else the copy loaded in
+    this process, the wheel's or a checkout's build; None when none is
+    found."""
     env = os.environ.get("KVSCOPE_LIB")
     if env:
         return env
