@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn make_report(name: &str, args: &[&str]) -> std::path::PathBuf {
@@ -867,6 +868,26 @@ fn mark_and_dump_say_an_exited_process_has_exited() {
     let _ = child.wait();
 }
 
+/// serve_sim under the shim, idle for `idle_ms` after one request, with
+/// its own control directory, writing reports to `out`; `env` adds to its
+/// environment. Returned once its shim can answer requests.
+fn idle_server(out: &Path, ctl: &Path, idle_ms: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let mut c = Command::new(native("serve_sim"));
+    c.args(["--requests", "1", "--idle-ms", idle_ms])
+        .env("LD_PRELOAD", shim_lib())
+        .env("KVSCOPE_OUT", out)
+        .env("KVSCOPE_SAMPLE_MS", "20")
+        .env("KVSCOPE_CTL_DIR", ctl)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let child = c.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child
+}
+
 /// A process started with its own KVSCOPE_CTL_DIR is reached by `kvscope
 /// mark/dump` run without it: they use the process's (they left the
 /// request in the default directory, waited 10 s and asked whether the
@@ -875,16 +896,7 @@ fn mark_and_dump_say_an_exited_process_has_exited() {
 fn mark_and_dump_use_the_processs_own_control_directory() {
     let dir = scratch("own-ctl");
     let ctl = dir.join("ctl");
-    let mut child = Command::new(native("serve_sim"))
-        .args(["--requests", "1", "--idle-ms", "3000"])
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        .env("KVSCOPE_SAMPLE_MS", "20")
-        .env("KVSCOPE_CTL_DIR", &ctl)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut child = idle_server(&dir, &ctl, "3000", &[]);
     let pid = child.id().to_string();
     for args in [vec!["mark", &pid, "from outside"], vec!["dump", &pid]] {
         let t = std::time::Instant::now();
@@ -916,18 +928,13 @@ fn mark_and_dump_use_the_processs_own_control_directory() {
 fn dump_without_a_report_is_an_error_on_stderr() {
     let dir = scratch("dump-nowhere");
     let ctl = dir.join("ctl");
-    let mut child = Command::new(native("serve_sim"))
-        .args(["--requests", "1", "--idle-ms", "30000"])
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", "/proc/kvscope-nowhere")
-        .env("TMPDIR", "/proc/kvscope-nowhere")
-        .env("KVSCOPE_SAMPLE_MS", "20")
-        .env("KVSCOPE_CTL_DIR", &ctl)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let nowhere = Path::new("/proc/kvscope-nowhere");
+    let mut child = idle_server(
+        nowhere,
+        &ctl,
+        "30000",
+        &[("TMPDIR", "/proc/kvscope-nowhere")],
+    );
     let pid = child.id().to_string();
     let out = kvscope_within(
         &["dump", &pid],
@@ -955,16 +962,7 @@ fn dump_without_a_report_is_an_error_on_stderr() {
 fn dump_names_the_report_it_asked_for() {
     let dir = scratch("dump-names");
     let ctl = dir.join("ctl");
-    let mut child = Command::new(native("serve_sim"))
-        .args(["--requests", "1", "--idle-ms", "3000"])
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        .env("KVSCOPE_SAMPLE_MS", "20")
-        .env("KVSCOPE_CTL_DIR", &ctl)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut child = idle_server(&dir, &ctl, "3000", &[]);
     let pid = child.id().to_string();
     let out = kvscope_within(
         &["dump", &pid, "where did it go"],

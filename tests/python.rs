@@ -33,6 +33,19 @@ fn helper_script(py: &str, script: &str, dir: &Path) -> Command {
     cmd
 }
 
+/// python3 -c `code` with the helper on its path and reports in `dir`; no
+/// shim preloaded.
+fn helper_code(py: &str, code: &str, dir: &Path) -> Command {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = Command::new(py);
+    cmd.args(["-c", code])
+        .env("PYTHONPATH", root.join("python"))
+        .env("KVSCOPE_OUT", dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("LD_PRELOAD");
+    cmd
+}
+
 #[test]
 fn install_wires_the_allocator_and_markers_reach_the_report() {
     let Some(py) = python() else {
@@ -77,21 +90,16 @@ fn without_kvscope_in_the_process_the_helper_does_nothing() {
         eprintln!("python3 not found: skipped");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch("absent");
-    let out = Command::new(py)
-        .args([
-            "-c",
-            "import kvscope; assert kvscope.mark('x') is False; \
-             assert kvscope.dump() is False; assert kvscope.live_bytes() == 0",
-        ])
-        .env("PYTHONPATH", root.join("python"))
-        .env("KVSCOPE_LIB", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .env_remove("LD_PRELOAD")
-        .output()
-        .unwrap();
+    let out = helper_code(
+        py,
+        "import kvscope; assert kvscope.mark('x') is False; \
+         assert kvscope.dump() is False; assert kvscope.live_bytes() == 0",
+        &dir,
+    )
+    .env("KVSCOPE_LIB", shim_lib())
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -113,19 +121,15 @@ fn bytes_labels_and_reasons_are_text() {
         eprintln!("python3 not found: skipped");
         return;
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dir = scratch("bytes-labels");
-    let out = Command::new(py)
-        .args([
-            "-c",
-            "import kvscope; assert kvscope.mark(b'serve'); assert kvscope.dump(b'why')",
-        ])
-        .env("PYTHONPATH", root.join("python"))
-        .env("LD_PRELOAD", shim_lib())
-        .env("KVSCOPE_OUT", &dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .output()
-        .unwrap();
+    let out = helper_code(
+        py,
+        "import kvscope; assert kvscope.mark(b'serve'); assert kvscope.dump(b'why')",
+        &dir,
+    )
+    .env("LD_PRELOAD", shim_lib())
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "{}",
