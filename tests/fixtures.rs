@@ -355,3 +355,49 @@ fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() 
         );
     }
 }
+
+fn part(breakdown: &Value, category: &str) -> u64 {
+    breakdown["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["category"] == category)
+        .unwrap_or_else(|| panic!("no {category}: {breakdown}"))["bytes"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_drivers_rounding_is_counted_by_granule_not_per_allocation() {
+    // cuBLAS's four small cuMemAlloc_v2 (1 KiB, 128 KiB, 24.75 KiB, 4 B) sit
+    // side by side in one 2 MiB granule; every other plain allocation is a
+    // whole number of granules.
+    let path = scenario("healthy", "kvscope-exit.json");
+    let r = read(&path);
+    let small: Vec<(u64, u64)> = r["live"]["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a[3] == "cuMemAlloc_v2" || a[3] == "cudaMalloc")
+        .map(|a| (a[1].as_u64().unwrap(), a[2].as_u64().unwrap()))
+        .filter(|&(_, size)| size % (2 << 20) != 0)
+        .collect();
+    assert_eq!(small.len(), 4, "{small:?}");
+    let granule = |a: u64| a / (2 << 20);
+    assert!(
+        small
+            .iter()
+            .all(|&(a, s)| granule(a) == granule(small[0].0) && granule(a + s - 1) == granule(a)),
+        "{small:?}"
+    );
+    let want = (2u64 << 20) - small.iter().map(|s| s.1).sum::<u64>();
+    let c = check(&path);
+    let b = &c.json["processes"][0]["devices"][0]["breakdown"];
+    assert_eq!(part(b, "allocator overhead"), want, "{}", c.text);
+    // What the rounding does not take is the context's.
+    assert_eq!(
+        b["used_bytes"].as_u64().unwrap(),
+        b["tracked_bytes"].as_u64().unwrap() + want + part(b, "CUDA context & untracked"),
+        "{b}"
+    );
+}
