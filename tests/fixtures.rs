@@ -401,3 +401,16 @@ fn the_drivers_rounding_is_counted_by_granule_not_per_allocation() {
         "{b}"
     );
 }
+
+#[test]
+fn a_leaks_next_step_points_where_the_api_and_phase_are() {
+    let c = check(&scenario("leak", "kvscope-exit.json"));
+    let f = c.finding("leak_per_request");
+    let next = f["next"].as_str().unwrap();
+    let evidence = f["evidence"].to_string();
+    // The finding's evidence gives sizes only: the hint must not send the
+    // user "above" for the api and phase.
+    assert!(!evidence.contains("cudaMalloc"), "{evidence}");
+    assert!(!next.contains("above"), "{next}");
+    assert!(next.contains("kvscope report"), "{next}");
+}

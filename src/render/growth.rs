@@ -80,7 +80,7 @@ pub fn words(facts: &Facts) -> Words {
                 growth.bytes, growth.requests, phrase(growth.view)
             ))
             .number("bytes_per_request", per_request.0)
-            .next("find what holds these allocations after a request ends (the api and phase above); in PyTorch, tensors kept in a list or cache outside the request"),
+            .next("find what holds these allocations after a request ends (`kvscope report` lists the live ones with their api and phase); in PyTorch, tensors kept in a list or cache outside the request"),
             growth,
         ),
         Facts::UnboundedGrowth {
