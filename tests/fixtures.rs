@@ -356,6 +356,18 @@ fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() 
     }
 }
 
+/// `kvscope check REPORT --json` without a model: the KV cache by shape only.
+fn check_unmodelled(report: &Path) -> Value {
+    let out = Command::new(kvscope_bin())
+        .arg("check")
+        .arg(report)
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 fn part(breakdown: &Value, category: &str) -> u64 {
     breakdown["parts"]
         .as_array()
@@ -413,4 +425,15 @@ fn a_leaks_next_step_points_where_the_api_and_phase_are() {
     assert!(!evidence.contains("cudaMalloc"), "{evidence}");
     assert!(!next.contains("above"), "{next}");
     assert!(next.contains("kvscope report"), "{next}");
+}
+
+#[test]
+fn equal_tensors_with_no_weights_before_them_are_not_a_kv_cache() {
+    // 17 tensors of 8 GiB until out of memory, nothing else: no model was
+    // loaded, so nothing was "made after the weights".
+    let j = check_unmodelled(&fixtures().join("allocators/torch-oom.json"));
+    let d = &j["processes"][0]["devices"][0];
+    assert_eq!(d["kv_cache"], json!([]), "{d}");
+    assert_eq!(part(&d["breakdown"], "KV cache"), 0, "{d}");
+    assert_eq!(j["findings"][0]["name"], "out_of_memory", "{j}");
 }
