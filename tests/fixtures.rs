@@ -437,3 +437,44 @@ fn equal_tensors_with_no_weights_before_them_are_not_a_kv_cache() {
     assert_eq!(part(&d["breakdown"], "KV cache"), 0, "{d}");
     assert_eq!(j["findings"][0]["name"], "out_of_memory", "{j}");
 }
+
+#[test]
+fn pinned_host_memory_is_not_listed_on_a_device() {
+    // The report heads it "host (pinned memory, on no device)": its rows
+    // must not then say "device 0" (the device current when it was asked).
+    for (report, rows_expected) in [
+        // In the largest allocations' table and by entry point.
+        (
+            fixtures().join("allocators/c-client-shared-cudart-exit.json"),
+            2,
+        ),
+        // By entry point only (the table lists the 10 largest kinds).
+        (scenario("healthy", "kvscope-exit.json"), 2),
+    ] {
+        let out = Command::new(kvscope_bin())
+            .arg("report")
+            .arg(&report)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("host (pinned memory, on no device)"),
+            "{text}"
+        );
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                ["cuMemHostAlloc", "cudaHostAlloc", "cudaMallocHost"]
+                    .iter()
+                    .any(|a| l.contains(a))
+            })
+            .collect();
+        assert_eq!(rows.len(), rows_expected, "{text}");
+        for l in rows {
+            assert!(
+                l.contains("host") && !l.contains("device 0") && !l.contains(" 0  "),
+                "{l}\n{text}"
+            );
+        }
+    }
+}
