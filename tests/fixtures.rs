@@ -478,3 +478,30 @@ fn pinned_host_memory_is_not_listed_on_a_device() {
         }
     }
 }
+
+#[test]
+fn a_high_water_mark_judged_with_counters_says_it_is_pytorchs_reserved_memory() {
+    // memory_allocated() rose 4 KiB after request 1 and 8 KiB after request
+    // 3; memory_reserved() rose 4 MiB and 20 MiB: the figures given are the
+    // cache's, and the finding must say so rather than call them tensors.
+    let c = check(&with_counters("healthy"));
+    let h = c.finding("allocator_high_water");
+    assert_eq!(h["numbers"]["view"], "tensor_level", "{h}");
+    assert!(
+        within(&h["numbers"]["high_water_bytes"], 24.0 * MIB, 0.01),
+        "{h}"
+    );
+    assert_eq!(h["numbers"]["on_reserved"], true, "{h}");
+    assert!(
+        h["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("memory_reserved()")),
+        "{h}"
+    );
+    // Segment-level there is no such note: the CUDA calls are the cache.
+    let c = check(&scenario("healthy", "kvscope-exit.json"));
+    let h = c.finding("allocator_high_water");
+    assert_eq!(h["numbers"]["on_reserved"], false, "{h}");
+}

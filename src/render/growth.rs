@@ -137,6 +137,7 @@ pub fn words(facts: &Facts) -> Words {
             steps: s,
             flat_repeats,
             cache,
+            on_reserved,
         } => {
             let x = Words::new(format!(
                 "the allocator's cache follows the largest request: {bytes} after requests larger than every one before, flat over the {} no larger, {}",
@@ -144,8 +145,13 @@ pub fn words(facts: &Facts) -> Words {
                 phrase(*view)
             ))
             .number("high_water_bytes", bytes.0)
-            .number("flat_repeats", *flat_repeats);
-            let x = steps(x, "grew after", s);
+            .number("flat_repeats", *flat_repeats)
+            .number("on_reserved", *on_reserved);
+            let mut x = steps(x, "grew after", s);
+            if *on_reserved {
+                // The tensors did not follow: the figures are the cache's.
+                x = x.evidence("read on PyTorch's reserved bytes (memory_reserved()): its tensors (memory_allocated()) did not grow with the larger requests");
+            }
             with_cache(with_view(x, *view), cache).next(format!(
                 "nothing leaks: this is cached memory the allocator reuses for requests up to that size; {RELEASE}"
             ))
