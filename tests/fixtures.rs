@@ -355,3 +355,153 @@ fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() 
         );
     }
 }
+
+/// `kvscope check REPORT --json` without a model: the KV cache by shape only.
+fn check_unmodelled(report: &Path) -> Value {
+    let out = Command::new(kvscope_bin())
+        .arg("check")
+        .arg(report)
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+fn part(breakdown: &Value, category: &str) -> u64 {
+    breakdown["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["category"] == category)
+        .unwrap_or_else(|| panic!("no {category}: {breakdown}"))["bytes"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn the_drivers_rounding_is_counted_by_granule_not_per_allocation() {
+    // cuBLAS's four small cuMemAlloc_v2 (1 KiB, 128 KiB, 24.75 KiB, 4 B) sit
+    // side by side in one 2 MiB granule; every other plain allocation is a
+    // whole number of granules.
+    let path = scenario("healthy", "kvscope-exit.json");
+    let r = read(&path);
+    let small: Vec<(u64, u64)> = r["live"]["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a[3] == "cuMemAlloc_v2" || a[3] == "cudaMalloc")
+        .map(|a| (a[1].as_u64().unwrap(), a[2].as_u64().unwrap()))
+        .filter(|&(_, size)| size % (2 << 20) != 0)
+        .collect();
+    assert_eq!(small.len(), 4, "{small:?}");
+    let granule = |a: u64| a / (2 << 20);
+    assert!(
+        small
+            .iter()
+            .all(|&(a, s)| granule(a) == granule(small[0].0) && granule(a + s - 1) == granule(a)),
+        "{small:?}"
+    );
+    let want = (2u64 << 20) - small.iter().map(|s| s.1).sum::<u64>();
+    let c = check(&path);
+    let b = &c.json["processes"][0]["devices"][0]["breakdown"];
+    assert_eq!(part(b, "allocator overhead"), want, "{}", c.text);
+    // What the rounding does not take is the context's.
+    assert_eq!(
+        b["used_bytes"].as_u64().unwrap(),
+        b["tracked_bytes"].as_u64().unwrap() + want + part(b, "CUDA context & untracked"),
+        "{b}"
+    );
+}
+
+#[test]
+fn a_leaks_next_step_points_where_the_api_and_phase_are() {
+    let c = check(&scenario("leak", "kvscope-exit.json"));
+    let f = c.finding("leak_per_request");
+    let next = f["next"].as_str().unwrap();
+    let evidence = f["evidence"].to_string();
+    // The finding's evidence gives sizes only: the hint must not send the
+    // user "above" for the api and phase.
+    assert!(!evidence.contains("cudaMalloc"), "{evidence}");
+    assert!(!next.contains("above"), "{next}");
+    assert!(next.contains("kvscope report"), "{next}");
+}
+
+#[test]
+fn equal_tensors_with_no_weights_before_them_are_not_a_kv_cache() {
+    // 17 tensors of 8 GiB until out of memory, nothing else: no model was
+    // loaded, so nothing was "made after the weights".
+    let j = check_unmodelled(&fixtures().join("allocators/torch-oom.json"));
+    let d = &j["processes"][0]["devices"][0];
+    assert_eq!(d["kv_cache"], json!([]), "{d}");
+    assert_eq!(part(&d["breakdown"], "KV cache"), 0, "{d}");
+    assert_eq!(j["findings"][0]["name"], "out_of_memory", "{j}");
+}
+
+#[test]
+fn pinned_host_memory_is_not_listed_on_a_device() {
+    // The report heads it "host (pinned memory, on no device)": its rows
+    // must not then say "device 0" (the device current when it was asked).
+    for (report, rows_expected) in [
+        // In the largest allocations' table and by entry point.
+        (
+            fixtures().join("allocators/c-client-shared-cudart-exit.json"),
+            2,
+        ),
+        // By entry point only (the table lists the 10 largest kinds).
+        (scenario("healthy", "kvscope-exit.json"), 2),
+    ] {
+        let out = Command::new(kvscope_bin())
+            .arg("report")
+            .arg(&report)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("host (pinned memory, on no device)"),
+            "{text}"
+        );
+        let rows: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                ["cuMemHostAlloc", "cudaHostAlloc", "cudaMallocHost"]
+                    .iter()
+                    .any(|a| l.contains(a))
+            })
+            .collect();
+        assert_eq!(rows.len(), rows_expected, "{text}");
+        for l in rows {
+            assert!(
+                l.contains("host") && !l.contains("device 0") && !l.contains(" 0  "),
+                "{l}\n{text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_high_water_mark_judged_with_counters_says_it_is_pytorchs_reserved_memory() {
+    // memory_allocated() rose 4 KiB after request 1 and 8 KiB after request
+    // 3; memory_reserved() rose 4 MiB and 20 MiB: the figures given are the
+    // cache's, and the finding must say so rather than call them tensors.
+    let c = check(&with_counters("healthy"));
+    let h = c.finding("allocator_high_water");
+    assert_eq!(h["numbers"]["view"], "tensor_level", "{h}");
+    assert!(
+        within(&h["numbers"]["high_water_bytes"], 24.0 * MIB, 0.01),
+        "{h}"
+    );
+    assert_eq!(h["numbers"]["on_reserved"], true, "{h}");
+    assert!(
+        h["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("memory_reserved()")),
+        "{h}"
+    );
+    // Segment-level there is no such note: the CUDA calls are the cache.
+    let c = check(&scenario("healthy", "kvscope-exit.json"));
+    let h = c.finding("allocator_high_water");
+    assert_eq!(h["numbers"]["on_reserved"], false, "{h}");
+}

@@ -79,7 +79,8 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
     let tracked = stats.memory.live_bytes;
     let rule = Rule::new(r, kv, phases);
     let serving = rule.serving();
-    let (mut weights, mut leftovers, mut leftover_n, mut waste) = (0u64, 0u64, 0u64, 0u64);
+    let (mut weights, mut leftovers, mut leftover_n) = (0u64, 0u64, 0u64);
+    let mut plain: Vec<(u64, u64)> = Vec::new();
     for a in r
         .live
         .allocations
@@ -87,7 +88,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         .filter(|a| a.device == device && a.api.space() == Space::Device)
     {
         if a.api.plain() {
-            waste += a.size.div_ceil(GRANULARITY) * GRANULARITY - a.size;
+            plain.push((a.address, a.size));
         }
         match rule.of(kv, a) {
             Category::Weights => weights += a.size,
@@ -98,6 +99,7 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
             Category::KvCache | Category::Other => {}
         }
     }
+    let waste = rounding(&mut plain);
     let graph_pool = graph_pool(r, device, kv, serving);
     let kv_bytes = kv.bytes();
     let held = pool_held(r, device);
@@ -151,6 +153,28 @@ pub fn breakdown(r: &Report, device: u32, kv: &KvFound, phases: &Phases) -> Brea
         by_library: library::by_library(r, device),
         library_rule: library::RULE,
     }
+}
+
+/// The driver's rounding of plain allocations: the 2 MiB granules they
+/// cover, less their bytes. Counted by address, not per allocation: the
+/// driver hands small allocations out of a shared granule (on the H200 four
+/// cuBLAS allocations of 4 B to 128 KiB sat in one 2 MiB page, 1.85 MiB of
+/// rounding where 2 MiB each would say 7.85 MiB).
+fn rounding(plain: &mut [(u64, u64)]) -> u64 {
+    plain.sort_unstable();
+    let (mut granules, mut bytes) = (0u64, 0u64);
+    // The first granule not yet counted.
+    let mut next = 0u64;
+    for &(address, size) in plain.iter() {
+        bytes += size;
+        let first = (address / GRANULARITY).max(next);
+        let end = address.saturating_add(size.max(1)).div_ceil(GRANULARITY);
+        if end > first {
+            granules += end - first;
+            next = end;
+        }
+    }
+    (granules * GRANULARITY).saturating_sub(bytes)
 }
 
 /// Live, not KV cache, made between the `warmup` marker and serving: vLLM

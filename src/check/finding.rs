@@ -104,6 +104,9 @@ pub enum Facts {
         steps: Vec<GrowthStep>,
         flat_repeats: u64,
         cache: Option<FrameworkCache>,
+        /// Read on the framework's reserved bytes (tensor-level, its cache
+        /// follows the largest request; the tensors do not).
+        on_reserved: bool,
     },
     /// Growth that the run cannot tell apart: the allocator's cache or a leak.
     GrowthInconclusive {

@@ -187,7 +187,9 @@ pub fn by_shape(r: &Report, device: u32, phases: &Phases) -> KvFound {
         let other_total: u64 = others.iter().map(|x| x.1).sum();
         let before: u64 = others.iter().filter(|x| x.0 < made).map(|x| x.1).sum();
         let bytes = n * size;
-        if 2 * before < other_total || 5 * bytes < live {
+        // With nothing else held there are no weights for it to follow: equal
+        // tensors alone (an allocation loop, a test) are not a KV cache.
+        if other_total == 0 || 2 * before < other_total || 5 * bytes < live {
             continue;
         }
         if best.as_ref().is_none_or(|(b, _, _)| bytes > *b) {
@@ -358,6 +360,19 @@ mod tests {
                 .groups
                 .is_empty()
         );
+    }
+
+    /// Equal tensors with nothing before them (the H200 fixture's loop of
+    /// 8 GiB tensors until out of memory) follow no weights: not a cache.
+    #[test]
+    fn equal_tensors_alone_are_not_a_cache() {
+        let r = ReportBuilder::new().allocs(8 * GIB, 17).build();
+        let phases = crate::check::markers::Phases::of(&r);
+        assert!(super::by_shape(&r, 0, &phases).groups.is_empty());
+        // The same after one weight tensor is a cache.
+        let r = ReportBuilder::new().alloc(GIB).allocs(8 * GIB, 17).build();
+        let phases = crate::check::markers::Phases::of(&r);
+        assert_eq!(super::by_shape(&r, 0, &phases).groups.len(), 1);
     }
 
     /// On the healthy H200 fixture (a 4-layer model under PyTorch's caching

@@ -80,7 +80,7 @@ pub fn words(facts: &Facts) -> Words {
                 growth.bytes, growth.requests, phrase(growth.view)
             ))
             .number("bytes_per_request", per_request.0)
-            .next("find what holds these allocations after a request ends (the api and phase above); in PyTorch, tensors kept in a list or cache outside the request"),
+            .next("find what holds these allocations after a request ends (`kvscope report` lists the live ones with their api and phase); in PyTorch, tensors kept in a list or cache outside the request"),
             growth,
         ),
         Facts::UnboundedGrowth {
@@ -137,6 +137,7 @@ pub fn words(facts: &Facts) -> Words {
             steps: s,
             flat_repeats,
             cache,
+            on_reserved,
         } => {
             let x = Words::new(format!(
                 "the allocator's cache follows the largest request: {bytes} after requests larger than every one before, flat over the {} no larger, {}",
@@ -144,8 +145,13 @@ pub fn words(facts: &Facts) -> Words {
                 phrase(*view)
             ))
             .number("high_water_bytes", bytes.0)
-            .number("flat_repeats", *flat_repeats);
-            let x = steps(x, "grew after", s);
+            .number("flat_repeats", *flat_repeats)
+            .number("on_reserved", *on_reserved);
+            let mut x = steps(x, "grew after", s);
+            if *on_reserved {
+                // The tensors did not follow: the figures are the cache's.
+                x = x.evidence("read on PyTorch's reserved bytes (memory_reserved()): its tensors (memory_allocated()) did not grow with the larger requests");
+            }
             with_cache(with_view(x, *view), cache).next(format!(
                 "nothing leaks: this is cached memory the allocator reuses for requests up to that size; {RELEASE}"
             ))

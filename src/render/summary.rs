@@ -1,6 +1,6 @@
 //! The human summary of one report.
 
-use crate::report::{error_name, Api, Report, SpaceStats};
+use crate::report::{error_name, Api, Report, Space, SpaceStats};
 use crate::units::{bytes, count, duration_ms};
 use std::fmt::Write;
 
@@ -124,7 +124,7 @@ pub fn render(r: &Report, top: usize) -> String {
                 g.size_text(),
                 bytes(g.total),
                 g.api,
-                g.device,
+                g.place(),
                 clip(&g.phase, w),
                 g.made_at()
             );
@@ -135,11 +135,11 @@ pub fn render(r: &Report, top: usize) -> String {
         for k in r.live.by_kind.iter().take(8) {
             let _ = writeln!(
                 out,
-                "    {:>10} in {:>8} x {:<28} device {}",
+                "    {:>10} in {:>8} x {:<28} {}",
                 bytes(k.bytes),
                 count(k.count),
                 k.api,
-                k.device
+                place(k.space, k.device)
             );
         }
     }
@@ -292,6 +292,16 @@ fn stream_name(stream: u64) -> String {
     }
 }
 
+/// Where a by-kind total lives: `device N`, or `host` for pinned host
+/// memory (the report's device there is only the one current when it was
+/// asked for, and the heading above says it is on no device).
+fn place(space: Option<Space>, device: u32) -> String {
+    match space {
+        Some(Space::Host) => "host".into(),
+        _ => format!("device {device}"),
+    }
+}
+
 /// Live allocations alike: one size (as printed), entry point, device and
 /// phase.
 #[derive(Debug, PartialEq)]
@@ -304,12 +314,23 @@ pub struct Group {
     pub total: u64,
     pub api: &'static str,
     pub device: u32,
+    /// Pinned host memory: the device it was asked on is no place of its own.
+    pub host: bool,
     pub phase: String,
     pub first_ms: f64,
     pub last_ms: f64,
 }
 
 impl Group {
+    /// The device column: the ordinal, or `host` for pinned host memory.
+    pub fn place(&self) -> String {
+        if self.host {
+            "host".into()
+        } else {
+            self.device.to_string()
+        }
+    }
+
     /// `1.72 GiB`, or `~72.5 MiB` where the sizes differ a little.
     pub fn size_text(&self) -> String {
         format!("{}{}", if self.varies { "~" } else { "" }, bytes(self.size))
@@ -341,6 +362,7 @@ pub fn groups(r: &Report) -> Vec<Group> {
                 total: 0,
                 api: a.api.name(),
                 device: a.device,
+                host: a.api.space() == Space::Host,
                 phase: r.phase_name(a.phase),
                 first_ms: a.t_ms,
                 last_ms: a.t_ms,

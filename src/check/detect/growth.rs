@@ -80,12 +80,12 @@ fn settled(g: &Read, warmup: bool, high: &[usize], r: &Reading) -> Vec<Finding> 
             },
         ));
     }
-    let (hr, high) = match (&g.reserved, high.is_empty()) {
+    let (hr, high, on_reserved) = match (&g.reserved, high.is_empty()) {
         (Some(res), true) => match &res.verdict {
-            Verdict::Settled { high_water, .. } => (res, high_water.clone()),
-            _ => (r, Vec::new()),
+            Verdict::Settled { high_water, .. } => (res, high_water.clone(), true),
+            _ => (r, Vec::new(), false),
         },
-        _ => (r, high.to_vec()),
+        _ => (r, high.to_vec(), false),
     };
     if !high.is_empty() {
         let flat_repeats = hr
@@ -101,6 +101,7 @@ fn settled(g: &Read, warmup: bool, high: &[usize], r: &Reading) -> Vec<Finding> 
                 steps: high.iter().map(|&i| step(hr, i)).collect(),
                 flat_repeats,
                 cache: cache(g),
+                on_reserved,
             },
         ));
     }
