@@ -93,11 +93,7 @@ fn the_reader_shows_live_memory_by_caller() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     for file in ["libwholib.so", "libwhoplug.so", "who_app"] {
         assert!(text.contains(file), "{file} missing from:\n{text}");
     }

@@ -200,9 +200,9 @@ fn a_running_process_can_be_marked_and_dumped_from_outside() {
         c.output().unwrap()
     };
     let m = call(&["mark", &pid, "checked from outside"]);
-    assert!(m.status.success(), "{}", String::from_utf8_lossy(&m.stderr));
+    common::assert_ok(&m);
     let d = call(&["dump", &pid, "operator request"]);
-    assert!(d.status.success(), "{}", String::from_utf8_lossy(&d.stderr));
+    common::assert_ok(&d);
     assert!(child.wait().unwrap().success());
     let reports: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
@@ -544,11 +544,7 @@ fn outputs_written_from_reports_are_as_private_as_the_reports() {
     let dir = scratch("private");
     let keep = dir.join("demo");
     let out = kvscope(&["demo", "--keep", keep.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert_eq!(mode(&keep), 0o700);
     assert_eq!(mode(&keep.join("demo.html")) & 0o077, 0);
     let report = reports_in(&keep).pop().unwrap();
@@ -620,7 +616,7 @@ fn a_process_whose_only_call_failed_has_a_readable_report() {
     assert_eq!(run.code(), 0, "{}", run.stderr());
     assert!(!run.stdout().contains("rc=0"));
     let r = kvscope(&["report", "--json", run.path("exit").to_str().unwrap()]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    common::assert_ok(&r);
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["devices"][0]["device"], 0, "{v}");
     assert_eq!(v["failures"].as_array().unwrap().len(), 1);
@@ -666,11 +662,7 @@ fn runs_never_share_or_overwrite_reports() {
             .unwrap()
     };
     let first = run_once();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    common::assert_ok(&first);
     let second = run_once();
     let stderr = String::from_utf8_lossy(&second.stderr);
     let shown: Vec<&str> = stderr

@@ -309,11 +309,7 @@ fn with_counters_at_the_oom_the_finding_names_the_cache_pytorch_could_not_use() 
         .arg(scenario("fragoom", "torch-snapshot.pickle.gz"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let at_oom: Value = serde_json::from_slice(&out.stdout).unwrap();
     for file in ["kvscope-oom.json", "kvscope-exit.json"] {
         let mut r = read(&scenario("fragoom", file));

@@ -87,21 +87,22 @@ fn page_of(dir: &Path, args: &[&str]) -> (PathBuf, PathBuf) {
         .find(|p| p.to_string_lossy().ends_with("-exit.json"))
         .unwrap()
         .clone();
+    let page = html_of(&exit, dir, &["--model", "llama-3.1-8b"]);
+    (exit, page)
+}
+
+/// `kvscope report REPORT --html DIR/page.html` with `args`: the page.
+fn html_of(report: &Path, dir: &Path, args: &[&str]) -> PathBuf {
     let page = dir.join("page.html");
-    let out = kvscope(&[
+    let mut all = vec![
         "report",
-        exit.to_str().unwrap(),
+        report.to_str().unwrap(),
         "--html",
         page.to_str().unwrap(),
-        "--model",
-        "llama-3.1-8b",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (exit, page)
+    ];
+    all.extend_from_slice(args);
+    common::assert_ok(&kvscope(&all));
+    page
 }
 
 #[test]
@@ -368,21 +369,15 @@ fn the_html_report_shows_the_engine_plan_table() {
         format!("INFO text_generation_router::server: router/src/server.rs:1651: Setting max batch total tokens to {}\n", tokens / 2),
     )
     .unwrap();
-    let page = dir.join("page.html");
-    let out = kvscope(&[
-        "report",
-        exit.to_str().unwrap(),
-        "--html",
-        page.to_str().unwrap(),
-        "--model",
-        "llama-3.1-8b",
-        "--engine-log",
-        log.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let page = html_of(
+        &exit,
+        &dir,
+        &[
+            "--model",
+            "llama-3.1-8b",
+            "--engine-log",
+            log.to_str().unwrap(),
+        ],
     );
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(html.contains("engine_plan_mismatch") && html.contains("\"engine_plan\""));

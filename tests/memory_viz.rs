@@ -102,7 +102,7 @@ fn the_demos_export_passes_the_invariants() {
         .arg(&keep)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    common::assert_ok(&o);
     let reports = reports_in(&keep);
     assert!(!reports.is_empty());
     for (i, r) in reports.iter().enumerate() {

@@ -344,11 +344,7 @@ fn watch_refuses_an_absent_pid_and_ends_with_the_process_it_watched() {
         &pid.to_string(),
     ]);
     child.wait().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("process {pid} ended")), "{text}");
 }

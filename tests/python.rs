@@ -100,11 +100,7 @@ fn without_kvscope_in_the_process_the_helper_does_nothing() {
     .env("KVSCOPE_LIB", shim_lib())
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     assert_eq!(
         std::fs::read_dir(&dir).unwrap().count(),
         0,
@@ -130,11 +126,7 @@ fn bytes_labels_and_reasons_are_text() {
     .env("LD_PRELOAD", shim_lib())
     .output()
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_ok(&out);
     let dump = reports_in(&dir)
         .into_iter()
         .find(|p| p.to_string_lossy().contains("-dump-"))

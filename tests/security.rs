@@ -89,11 +89,7 @@ fn the_control_channel_takes_requests_from_this_user_only() {
     };
     std::thread::sleep(Duration::from_millis(200));
     let ok = kv(&["mark", &pid.to_string(), "legit"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    common::assert_ok(&ok);
     // A directory others may write to: the reader refuses it in one line.
     std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).unwrap();
     let refused = kv(&["mark", &pid.to_string(), "after chmod"]);

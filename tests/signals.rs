@@ -124,11 +124,7 @@ fn a_terminating_signal_leaves_a_final_report_and_the_same_death() {
         assert_eq!(u(&device(&rep, 0)["memory"]["live_bytes"]), 16 << 20);
         // The reader takes it.
         let out = kvscope(&["report", reports_in(&dir)[0].to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
     }
 }
 
@@ -383,11 +379,7 @@ fn runs_as_pid_1_keep_their_own_reports() {
             .env_remove("LD_PRELOAD")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_ok(&out);
         // Start times differ by at least a millisecond.
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -198,6 +198,16 @@ pub fn kvscope(args: &[&str]) -> Output {
     Command::new(kvscope_bin()).args(args).output().unwrap()
 }
 
+/// A command that must have succeeded; its stderr says why when not.
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Whether python3 is there; without it the test that asks is skipped (one
 /// SKIPPED line), unless KVSCOPE_REQUIRE_PYTHON=1 (CI) makes it a failure.
 pub fn python() -> bool {

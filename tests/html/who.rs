@@ -34,18 +34,7 @@ const WHO: &str = r##"<script>
 
 /// `report --html` of `report` with the probe appended; what it measured.
 fn who_section(browser: &str, report: &Path, dir: &Path) -> Value {
-    let page = dir.join("page.html");
-    let out = kvscope(&[
-        "report",
-        report.to_str().unwrap(),
-        "--html",
-        page.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let page = html_of(report, dir, &[]);
     let html = std::fs::read_to_string(&page).unwrap();
     let probe = dir.join("probe.html");
     std::fs::write(&probe, html.replace("</body>", &format!("{WHO}\n</body>"))).unwrap();
