@@ -82,11 +82,7 @@ fn the_reader_shows_live_memory_by_caller() {
     let dir = scratch("reader");
     let r = run("who_app", &[], &[], true, &dir);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    let report = r
-        .reports
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap();
+    let report = r.path("exit");
     let out = std::process::Command::new(kvscope_bin())
         .arg("report")
         .arg(report)

@@ -9,10 +9,7 @@ fn make_report(name: &str, args: &[&str]) -> std::path::PathBuf {
     let dir = scratch(name);
     let r = run("serve_sim", args, &[], true, &dir);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    r.reports
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap()
+    r.path("exit").to_path_buf()
 }
 
 #[test]
@@ -795,18 +792,7 @@ fn mark_and_dump_refuse_a_process_without_the_shim() {
 fn mark_and_dump_refuse_a_shim_that_is_not_running() {
     let dir = scratch("shim-idle");
     let ctl = dir.join("ctl");
-    let mut sleeper = Command::new("sleep")
-        .arg("30")
-        .env("LD_PRELOAD", shim_lib())
-        .spawn()
-        .unwrap();
-    let pid = sleeper.id().to_string();
-    // Until the loader has mapped the shim.
-    let loaded = (0..200).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libkvscope"))
-    });
-    assert!(loaded, "the shim was not mapped into pid {pid}");
+    let (mut sleeper, pid) = preloaded_sleeper();
     for args in [vec!["mark", &pid, "x"], vec!["dump", &pid]] {
         let t = std::time::Instant::now();
         let out = kvscope_within(&args, &[("KVSCOPE_CTL_DIR", ctl.to_str().unwrap())], 20);

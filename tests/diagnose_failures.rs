@@ -7,9 +7,7 @@ mod common;
 #[path = "support/diagnose_kit.rs"]
 mod kit;
 use common::python;
-use common::shim_lib;
 use kit::*;
-use std::process::Command;
 use std::time::Duration;
 
 #[test]
@@ -141,20 +139,7 @@ fn a_shim_loaded_but_never_started_is_refused_in_one_line() {
     // A process under LD_PRELOAD that never calls CUDA (nor dlsym): the
     // shim never starts there, so nobody would take a marker.
     let dir = setup("not-started");
-    let mut sleeper = Command::new("sleep")
-        .arg("30")
-        .env("LD_PRELOAD", shim_lib())
-        .spawn()
-        .unwrap();
-    let pid = sleeper.id().to_string();
-    // Until the loader has mapped the library.
-    for _ in 0..200 {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if maps.contains("libkvscope") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut sleeper, pid) = common::preloaded_sleeper();
     let d = run_diagnose(
         &dir,
         &["diagnose", "--url", "http://127.0.0.1:9", "--pid", &pid],

@@ -81,12 +81,7 @@ fn render_dom(browser: &str, page: &Path, profile: &Path) -> (String, String) {
 fn page_of(dir: &Path, args: &[&str]) -> (PathBuf, PathBuf) {
     let r = run("serve_sim", args, &[("KVSCOPE_SAMPLE_MS", "5")], true, dir);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    let exit = r
-        .reports
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap()
-        .clone();
+    let exit = r.path("exit").to_path_buf();
     let page = html_of(&exit, dir, &["--model", "llama-3.1-8b"]);
     (exit, page)
 }
@@ -355,12 +350,7 @@ fn the_html_report_shows_the_engine_plan_table() {
     let dir = scratch("html-engine");
     let r = run("serve_sim", &["--max-model-len", "4096"], &[], true, &dir);
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    let exit = r
-        .reports
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap()
-        .clone();
+    let exit = r.path("exit").to_path_buf();
     let tokens: u64 = figures(&r.stdout())["kv_capacity_tokens"].parse().unwrap();
     // TGI's router line (router/src/server.rs, TGI 2.x), half the run's tokens.
     let log = dir.join("tgi.log");

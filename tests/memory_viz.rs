@@ -128,11 +128,7 @@ fn frames_name_the_library_that_allocated() {
         &dir,
     );
     assert_eq!(r.code(), 0, "{}", r.stderr());
-    let report = r
-        .reports
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap();
+    let report = r.path("exit");
     let out = dir.join("who.pickle");
     export(report, &out);
     checked(&out, None);

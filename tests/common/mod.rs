@@ -236,3 +236,21 @@ pub fn thousands(n: u64) -> String {
     }
     out
 }
+
+/// `sleep 30` with the shim preloaded but never started (it makes no CUDA
+/// call), returned once the loader has mapped the shim, with its pid; the
+/// caller kills it.
+pub fn preloaded_sleeper() -> (std::process::Child, String) {
+    let child = Command::new("sleep")
+        .arg("30")
+        .env("LD_PRELOAD", shim_lib())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let loaded = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("libkvscope"))
+    });
+    assert!(loaded, "the shim was not mapped into pid {pid}");
+    (child, pid)
+}

@@ -60,12 +60,7 @@ fn who_app(dir: &Path) -> (PathBuf, BTreeMap<String, u64>) {
         .into_iter()
         .filter_map(|(k, v)| Some((k.strip_prefix("caller.")?.to_string(), v)))
         .collect();
-    let exit = r
-        .reports
-        .iter()
-        .find(|p| p.to_string_lossy().ends_with("-exit.json"))
-        .unwrap()
-        .clone();
+    let exit = r.path("exit").to_path_buf();
     (exit, want)
 }
 
