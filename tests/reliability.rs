@@ -53,15 +53,31 @@ fn sixty_four_threads_through_every_entry_point_with_dumps_in_between() {
 /// Every free lands in a shard its thread does not own (the previous
 /// thread's), while the owners allocate into theirs and a dumper reads the
 /// whole table every 5 ms: the owner-biased lock's two sides at once
-/// (track/owned.rs). Counts exact, no free unmatched, every dump whole.
+/// (track/owned.rs). Counts exact, no free unmatched, every dump whole,
+/// the flight recorder in an order that replays.
 #[test]
 fn threads_freeing_each_others_allocations_while_reports_are_read() {
     let dir = scratch("crossfree");
-    let r = run_watched("crossfree", &["8", "150", "64"], &[], true, &dir, WATCHDOG);
+    let env = [("KVSCOPE_EVENTS", "65536")];
+    let r = run_watched("crossfree", &["8", "150", "64"], &env, true, &dir, WATCHDOG);
     assert_eq!(r.code(), 0, "{}", r.stderr());
     let want = expectations(&r.stdout());
     let rep = r.report("exit");
     device0_as_expected(&rep, &want);
+    // The flight recorder replays: an address freed on one thread and
+    // reused on another sorts free first (stamps are coarse: clock.rs).
+    let mut open: std::collections::HashMap<u64, bool> = Default::default();
+    let events = rep["events"].as_array().unwrap();
+    assert_eq!(events.len(), 65536);
+    for e in events {
+        let alloc = match e["op"].as_str() {
+            Some("alloc") => true,
+            Some("free") => false,
+            _ => continue,
+        };
+        let before = open.insert(u(&e["address"]), alloc);
+        assert_ne!(before, Some(alloc), "{e}: twice in a row");
+    }
     for k in ["untracked_frees", "double_frees"] {
         assert_eq!(u(&rep["anomalies"][k]), 0, "{k}");
     }

@@ -503,3 +503,54 @@ fn the_flight_recorder_keeps_the_last_events() {
     let big = &rep["live"]["allocations"][0];
     assert_eq!(u(&big[8]), kv_phase);
 }
+
+/// Allocations and frees are stamped without a clock read, from the time the
+/// markers and samples publish: every live row still sorts between the
+/// marker that opened its phase and the next one, and a thread's rows and
+/// events keep their order in the report, a burst of stamps one tick apart
+/// included (times are not rounded).
+#[test]
+fn coarse_stamps_keep_their_order_with_markers_and_within_a_thread() {
+    let dir = scratch("coarse-order");
+    let r = run(
+        "serve_sim",
+        &["--requests", "6", "--leak", "2MiB"],
+        &[("KVSCOPE_EVENTS", "100000")],
+        true,
+        &dir,
+    );
+    let rep = r.report("exit");
+    let marks: Vec<f64> = rep["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["t_ms"].as_f64().unwrap())
+        .collect();
+    assert!(marks.len() >= 4, "{marks:?}");
+    let rows = rep["live"]["allocations"].as_array().unwrap();
+    let mut by_thread: std::collections::BTreeMap<u64, Vec<(u64, f64)>> = Default::default();
+    for row in rows {
+        let (t, phase) = (row[5].as_f64().unwrap(), u(&row[8]) as usize);
+        if phase > 0 {
+            assert!(t > marks[phase - 1], "{row} after marker {}", phase - 1);
+        }
+        if let Some(&next) = marks.get(phase) {
+            assert!(t < next, "{row} before marker {phase}");
+        }
+        by_thread
+            .entry(u(&row[7]))
+            .or_default()
+            .push((u(&row[6]), t));
+    }
+    for (_, mut seq_t) in by_thread {
+        seq_t.sort_by_key(|&(seq, _)| seq);
+        assert!(seq_t.windows(2).all(|w| w[0].1 < w[1].1), "{seq_t:?}");
+    }
+    let mut last: std::collections::HashMap<u64, f64> = Default::default();
+    for e in rep["events"].as_array().unwrap() {
+        let t = e["t_ms"].as_f64().unwrap();
+        if let Some(before) = last.insert(u(&e["thread"]), t) {
+            assert!(before < t, "{e}");
+        }
+    }
+}

@@ -2,10 +2,8 @@
 //! LD_PRELOAD, and the pluggable allocator's pair.
 
 use crate::common::*;
-use kvscope::shim::track::clock;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
 /// Added cost of a cudaMalloc + cudaFree pair through LD_PRELOAD, one
 /// thread; and, in the same rounds, the cost of caller capture (this build
@@ -23,7 +21,7 @@ pub fn preload() {
     let older = std::env::var_os("KVSCOPE_BENCH_BASELINE").map(PathBuf::from);
     let no_caller = no_caller_lib();
     let (mut base, mut shim, mut old, mut plain) = (vec![], vec![], vec![], vec![]);
-    let mut stacked = Vec::new();
+    let (mut stacked, mut exact) = (Vec::new(), Vec::new());
     let pair_ns =
         |lib: &PathBuf| figure(&client_with(&args, Some(lib.clone()), &[]), "ns_per_pair");
     for _ in 0..ROUNDS {
@@ -35,6 +33,11 @@ pub fn preload() {
         if let Some(lib) = &no_caller {
             plain.push(pair_ns(lib));
         }
+        // No background thread publishes the time: every allocation reads the clock.
+        exact.push(figure(
+            &client(&args, true, &[("KVSCOPE_SAMPLE_MS", "0")]),
+            "ns_per_pair",
+        ));
         // Every allocation keeps a native stack: the worst case of KVSCOPE_STACK_MIN.
         stacked.push(figure(
             &client(&stack_args, true, &[("KVSCOPE_STACK_MIN", "1")]),
@@ -49,9 +52,9 @@ pub fn preload() {
         s / b,
         added.verdict(40.0)
     );
-    let tsc = median((0..RUNS).map(|_| clock_read_ns()).collect());
     println!(
-        "preload   of which the one clock read every allocation keeps (its exact time): {tsc:.1} ns on this machine, measured here"
+        "preload   with a clock read on every allocation instead of the published time (KVSCOPE_SAMPLE_MS=0: no background thread publishes it): {:+.1} ns per pair against the default",
+        Estimate::of(&exact, &shim).median
     );
     match no_caller {
         Some(_) => {
@@ -130,20 +133,6 @@ fn no_caller_lib() -> Option<PathBuf> {
         .is_ok_and(|s| s.success());
     let lib = dir.join("release/libkvscope.so");
     (built && lib.exists()).then_some(lib)
-}
-
-/// One read of the shim's hot-path clock (the TSC on x86_64), in a loop:
-/// the floor under the pair's added cost on this machine (a VM's TSC read
-/// costs several times a bare-metal one).
-pub fn clock_read_ns() -> f64 {
-    let n = 2_000_000u32;
-    let t = Instant::now();
-    let mut sum = 0u64;
-    for _ in 0..n {
-        sum = sum.wrapping_add(clock::ticks());
-    }
-    std::hint::black_box(sum);
-    t.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
 /// The pluggable allocator against the driver calls it makes inside

@@ -50,6 +50,9 @@ fn run(w: &'static Writer) {
     // Nothing is checkpointed yet, whatever was called before this thread ran.
     let mut checkpoint_calls = 0;
     let mut next = Instant::now() + period;
+    // Hooks stamp with the time published here from now on (`clock::coarse`).
+    clock::observed();
+    clock::ticking(true);
     while !STOP.load(Acquire) {
         wait_until(w, next);
         next += period;
@@ -57,8 +60,7 @@ fn run(w: &'static Writer) {
             break;
         }
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            clock::tick_coarse();
-            let now = clock::ticks();
+            let now = clock::observed();
             let calls = total_calls();
             if calls != last_calls {
                 last_calls = calls;
@@ -125,4 +127,6 @@ pub fn spawn(w: &'static Writer) -> bool {
 
 pub fn stop() {
     STOP.store(true, Release);
+    // Allocations after this (exit handlers) read the clock again.
+    clock::ticking(false);
 }

@@ -169,7 +169,7 @@ fn merge(older: Point, mut newer: Point) -> Point {
 impl Timeline {
     /// A timeline point now. `query`: also ask the driver (sampler thread only).
     pub fn sample(&self, marker: Option<String>, query_driver: bool) {
-        let now = clock::ticks();
+        let now = clock::observed();
         let devices = self.track.devices.seen();
         if query_driver && self.config.device_query {
             self.refresh_driver_figures(&devices, now);

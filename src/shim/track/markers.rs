@@ -44,7 +44,7 @@ pub struct Markers {
 impl Markers {
     pub fn add(&self, label: &str, source: Source) -> Marker {
         let m = Marker {
-            ticks: clock::ticks(),
+            ticks: clock::observed(),
             label: label.chars().take(MARKER_LABEL_MAX).collect(),
             source,
         };

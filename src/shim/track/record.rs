@@ -27,6 +27,14 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// An exact stamp, off the hot path (failures, VMM calls): the clock,
+    /// after the thread's earlier stamps and so before its later ones.
+    fn exact_stamp(self) -> u64 {
+        let t = clock::exact_after(self.tls.ticks.get());
+        self.tls.ticks.set(t);
+        t
+    }
+
     /// An event into the thread's flight recorder.
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -54,9 +62,8 @@ pub struct Call {
     shim: Option<&'static Tracker>,
     rec: Option<Recorder>,
     api: Api,
-    /// When the call began: read before the real call, so that the clock's
-    /// latency overlaps it. Allocations are stamped with the time they were
-    /// asked for; other calls (frees) with the coarse clock, no TSC read.
+    /// A free's stamp, coarse (`clock::coarse`): no clock read. An
+    /// allocation's is taken with its address (`clock::alloc_stamp`).
     ticks: u64,
 }
 
@@ -111,12 +118,11 @@ impl Call {
                 caller,
             }),
             api,
-            ticks: {
-                let now = if api.allocates() {
-                    clock::ticks()
-                } else {
-                    clock::coarse(t.ticks.get())
-                };
+            // An allocation is stamped once it has its address (`allocated`).
+            ticks: if api.allocates() {
+                0
+            } else {
+                let now = clock::coarse(t.ticks.get());
                 t.ticks.set(now);
                 now
             },
@@ -182,7 +188,9 @@ impl Call {
             stream,
         };
         shim.devices.mark_seen(device);
-        track_alloc(&shim.table, &shim.anomalies, r, self.ticks, alloc);
+        let ticks = clock::alloc_stamp(r.tls.ticks.get(), a);
+        r.tls.ticks.set(ticks);
+        track_alloc(&shim.table, &shim.anomalies, r, ticks, alloc);
         if alloc.size >= shim.settings.stack_min {
             keep_stack(shim, r, a, alloc.size, device);
         }
@@ -362,8 +370,8 @@ pub fn track_free(
         return false;
     }
     // A free sorts after the allocation it frees, whichever thread made it:
-    // the coarse time of a free can be older than another thread's exact
-    // allocation time. The thread's own stamps keep increasing after it.
+    // the other thread's stamps can be ahead of this one's. The thread's own
+    // stamps keep increasing after it.
     let ticks = if out.ticks < ticks {
         ticks
     } else {
@@ -371,6 +379,7 @@ pub fn track_free(
         r.tls.ticks.set(after);
         after
     };
+    clock::freed(address, ticks);
     let (device, size) = (out.device(), out.size());
     r.block.free(lane(out.space(), device), size);
     r.event(ticks, Op::Free, api, device, address, size, 0);
@@ -389,7 +398,7 @@ fn note_failure(
     code: i32,
     allocating: bool,
 ) {
-    let ticks = clock::ticks();
+    let ticks = r.exact_stamp();
     let device = clamp(device);
     shim.devices.mark_seen(device);
     if allocating {
@@ -434,7 +443,7 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
         device,
         released: false,
         maps: 0,
-        ticks: clock::ticks(),
+        ticks: r.exact_stamp(),
         seq: b.next_seq(),
         thread: r.tls.tid(),
         caller: r.caller,
@@ -460,7 +469,7 @@ pub fn vmm_create(shim: &Tracker, r: Recorder, handle: u64, device: u32, size: u
 pub fn vmm_destroyed(r: Recorder, undo: &Undo, api: Api) {
     for (handle, h) in undo.destroyed() {
         r.block.free(lane(Space::Device, h.device), h.size);
-        r.event(clock::ticks(), Op::Free, api, h.device, *handle, h.size, 0);
+        r.event(r.exact_stamp(), Op::Free, api, h.device, *handle, h.size, 0);
     }
 }
 
