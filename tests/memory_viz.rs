@@ -1,7 +1,9 @@
 //! `kvscope export --memory-viz`: PyTorch's memory snapshot, checked by
 //! tests/python/memory_viz_check.py against the invariants of the memory_viz
-//! page and of torch/cuda/_memory_viz.py. Needs python3; skipped without it
-//! unless KVSCOPE_REQUIRE_PYTHON=1 (as in CI).
+//! page and of torch/cuda/_memory_viz.py, which reads each export too where
+//! torch is installed or KVSCOPE_TORCH_MEMORY_VIZ names the file (CI takes it
+//! out of the torch wheel). Needs python3; skipped without it unless
+//! KVSCOPE_REQUIRE_PYTHON=1 (as in CI).
 
 mod common;
 use common::*;
@@ -46,6 +48,10 @@ fn checked(pickle: &Path, torch: Option<&Path>) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(text.starts_with("ok "), "{text}");
+    // CI gives PyTorch's own _memory_viz.py (.ci/run): it must have read the export.
+    if std::env::var_os("KVSCOPE_TORCH_MEMORY_VIZ").is_some() {
+        assert!(text.contains("torch yes"), "{text}");
+    }
     text
 }
 

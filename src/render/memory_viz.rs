@@ -91,6 +91,9 @@ struct Ev {
     time_us: i64,
     caller: Option<u32>,
     category: Option<&'static str>,
+    /// An `oom`'s free device memory (`torch/cuda/_memory_viz.py`'s trace
+    /// reads it).
+    device_free: Option<u64>,
 }
 
 fn event<W: Write>(p: &mut Pickle<W>, memo: &mut Memo, r: &Report, e: &Ev) -> io::Result<()> {
@@ -110,6 +113,10 @@ fn event<W: Write>(p: &mut Pickle<W>, memo: &mut Memo, r: &Report, e: &Ev) -> io
     if let Some(c) = e.category {
         p.key("category")?;
         p.str(c)?;
+    }
+    if let Some(free) = e.device_free {
+        p.key("device_free")?;
+        p.uint(free)?;
     }
     p.end_dict()
 }
@@ -152,6 +159,7 @@ fn trace(r: &Report, device: u32, live_category: &HashMap<u64, &'static str>) ->
             time_us,
             caller: e.caller,
             category: Some(category),
+            device_free: None,
         };
         match e.op.as_str() {
             "alloc" => {
@@ -177,11 +185,23 @@ fn trace(r: &Report, device: u32, live_category: &HashMap<u64, &'static str>) ->
                 time_us,
                 caller: e.caller,
                 category: None,
+                device_free: Some(oom_free(r, e)),
             }),
             _ => {}
         }
     }
     out
+}
+
+/// The device's free memory at an out-of-memory failure: what
+/// `cuMemGetInfo` said right after it, which an `oom` report holds for its
+/// failure; 0 where the report does not know (other failures, exit reports).
+fn oom_free(r: &Report, e: &crate::report::Event) -> u64 {
+    r.oom
+        .as_ref()
+        .filter(|o| o.device == e.device && o.t_ms == e.t_ms)
+        .and_then(|o| o.device_free_bytes)
+        .unwrap_or(0)
 }
 
 /// Writes `r` as a memory snapshot pickle.
@@ -227,6 +247,7 @@ pub fn write<W: Write>(r: &Report, out: W) -> io::Result<(W, Written)> {
             time_us,
             caller: None,
             category: Some("unknown"),
+            device_free: None,
         });
     }
 

@@ -9,6 +9,8 @@ torch snapshot of the same process, every one of its segments must be a
 segment of the export (address and size). Where torch is installed, its
 _memory_viz.py reads the export too. Prints `ok ...` or fails."""
 import gzip
+import importlib.util
+import os
 import pickle
 import pickletools
 import sys
@@ -40,6 +42,26 @@ def check_frames(frames, where):
         for k, t in (("name", str), ("filename", str), ("line", int)):
             if not isinstance(f.get(k), t):
                 fail(f"{where}: frame {f} lacks {k}")
+
+
+def torch_memory_viz():
+    """torch/cuda/_memory_viz.py: the file KVSCOPE_TORCH_MEMORY_VIZ names
+    (it needs nothing of torch: .ci/run takes it out of the torch wheel), else
+    an installed torch's, else None. Not the stand-in torch beside this
+    script, which has none."""
+    path = os.environ.get("KVSCOPE_TORCH_MEMORY_VIZ")
+    if path:
+        spec = importlib.util.spec_from_file_location("_memory_viz", path)
+        mv = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mv)
+        return mv
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        from torch.cuda import _memory_viz as mv
+    except Exception:
+        return None
+    return mv
 
 
 def main():
@@ -91,6 +113,9 @@ def main():
                     fail(f"device {d}: event {e} lacks {k}")
             if e["action"] not in ACTIONS:
                 fail(f"device {d}: action {e['action']}")
+            # torch/cuda/_memory_viz.py's trace prints it.
+            if e["action"] == "oom" and not isinstance(e.get("device_free"), int):
+                fail(f"device {d}: oom without device_free")
             if last_time is not None and e["time_us"] < last_time:
                 fail(f"device {d}: events out of time order")
             last_time = e["time_us"]
@@ -117,13 +142,12 @@ def main():
         for s in torch_snap["segments"]:
             if (s["address"], s["total_size"]) not in ours:
                 fail(f"torch segment {s['address']:#x} of {s['total_size']} B not exported")
-    try:
-        from torch.cuda import _memory_viz as mv  # only where torch is installed
-    except Exception:
-        mv = None
+    mv = torch_memory_viz()
     if mv is not None:
         mv.segsum(snap)
         mv.trace(snap)
+        mv.trace_plot(snap)
+        mv.segment_plot(snap)
     print(f"ok {len(segs)} segments, {sum(map(len, traces))} events, "
           f"categories {sorted(categories)}, torch {'yes' if mv else 'no'}")
 
