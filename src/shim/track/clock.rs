@@ -181,11 +181,13 @@ impl Scale {
         }
     }
 
-    /// Not rounded: stamps one tick apart (a burst of coarse stamps after a
-    /// marker) stay apart and in order, in the report as in the shim. A tick
-    /// is 1e-14 of a run of 11 hours, above f64's 2e-16.
+    /// Rounded to 0.1 ns, finer than a tick (a TSC runs below 10 GHz), so
+    /// stamps one tick apart (a burst of coarse stamps after a marker) stay
+    /// apart and in order, in the report as in the shim. (To the µs, as
+    /// before, a burst read as one instant, before or after the marker.)
     pub fn ms(&self, ticks: u64) -> f64 {
-        ticks.saturating_sub(self.start_ticks) as f64 * self.ms_per_tick
+        let ms = ticks.saturating_sub(self.start_ticks) as f64 * self.ms_per_tick;
+        (ms * 1e7).round() / 1e7
     }
 
     pub fn ticks_per_ms(&self) -> f64 {
