@@ -28,7 +28,8 @@ pub struct Recorder {
 
 impl Recorder {
     /// An exact stamp, off the hot path (failures, VMM calls): the clock,
-    /// after the thread's earlier stamps and so before its later ones.
+    /// after the thread's earlier stamps and so before its later ones, and
+    /// published (`clock::exact_after`).
     fn exact_stamp(self) -> u64 {
         let t = clock::exact_after(self.tls.ticks.get());
         self.tls.ticks.set(t);
@@ -62,8 +63,8 @@ pub struct Call {
     shim: Option<&'static Tracker>,
     rec: Option<Recorder>,
     api: Api,
-    /// A free's stamp, coarse (`clock::coarse`): no clock read. An
-    /// allocation's is taken with its address (`clock::alloc_stamp`).
+    /// A free's stamp (`clock::free_stamp`): no clock read while the time is
+    /// published. An allocation's is taken with its address (`clock::alloc_stamp`).
     ticks: u64,
 }
 
@@ -122,7 +123,7 @@ impl Call {
             ticks: if api.allocates() {
                 0
             } else {
-                let now = clock::coarse(t.ticks.get());
+                let now = clock::free_stamp(t.ticks.get());
                 t.ticks.set(now);
                 now
             },
