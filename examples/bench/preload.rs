@@ -33,7 +33,7 @@ pub fn preload() {
         if let Some(lib) = &no_caller {
             plain.push(pair_ns(lib));
         }
-        // No background thread publishes the time: every allocation reads the clock.
+        // No background thread publishes the time: every allocation and free reads the clock.
         exact.push(figure(
             &client(&args, true, &[("KVSCOPE_SAMPLE_MS", "0")]),
             "ns_per_pair",
@@ -53,7 +53,7 @@ pub fn preload() {
         added.verdict(40.0)
     );
     println!(
-        "preload   with a clock read on every allocation instead of the published time (KVSCOPE_SAMPLE_MS=0: no background thread publishes it): {:+.1} ns per pair against the default",
+        "preload   with a clock read on every allocation and free instead of the published time (KVSCOPE_SAMPLE_MS=0: no background thread publishes it): {:+.1} ns per pair against the default",
         Estimate::of(&exact, &shim).median
     );
     match no_caller {
