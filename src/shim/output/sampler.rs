@@ -50,7 +50,7 @@ fn run(w: &'static Writer) {
     // Nothing is checkpointed yet, whatever was called before this thread ran.
     let mut checkpoint_calls = 0;
     let mut next = Instant::now() + period;
-    // Hooks stamp with the time published here from now on (`clock::coarse`).
+    // Hooks stamp with the time published here from now on (`clock::stamp`).
     clock::observed();
     clock::ticking(true);
     while !STOP.load(Acquire) {

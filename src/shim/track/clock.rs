@@ -1,8 +1,9 @@
 //! Timestamps. On x86_64 the TSC (about 9 ns to read in a loop here, against
 //! 22 ns for clock_gettime through the vDSO; about 30 ns inside a hook);
-//! elsewhere the monotonic clock. The hooks read neither: they stamp with
-//! the last published time (`coarse`). Ticks become milliseconds since the shim started through a linear
-//! fit against CLOCK_MONOTONIC made when a report is written.
+//! elsewhere the monotonic clock. The hooks read neither while the time is
+//! published: they stamp just after it (`stamp`). Ticks become milliseconds
+//! since the shim started through a linear fit against CLOCK_MONOTONIC made
+//! when a report is written.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -23,8 +24,9 @@ pub fn ticks() -> u64 {
     }
 }
 
-/// The latest exact time published: every timeline sample and every marker
-/// (`observed`). An allocation or free is stamped just after it (`coarse`),
+/// The latest exact time published: every timeline sample, every marker
+/// (`observed`) and every clock read of the hooks (`exact_after`). An
+/// allocation or free is stamped just after it (`coarse`),
 /// with no clock read: a TSC read inside the hook was half of what the shim
 /// added to a `cudaMalloc`+`cudaFree` pair (about 30 of 60 ns).
 static COARSE: AtomicU64 = AtomicU64::new(0);
@@ -56,7 +58,7 @@ fn freed_slot(address: u64) -> &'static AtomicU64 {
 /// before it and before those that happened after it; a stamp is never later
 /// than the truth, and as early as one sample period.
 #[inline(always)]
-pub fn coarse(last: u64) -> u64 {
+fn coarse(last: u64) -> u64 {
     last.max(COARSE.load(Ordering::Relaxed)) + 1
 }
 
@@ -67,10 +69,11 @@ fn is_ticking() -> bool {
     TICKING.load(Ordering::Acquire)
 }
 
-/// The stamp of a free: coarse; exact (the clock) when nothing publishes
-/// the time, so that it is never arbitrarily early.
+/// The stamp of a thread's event (a free) after its last one, `last`:
+/// coarse; exact (the clock) when nothing publishes the time, so that it is
+/// never arbitrarily early.
 #[inline(always)]
-pub fn free_stamp(last: u64) -> u64 {
+pub fn stamp(last: u64) -> u64 {
     if !is_ticking() {
         return exact_after(last);
     }
@@ -78,14 +81,10 @@ pub fn free_stamp(last: u64) -> u64 {
 }
 
 /// The stamp of an allocation of `address`, after the real call returned
-/// it: coarse, and after the last free of its address; exact (the clock)
-/// when nothing publishes the time.
+/// it: `stamp`, and after the last free of its address.
 #[inline(always)]
 pub fn alloc_stamp(last: u64, address: u64) -> u64 {
-    if !is_ticking() {
-        return exact_after(last);
-    }
-    coarse(last).max(freed_slot(address).load(Ordering::Relaxed) + 1)
+    stamp(last).max(freed_slot(address).load(Ordering::Relaxed) + 1)
 }
 
 /// The clock, after the thread's last stamp `last`; published, so that
@@ -254,11 +253,11 @@ mod tests {
         freed_slot(address).store(0, Ordering::Relaxed);
         // The thread's own stamps increase.
         assert!(coarse(free + 5) >= free + 6);
-        assert!(free_stamp(0) > marker && free_stamp(0) <= ticks());
+        assert!(stamp(0) > marker && stamp(0) <= ticks());
         ticking(false);
         let before = ticks();
         assert!(alloc_stamp(0, 0x1000) >= before);
-        assert!(free_stamp(0) >= before);
+        assert!(stamp(0) >= before);
         assert_eq!(alloc_stamp(u64::MAX - 1, 0x1000), u64::MAX);
     }
 }

@@ -63,7 +63,7 @@ pub struct Call {
     shim: Option<&'static Tracker>,
     rec: Option<Recorder>,
     api: Api,
-    /// A free's stamp (`clock::free_stamp`): no clock read while the time is
+    /// A free's stamp (`clock::stamp`): no clock read while the time is
     /// published. An allocation's is taken with its address (`clock::alloc_stamp`).
     ticks: u64,
 }
@@ -123,7 +123,7 @@ impl Call {
             ticks: if api.allocates() {
                 0
             } else {
-                let now = clock::free_stamp(t.ticks.get());
+                let now = clock::stamp(t.ticks.get());
                 t.ticks.set(now);
                 now
             },

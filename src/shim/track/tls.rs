@@ -24,7 +24,7 @@ pub struct Tls {
     /// The current device as the thread set it (cudaSetDevice, cuCtxSetCurrent).
     pub device: Cell<u32>,
     pub block: Cell<*const ThreadBlock>,
-    /// This thread's last time stamp: what its next one follows (`clock::coarse`).
+    /// This thread's last time stamp: what its next one follows (`clock::stamp`).
     pub ticks: Cell<u64>,
     tid: Cell<u32>,
 }
